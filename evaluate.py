@@ -1,0 +1,159 @@
+"""Evaluate a trained model (baseline, SupCon or SupCon-MPL) on test sets: one full deterministic pass per
+set; score = softmax P(fake); ACC (threshold 0.5), AUC, F1 (fake positive), EER, AP; known/unknown rows.
+
+Weights default to the run folder of the config (<out_dir>/<run_name>/<method>/); the authors' released
+.tar files work too (with --input-scale seed, the input scaling they were trained with).
+Writes a JSON of metrics per test set and a per-image predictions CSV (path,label,score), prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datasets import eval_loader, prepare_data, test_sets
+from models import EncoderClassifier, LinearClassifier, SupConNet, build_baseline
+from utils import (UserError, atomic_write_text, autocast, binary_metrics, format_table, get_device, load_checkpoint,
+                   load_config, load_weights, resolve_path, run_cli, run_folder)
+
+CHECKPOINTS = {"pt": ("pt.tar", None), "supcon": ("supcon_encoder.tar", "supcon_classifier.tar"),
+               "supconmpl": ("mpl_supcon_encoder.tar", "mpl_supcon_classifier.tar")}
+
+
+def build_model(method: str, backbone: str, weights: Path | None, encoder: Path | None,
+                classifier: Path | None) -> torch.nn.Module:
+    """The model of `method` with its checkpoints loaded (strict; a mismatch is a one-line error)."""
+    if method == "pt":
+        model = build_baseline(backbone, "none")
+        load_weights(model, weights)
+        return model
+    state = load_checkpoint(encoder)["model_state_dict"]
+    feat_dim = state["head.2.weight"].shape[0] if "head.2.weight" in state else 128
+    net = SupConNet(backbone, "none", feat_dim)
+    load_weights(net, encoder)
+    cls = LinearClassifier(net.dim)
+    load_weights(cls, classifier)
+    return EncoderClassifier(net.encoder, cls)
+
+
+@torch.no_grad()
+def score(model: torch.nn.Module, loader, device: torch.device, amp: bool, desc: str) -> np.ndarray:
+    """P(fake) for every image of the loader, in order."""
+    from tqdm import tqdm
+    model.eval()
+    out = []
+    for x, _ in tqdm(loader, desc=desc, leave=False, file=sys.stderr, mininterval=1.0,
+                     disable=not sys.stderr.isatty()):
+        with autocast(device, amp):
+            logits = model(x.to(device, non_blocking=True))
+        out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def evaluate(model: torch.nn.Module, sets: dict, img_size: int, backbone: str, input_scale: str,
+             device: torch.device, batch_size: int = 256, workers: int = 0, amp: bool = True):
+    """Metrics per test set and the per-image predictions [(path, label, score)] (each path once)."""
+    results, predictions = {}, {}
+    model.to(device)
+    for name, (split, samples) in sets.items():
+        loader = eval_loader(samples, img_size, backbone, input_scale, batch_size, workers)
+        scores = score(model, loader, device, amp, name)
+        labels = np.array([s.label for s in samples])
+        results[name] = {**binary_metrics(labels, scores), "n": int(len(samples)), "split": split}
+        for s, p in zip(samples, scores):
+            predictions[s.path] = (s.label, float(p))
+    return results, [(p, lab, sc) for p, (lab, sc) in predictions.items()]
+
+
+def write_outputs(results: dict, predictions: list, json_path: Path, csv_path: Path) -> None:
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "label", "score"])
+    writer.writerows((p, lab, f"{sc:.6f}") for p, lab, sc in predictions)
+    atomic_write_text(csv_path, buf.getvalue())
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  python evaluate.py --method supconmpl --config configs/demo.yaml\n"
+               "  python evaluate.py --method pt --weights W.tar --test folder:DIR --img-size 64 --json out.json\n"
+               "  python evaluate.py --method supcon --encoder weights/supcon_encoder.tar "
+               "--classifier weights/supcon_classifier.tar --input-scale seed --test folder:DIR")
+    p.add_argument("--method", required=True, choices=sorted(CHECKPOINTS), help="which kind of model")
+    p.add_argument("--config", help="config whose test sets and run folder to use (default: configs/demo.yaml "
+                                    "unless --test is given)")
+    p.add_argument("--weights", help="baseline checkpoint (pt)")
+    p.add_argument("--encoder", help="SupCon network checkpoint (supcon, supconmpl)")
+    p.add_argument("--classifier", help="linear classifier checkpoint (supcon, supconmpl)")
+    p.add_argument("--test", action="append", default=[], metavar="folder:DIR",
+                   help="test set (repeatable); replaces the config's test sets")
+    p.add_argument("--backbone", help="architecture (default: from the checkpoint, else the config, else resnet50)")
+    p.add_argument("--img-size", type=int, help="input size (default: from the checkpoint or config)")
+    p.add_argument("--input-scale", choices=("project", "seed"),
+                   help="project: [0,1] + mean/std (default); seed: the reference code's x/255/255")
+    p.add_argument("--json", help="metrics JSON (default: <run folder>/results.json)")
+    p.add_argument("--predictions", help="per-image CSV (default: <run folder>/predictions.csv)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--out", help="folder of run folders (same as out_dir=...)")
+    p.add_argument("--run-name", help="run folder name (same as run_name=...)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (as for training)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = args.config or (None if args.test else "configs/demo.yaml")
+    overrides = list(args.overrides)
+    for key, value in (("device", args.device), ("out_dir", args.out), ("run_name", args.run_name)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    cfg = load_config(config, overrides)
+    run_dir = run_folder(cfg, args.method)
+    enc_name, cls_name = CHECKPOINTS[args.method]
+    if args.method == "pt":
+        weights = resolve_path(args.weights) if args.weights else run_dir / enc_name
+        first, encoder, classifier = weights, None, None
+    else:
+        if args.weights:
+            raise UserError("--weights is for --method pt; use --encoder and --classifier")
+        encoder = resolve_path(args.encoder) if args.encoder else run_dir / enc_name
+        classifier = resolve_path(args.classifier) if args.classifier else run_dir / cls_name
+        first, weights = encoder, None
+    saved = load_checkpoint(first)  # our checkpoints say how they were trained; the authors' do not
+    backbone = args.backbone or saved.get("backbone") or cfg["backbone"]
+    img_size = args.img_size or saved.get("img_size") or cfg["img_size"]
+    input_scale = args.input_scale or saved.get("input_scale") or cfg["input_scale"]
+    if img_size <= 0:
+        raise UserError(f"--img-size must be positive, got {img_size}")
+
+    device = get_device(cfg["device"])
+    torch.manual_seed(cfg["seed"])
+    if not args.test:
+        prepare_data(cfg)
+    sets = test_sets(cfg, args.test)
+    model = build_model(args.method, backbone, weights, encoder, classifier)
+    results, predictions = evaluate(model, sets, img_size, backbone, input_scale, device, args.batch_size,
+                                    0 if device.type == "cpu" else cfg["workers"], cfg["amp"])
+    json_path = resolve_path(args.json) if args.json else run_dir / "results.json"
+    csv_path = resolve_path(args.predictions) if args.predictions else run_dir / "predictions.csv"
+    write_outputs(results, predictions, json_path, csv_path)
+    title = f"{args.method} ({backbone}, {img_size}px, weights {first}) — metrics in %"
+    print(format_table(results, title))
+    print(f"\nmetrics: {json_path}\npredictions: {csv_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,1 @@
+"""Data preparation: folder set-up and the embedded demo benchmark."""

@@ -1,0 +1,328 @@
+"""The embedded demo benchmark: synthetic stand-ins for FaceForensics++ built from sample photographs.
+
+What it is for: letting the whole pipeline (loaders, protocols, the three trainings, evaluation) run on
+any machine, offline, in minutes. It is NOT a deepfake dataset and its numbers say nothing about real
+deepfake detection.
+
+"Real" frames are crops of real photographs shipped by scikit-image and scikit-learn. Each "video" is a
+short pan/zoom over one photograph, with a per-video sensor-noise level and video-like JPEG compression.
+"Fake" frames are the same kind of frames with a face-like elliptical region altered by one of four
+manipulation families standing in for FF++'s four methods, plus one post-generation family:
+
+==================  ======================================================================
+Deepfakes           region re-rendered by an autoencoder (PCA, fitted at generation time on
+                    real crops) at 16x16 and up-sampled, colour-matched, soft-blended
+Face2Face           region re-enacted: magnified re-sampling of the face texture plus a smooth
+                    expression warp (bilinear)
+FaceSwap            region from another video rendered at 0.4x resolution, colour-corrected
+                    and Poisson-blended (cv2.seamlessClone)
+NeuralTextures      region re-rendered as a low-pass base plus a texture from a fixed random
+                    convolutional "neural texture" (texture mismatch instead of smoothing)
+StyleGAN            whole frame synthesised at half resolution, up-sampled by a strided transposed
+                    convolution (checkerboard spectrum), fine detail synthesised back; no blending
+                    boundary and no smoothing
+==================  ======================================================================
+
+On disk it follows the FF++ layout used by the authors (``FaceForensics++/{train_set,test_set}/<method>/
+<video>/<frame>.png``, real videos named ``017``, fake ones ``017_042`` = target_source) and a flat
+``StyleGAN/`` folder, so the demo goes through the same loader and protocol code as real data. Train and
+test videos come from disjoint pixels of each photograph (left and right parts) and disjoint ids.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FF_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+POSTGEN = "StyleGAN"
+DEMO_VERSION = 2
+
+# Colour photographs that ship inside installed packages (file name, package).
+_PHOTOS = [
+    ("astronaut.png", "skimage"), ("coffee.png", "skimage"), ("chelsea.png", "skimage"),
+    ("rocket.jpg", "skimage"), ("motorcycle_left.png", "skimage"), ("motorcycle_right.png", "skimage"),
+    ("retina.jpg", "skimage"), ("hubble_deep_field.jpg", "skimage"), ("ihc.png", "skimage"),
+    ("china.jpg", "sklearn"), ("flower.jpg", "sklearn"),
+]
+
+
+def _package_dir(package: str) -> Path:
+    if package == "skimage":
+        import skimage
+        return Path(skimage.__file__).parent / "data"
+    import sklearn
+    return Path(sklearn.__file__).parent / "datasets" / "images"
+
+
+def load_photos() -> list[np.ndarray]:
+    """The sample photographs as BGR uint8 arrays (read from the installed packages, no network)."""
+    photos = []
+    for name, package in _PHOTOS:
+        path = _package_dir(package) / name
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise FileNotFoundError(f"sample photograph {path} is missing: reinstall {package}")
+        photos.append(img)
+    return photos
+
+
+# ----------------------------------------------------------------------------- capture ("real" frames)
+def _video_track(rng: np.random.Generator, photo_shape: tuple, part: str, frames: int, size: int) -> list:
+    """Crop windows (x, y, w) of one 'video': a slow pan and zoom inside the train or test part."""
+    h, w = photo_shape[:2]
+    x_lo, x_hi = (0, int(w * 0.62)) if part == "train" else (int(w * 0.62), w)
+    win0 = rng.uniform(1.2, 2.4) * size
+    win0 = min(win0, (x_hi - x_lo) * 0.8, h * 0.8)
+    cx = rng.uniform(x_lo + win0 / 2, x_hi - win0 / 2)
+    cy = rng.uniform(win0 / 2, h - win0 / 2)
+    vx, vy, vz = rng.normal(0, 0.02 * win0, 2).tolist() + [rng.normal(0, 0.02)]
+    track = []
+    for f in range(frames):
+        win = win0 * (1 + vz * f)
+        win = float(np.clip(win, size, min(x_hi - x_lo, h) - 1))
+        x = float(np.clip(cx + vx * f - win / 2, x_lo, x_hi - win))
+        y = float(np.clip(cy + vy * f - win / 2, 0, h - win))
+        track.append((x, y, win))
+    return track
+
+
+def _crop(photo: np.ndarray, window: tuple, size: int) -> np.ndarray:
+    x, y, win = window
+    patch = photo[int(y):int(y + win), int(x):int(x + win)]
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _add_sensor_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    noisy = img.astype(np.float32) + rng.normal(0, sigma, img.shape).astype(np.float32)
+    return np.clip(noisy, 0, 255)
+
+
+def _compress(img: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+
+# ----------------------------------------------------------------------------- manipulation families
+def _face_mask(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple]:
+    """A soft elliptical 'face' mask [H, W] in [0, 1] and its bounding box (x0, y0, x1, y1)."""
+    cx, cy = rng.uniform(0.4, 0.6, 2) * size
+    ax, ay = rng.uniform(0.22, 0.32) * size, rng.uniform(0.26, 0.36) * size
+    mask = np.zeros((size, size), np.float32)
+    cv2.ellipse(mask, (int(cx), int(cy)), (int(ax), int(ay)), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=size / 40)
+    box = (max(int(cx - ax), 0), max(int(cy - ay), 0), min(int(cx + ax) + 1, size), min(int(cy + ay) + 1, size))
+    return mask, box
+
+
+def _blend(base: np.ndarray, region: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None]
+    return base * (1 - m) + region * m
+
+
+def _match_colour(src: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Shift src's per-channel mean/std inside the mask to ref's (the colour correction of swap pipelines)."""
+    sel = mask > 0.5
+    out = src.astype(np.float32).copy()
+    for c in range(3):
+        s, r = out[..., c][sel], ref[..., c][sel].astype(np.float32)
+        out[..., c] = (out[..., c] - s.mean()) / (s.std() + 1e-3) * (r.std() + 1e-3) + r.mean()
+    return np.clip(out, 0, 255)
+
+
+class PcaAutoencoder:
+    """A linear autoencoder (PCA) over 16x16 colour crops, fitted on real training crops at generation time."""
+
+    def __init__(self, crops: np.ndarray, components: int = 24, res: int = 16):
+        self.res = res
+        x = np.stack([cv2.resize(c, (res, res), interpolation=cv2.INTER_AREA) for c in crops]).astype(np.float32)
+        x = x.reshape(len(x), -1)  # [N, res*res*3]
+        self.mean = x.mean(0)
+        _, _, vt = np.linalg.svd(x - self.mean, full_matrices=False)
+        self.basis = vt[:components]  # [K, res*res*3]
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        small = cv2.resize(img.astype(np.float32), (self.res, self.res), interpolation=cv2.INTER_AREA).reshape(-1)
+        code = (small - self.mean) @ self.basis.T
+        recon = (code @ self.basis + self.mean).reshape(self.res, self.res, 3)
+        return np.clip(recon, 0, 255)
+
+
+def deepfakes(frame, donor, rng, ctx):
+    mask, (x0, y0, x1, y1) = _face_mask(rng, frame.shape[0])
+    region = frame.copy()
+    patch = ctx["autoencoder"](frame[y0:y1, x0:x1])
+    region[y0:y1, x0:x1] = cv2.resize(patch, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    region = _match_colour(region, frame, mask)
+    return _blend(frame, region, mask)
+
+
+def face2face(frame, donor, rng, ctx):
+    size = frame.shape[0]
+    mask, (x0, y0, x1, y1) = _face_mask(rng, size)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    # Re-enactment re-renders the face texture under a new expression: a magnifying resample of the
+    # region (texture rendered at lower density) plus a smooth expression warp, both bilinear.
+    zoom = rng.uniform(0.55, 0.7)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    amp = rng.uniform(1.0, 2.5)
+    fx, fy = rng.uniform(1.5, 3.0, 2) * 2 * np.pi / size
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    map_x = cx + (xx - cx) * zoom + amp * np.sin(yy * fy + phase[0])
+    map_y = cy + (yy - cy) * zoom + amp * np.sin(xx * fx + phase[1])
+    warped = cv2.remap(frame, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REFLECT)
+    return _blend(frame, warped, mask)
+
+
+def faceswap(frame, donor, rng, ctx):
+    size = frame.shape[0]
+    mask, (x0, y0, x1, y1) = _face_mask(rng, size)
+    low = cv2.resize(donor, (int(size * 0.4), int(size * 0.4)), interpolation=cv2.INTER_AREA)
+    rendered = cv2.resize(low, (size, size), interpolation=cv2.INTER_LINEAR)
+    rendered = _match_colour(rendered, frame, mask).astype(np.uint8)
+    clone_mask = (mask > 0.5).astype(np.uint8) * 255
+    centre = ((x0 + x1) // 2, (y0 + y1) // 2)
+    # seamlessClone centres the mask's bounding box on `centre`; use the mask's own box to keep it in place.
+    ys, xs = np.nonzero(clone_mask)
+    centre = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
+    return cv2.seamlessClone(rendered, np.clip(frame, 0, 255).astype(np.uint8), clone_mask, centre,
+                             cv2.NORMAL_CLONE).astype(np.float32)
+
+
+def neural_textures(frame, donor, rng, ctx):
+    size = frame.shape[0]
+    mask, _ = _face_mask(rng, size)
+    base = cv2.GaussianBlur(frame, (0, 0), sigmaX=1.2)
+    # A "neural texture": fixed random 3x3 convolutions of white noise, i.e. spatially correlated,
+    # oriented high-frequency detail whose statistics differ from the camera noise around it.
+    tex = rng.normal(0, 1, (size, size, 3)).astype(np.float32)
+    for k in ctx["texture_kernels"]:
+        tex = np.tanh(cv2.filter2D(tex, -1, k))
+    tex = (tex - tex.mean()) / (tex.std() + 1e-6)
+    region = base + rng.uniform(5, 9) * tex
+    return _blend(frame, region, mask)
+
+
+def post_generation(frame, donor, rng, ctx):
+    """Full synthesis: a half-resolution image up-sampled by a strided transposed convolution (the
+    checkerboard fingerprint of GAN generators), with fine detail synthesised back so that the frame is as
+    sharp as a camera frame (no smoothing cue, unlike the face-swap families)."""
+    import torch
+    import torch.nn.functional as F
+
+    size = frame.shape[0]
+    low = cv2.resize(frame, (size // 2, size // 2), interpolation=cv2.INTER_AREA)
+    low = cv2.copyMakeBorder(low, 1, 1, 1, 1, cv2.BORDER_REPLICATE)  # no dark rim at the frame's edges
+    x = torch.from_numpy(low.transpose(2, 0, 1)[None].copy())  # [1, 3, h + 2, w + 2]
+    y = F.conv_transpose2d(x, ctx["upsample_kernel"], stride=2, padding=1, groups=3)[..., 2:-2, 2:-2]  # [1, 3, 2h, 2w]
+    detail = frame - cv2.GaussianBlur(frame, (0, 0), sigmaX=1.0)
+    return y[0].numpy().transpose(1, 2, 0) + detail
+
+
+FAMILIES = {"Deepfakes": deepfakes, "Face2Face": face2face, "FaceSwap": faceswap,
+            "NeuralTextures": neural_textures, POSTGEN: post_generation}
+
+
+def _context(photos: list, size: int, rng: np.random.Generator) -> dict:
+    import torch
+    crops = []
+    for photo in photos:
+        for window in _video_track(rng, photo.shape, "train", 12, size):
+            crops.append(_crop(photo, window, size))
+    kernels = [rng.normal(0, 0.6, (3, 3)).astype(np.float32) for _ in range(2)]
+    # 4x4 transposed-conv kernel, stride 2: uneven overlap -> a period-2 pattern in the output.
+    base = np.outer([0.25, 0.75, 0.75, 0.25], [0.25, 0.75, 0.75, 0.25]).astype(np.float32)
+    kernel = base * (1 + rng.uniform(-0.08, 0.08, (4, 4)).astype(np.float32))
+    kernel = torch.from_numpy(np.repeat(kernel[None, None], 3, 0))  # [3, 1, 4, 4]
+    return {"autoencoder": PcaAutoencoder(np.stack(crops)), "texture_kernels": kernels, "upsample_kernel": kernel}
+
+
+# ----------------------------------------------------------------------------- writer
+def _write(path: Path, img: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.clip(np.round(img), 0, 255).astype(np.uint8)):
+        raise OSError(f"could not write {path}")
+
+
+def generate(out: str | os.PathLike, seed: int = 0, size: int = 64, train_ids: int = 100, test_ids: int = 20,
+             frames: int = 8, quiet: bool = False) -> Path:
+    """Write the demo benchmark under `out` (replacing it) and return its root."""
+    out = Path(out)
+    params = dict(version=DEMO_VERSION, seed=seed, size=size, train_ids=train_ids, test_ids=test_ids, frames=frames)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    start = time.time()
+    photos = load_photos()
+    rng = np.random.default_rng(seed)
+    ctx = _context(photos, size, rng)
+    ff = tmp / "FaceForensics++"
+    for subset, ids, first in (("train_set", train_ids, 0), ("test_set", test_ids, train_ids)):
+        part = "train" if subset == "train_set" else "test"
+        vids = list(range(first, first + ids))
+        for vid in vids:
+            vrng = np.random.default_rng([seed, vid])
+            photo = photos[vid % len(photos)]
+            sigma, quality = vrng.uniform(4.0, 8.0), int(vrng.integers(85, 97))
+            track = _video_track(vrng, photo.shape, part, frames, size)
+            source = vids[(vids.index(vid) + 1 + int(vrng.integers(0, ids - 1))) % ids]
+            donor_track = _video_track(np.random.default_rng([seed, source]), photos[source % len(photos)].shape,
+                                       part, frames, size)
+            for f, window in enumerate(track):
+                frame = _add_sensor_noise(_crop(photo, window, size), sigma, vrng)
+                _write(ff / subset / "Real" / f"{vid:03d}" / f"{f:04d}.png", _compress(frame, quality))
+                donor = _crop(photos[source % len(photos)], donor_track[f], size).astype(np.float32)
+                for method in FF_METHODS:
+                    fake = FAMILIES[method](frame, donor, vrng, ctx)
+                    _write(ff / subset / method / f"{vid:03d}_{source:03d}" / f"{f:04d}.png", _compress(fake, quality))
+                if subset == "test_set":
+                    fake = post_generation(frame, donor, vrng, ctx)
+                    _write(tmp / POSTGEN / f"{vid:03d}_{f:04d}.png", _compress(fake, quality))
+    (tmp / "DEMO.json").write_text(json.dumps(params, indent=2) + "\n")
+    (tmp / "README.txt").write_text(__doc__)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    if not quiet:
+        print(f"demo benchmark written to {out} in {time.time() - start:.1f}s", file=sys.stderr)
+    return out
+
+
+def ensure_demo(root: str | os.PathLike, seed: int = 0) -> Path:
+    """Generate the demo benchmark under `root` unless a complete one with the same parameters is there."""
+    root = Path(root)
+    marker = root / "DEMO.json"
+    if marker.exists():
+        params = json.loads(marker.read_text())
+        if params.get("version") == DEMO_VERSION and params.get("seed") == seed:
+            return root
+    print(f"demo benchmark not found at {root}: generating it (takes a few seconds)", file=sys.stderr)
+    return generate(root, seed=seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m preprocess.demo",
+        description="Generate the embedded demo benchmark (synthetic stand-ins for FF++; offline, seeded).",
+        epilog="example: python -m preprocess.demo --out data/demo --seed 0")
+    parser.add_argument("--out", default="data/demo", help="output root (replaced if present; default: data/demo)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=64, help="frame size in pixels (default: 64)")
+    parser.add_argument("--train-ids", type=int, default=100, help="videos per method in train_set (default: 100)")
+    parser.add_argument("--test-ids", type=int, default=20, help="videos per method in test_set (default: 20)")
+    parser.add_argument("--frames", type=int, default=8, help="frames per video (default: 8)")
+    args = parser.parse_args(argv)
+    generate(args.out, args.seed, args.size, args.train_ids, args.test_ids, args.frames)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

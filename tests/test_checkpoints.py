@@ -1,0 +1,99 @@
+"""Checkpoints in the reference code's key layout load and evaluate; bad ones give one-line errors."""
+import json
+
+import pytest
+import torch
+import torchvision
+
+from models import EncoderClassifier, LinearClassifier, SupConNet, build_baseline
+from utils import UserError, load_weights, save_checkpoint, DEFAULTS
+
+from conftest import PY, run
+
+
+def reference_supcon_state(dim=512, feat_dim=128):
+    """What the authors' SupConResNet saved: encoder.<torchvision resnet keys>, head.0.*, head.2.*."""
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18()
+    state = {f"encoder.{k}": v for k, v in tv.state_dict().items() if not k.startswith("fc.")}
+    head = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, feat_dim))
+    state.update({f"head.{k}": v for k, v in head.state_dict().items()})
+    return tv, state
+
+
+def test_supcon_encoder_and_classifier_in_reference_layout(tmp_path):
+    tv, state = reference_supcon_state()
+    torch.save({"model_state_dict": state}, tmp_path / "supcon_encoder.tar")
+    torch.save({"model_state_dict": {"fc.weight": torch.randn(2, 512), "fc.bias": torch.zeros(2)}},
+               tmp_path / "supcon_classifier.tar")
+    net = SupConNet("resnet18", "none")
+    load_weights(net, tmp_path / "supcon_encoder.tar")
+    cls = LinearClassifier(net.dim)
+    load_weights(cls, tmp_path / "supcon_classifier.tar")
+    tv.fc = torch.nn.Identity()
+    tv.eval(), net.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(net.encoder(x), tv(x), atol=1e-5)
+        assert EncoderClassifier(net.encoder, cls)(x).shape == (2, 2)
+
+
+def test_baseline_in_reference_layout_with_dataparallel_prefix(tmp_path):
+    tv = torchvision.models.resnet18()
+    tv.fc = torch.nn.Linear(512, 2)
+    state = {f"module.{k}": v for k, v in tv.state_dict().items()}
+    torch.save({"model_state_dict": state}, tmp_path / "resnet_state_dict_ff.tar")
+    model = build_baseline("resnet18")
+    load_weights(model, tmp_path / "resnet_state_dict_ff.tar")
+    tv.eval(), model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), tv(x), atol=1e-5)
+
+
+def test_mismatched_and_corrupt_checkpoints_are_one_line_errors(tmp_path):
+    _, state = reference_supcon_state()
+    torch.save({"model_state_dict": state}, tmp_path / "r18.tar")
+    with pytest.raises(UserError, match="does not fit SupConNet.*missing keys"):
+        load_weights(SupConNet("test_resnet"), tmp_path / "r18.tar")
+    (tmp_path / "bad.tar").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        load_weights(LinearClassifier(4), tmp_path / "bad.tar")
+    with pytest.raises(UserError, match="checkpoint not found"):
+        load_weights(LinearClassifier(4), tmp_path / "missing.tar")
+
+
+def test_our_checkpoint_is_self_describing(tmp_path):
+    net = SupConNet("test_resnet")
+    save_checkpoint(tmp_path / "a.tar", net, DEFAULTS, "supcon_encoder", 7)
+    state = torch.load(tmp_path / "a.tar", weights_only=True)
+    assert {"model_state_dict", "kind", "backbone", "step", "config", "img_size"} <= set(state)
+    assert state["step"] == 7 and not (tmp_path / "a.tar.tmp").exists()
+
+
+def test_evaluate_authors_weights_with_seed_input_scale(tmp_path, tiny_demo):
+    """The authors' released files (bare model_state_dict) evaluate through the public CLI."""
+    _, state = reference_supcon_state()
+    torch.save({"model_state_dict": state}, tmp_path / "mpl_supcon_encoder.tar")
+    torch.save({"model_state_dict": {"fc.weight": torch.randn(2, 512), "fc.bias": torch.zeros(2)}},
+               tmp_path / "mpl_supcon_classifier.tar")
+    res = run([PY, "evaluate.py", "--method", "supconmpl", "--backbone", "resnet18", "--input-scale", "seed",
+               "--encoder", str(tmp_path / "mpl_supcon_encoder.tar"),
+               "--classifier", str(tmp_path / "mpl_supcon_classifier.tar"),
+               "--test", f"folder:{tmp_path / 'set'}", "--img-size", "32",
+               "--json", str(tmp_path / "out.json"), "--predictions", str(tmp_path / "out.csv")])
+    assert res.returncode == 2 and "dataset folder not found" in res.stderr  # folder not made yet
+    (tmp_path / "set").mkdir()
+    for label, method in (("real", "Real"), ("fake", "Deepfakes")):
+        (tmp_path / "set" / label).symlink_to(tiny_demo / "FaceForensics++" / "test_set" / method)
+    res = run([PY, "evaluate.py", "--method", "supconmpl", "--backbone", "resnet18", "--input-scale", "seed",
+               "--encoder", str(tmp_path / "mpl_supcon_encoder.tar"),
+               "--classifier", str(tmp_path / "mpl_supcon_classifier.tar"),
+               "--test", f"folder:{tmp_path / 'set'}", "--img-size", "32",
+               "--json", str(tmp_path / "out.json"), "--predictions", str(tmp_path / "out.csv")])
+    assert res.returncode == 0, res.stderr
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert set(out) == {"set"} and out["set"]["split"] is None and out["set"]["n"] == 12
+    assert set(out["set"]) == {"acc", "auc", "f1", "eer", "ap", "n", "split"}
+    lines = (tmp_path / "out.csv").read_text().splitlines()
+    assert lines[0] == "path,label,score" and len(lines) == 13

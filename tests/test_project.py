@@ -1,0 +1,63 @@
+"""What a newcomer meets first: README commands, CI script, requirements, Docker files, configs."""
+import re
+
+import yaml
+
+from conftest import REPO
+from utils import load_config
+
+
+def test_readme_starts_with_the_two_commands():
+    head = (REPO / "README.md").read_text().splitlines()[:6]
+    text = "\n".join(head)
+    assert "pip install -r requirement.txt && bash train_supconmpl_model.sh" in text
+    assert "pip install -r requirement.txt && python -m pytest" in text
+
+
+def test_ci_installs_requirements_and_runs_the_readme_test_command():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "pip install" in ci and "-r requirement.txt" in ci
+    assert "python -m pytest" in ci
+
+
+def test_requirements_pin_torch_and_list_the_stack():
+    names = {}
+    for line in (REPO / "requirement.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name = re.split(r"[<>=!~]", line)[0].strip().lower()
+            names[name] = line
+    assert names["torch"] == "torch==2.14.1" and names["torchvision"] == "torchvision==0.29.1"
+    assert {"timm", "numpy", "scikit-learn", "tqdm", "pyyaml"} <= set(names)
+    assert any(n.startswith("opencv") for n in names)
+
+
+def test_docker_compose_reserves_gpu_and_mounts_repo_and_data():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    (service,) = compose["services"].values()
+    assert service["shm_size"]
+    volumes = service["volumes"]
+    assert any(v.startswith(".:") for v in volumes) and any("/data" in v.split(":")[-1] for v in volumes)
+    devices = service["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"] and devices[0]["driver"] == "nvidia"
+
+
+def test_dockerfile_uses_cuda_pytorch_and_installs_requirements():
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines() if line.strip()]
+    from_line = next(line for line in lines if line.startswith("FROM"))
+    assert "pytorch" in from_line and "cuda" in from_line
+    assert any(line.startswith("COPY") and "requirement.txt" in line for line in lines)
+    assert any(line.startswith("RUN") and "pip install -r" in line for line in lines)
+
+
+def test_every_config_loads():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        cfg = load_config(str(path))
+        assert cfg["run_name"] == path.stem
+
+
+def test_shell_scripts_train_on_the_first_line_then_evaluate():
+    for method in ("pt", "supcon", "supconmpl"):
+        lines = (REPO / f"train_{method}_model.sh").read_text().splitlines()
+        assert lines[0].startswith(f"python train_{method}.py \"$@\"")
+        assert any(line.startswith(f"python evaluate.py --method {method}") for line in lines[1:])

@@ -1,0 +1,2 @@
+python train_pt.py "$@" || exit 1
+python evaluate.py --method pt "$@"

@@ -1,0 +1,2 @@
+python train_supcon.py "$@" || exit 1
+python evaluate.py --method supcon "$@"

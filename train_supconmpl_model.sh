@@ -1,0 +1,2 @@
+python train_supconmpl.py "$@" || exit 1
+python evaluate.py --method supconmpl "$@"

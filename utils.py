@@ -1,0 +1,440 @@
+"""The shared engine of the three training scripts and of evaluate.py.
+
+Config (YAML + ``key=value`` overrides), one-line user errors, seeding, device and AMP set-up, run
+folders, logging with progress bars, atomic self-describing checkpoints, and the metrics / results table.
+Each ``train_*.py`` reads top to bottom and differs from the others mainly in its step function.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2, no traceback."""
+
+
+def run_cli(main: Callable[[list[str] | None], int]) -> None:
+    """Run an entry point; a UserError becomes `error: ...` on stderr and exit status 2."""
+    try:
+        code = main(None)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+# ----------------------------------------------------------------------------------------------- config
+# Every key a config may set. Values are the project's defaults (the paper's settings where it gave them);
+# configs/*.yaml override them and `key=value` arguments override the file.
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "device": "auto",              # auto | cpu | cuda | cuda:N
+    "out_dir": "runs",             # run folders go to <out_dir>/<run_name>/<method>
+    "run_name": None,              # default: the config file's name
+    "backbone": "resnet50",        # any timm model name (resnet50, resnet101, efficientnet_b4, ...)
+    "pretrained": "imagenet",      # imagenet | none | path to a state-dict file
+    "img_size": 64,
+    "input_scale": "project",      # project: [0, 1] + backbone mean/std; seed: the reference code's x/255/255
+    "amp": True,                   # bf16 autocast on CUDA (ignored on CPU)
+    "workers": 4,                  # DataLoader worker processes
+    "log_every": 50,               # steps between log lines
+    "aug": {
+        "scale": [0.5, 1.0],       # RandomResizedCrop scale range
+        "hflip": 0.5,
+        "color_jitter": [0.4, 0.4, 0.4, 0.1],
+        "color_jitter_p": 0.8,
+        "grayscale_p": 0.2,
+    },
+    "data": {
+        "demo": None,              # path: generate the embedded demo benchmark there when missing
+        "balance": True,           # sample real and fake labeled images equally often
+        "labeled_fraction": 0.5,   # share of train videos (by target id) in the labeled part
+        "frames_per_video": None,  # keep at most this many frames per video (evenly spaced)
+        "labeled": [],
+        "unlabeled": [],
+        "test": [],
+    },
+    "pt": {"steps": 2000, "batch_size": 512, "lr": 1e-4, "weight_decay": 0.0},
+    "supcon": {
+        "steps": 2000, "batch_size": 512, "lr": 1e-4, "temperature": 0.1, "feat_dim": 128,
+        "classifier_steps": 500, "classifier_batch_size": 512, "classifier_lr": 1e-4,
+    },
+    "mpl": {
+        "steps": 2000, "batch_labeled": 64, "batch_unlabeled": 448,
+        "teacher_lr": 1e-4, "student_lr": 1e-4, "temperature": 0.1, "T": 1.0,
+        "feedback": "new_minus_old",  # h = s_new - s_old (the authors' sign); or old_minus_new
+        "teacher_encoder": None,      # default: <run>/supcon/supcon_encoder.tar
+        "teacher_classifier": None,   # default: <run>/supcon/supcon_classifier.tar
+        "student_pretrained": None,   # default: same as `pretrained`
+        "finetune_steps": 500, "finetune_classifier_steps": 500, "finetune_lr": 1e-4,
+    },
+}
+
+_CHOICES = {"input_scale": ("project", "seed"), "mpl.feedback": ("new_minus_old", "old_minus_new")}
+
+
+def _merge(base: dict, override: dict, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        name = f"{prefix}{key}"
+        if key not in base:
+            raise UserError(f"unknown config key '{name}'")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise UserError(f"config key '{name}' must be a mapping")
+            out[key] = _merge(base[key], value, name + ".")
+        else:
+            out[key] = value
+    return out
+
+
+def _set_dotted(cfg: dict, dotted: str, raw: str) -> None:
+    node, keys = cfg, dotted.split(".")
+    for i, key in enumerate(keys):
+        name = ".".join(keys[: i + 1])
+        if not isinstance(node, dict) or key not in node:
+            raise UserError(f"unknown config key '{name}'")
+        if i == len(keys) - 1:
+            if isinstance(node[key], dict):
+                raise UserError(f"config key '{name}' is a section; set one of its keys")
+            node[key] = yaml.safe_load(raw) if raw != "" else None
+        else:
+            node = node[key]
+
+
+def _check_types(cfg: dict, ref: dict, prefix: str = "") -> None:
+    for key, default in ref.items():
+        name, value = f"{prefix}{key}", cfg[key]
+        if isinstance(default, dict):
+            _check_types(value, default, name + ".")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise UserError(f"config key '{name}' must be true or false, got {value!r}")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, str):
+                # YAML 1.1 reads 1e-4 (no dot) as a string; accept any number Python can parse.
+                try:
+                    value = cfg[key] = float(value) if isinstance(default, float) else int(value)
+                except ValueError:
+                    pass
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = cfg[key] = float(value)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UserError(f"config key '{name}' must be a number, got {value!r}")
+            if isinstance(default, int) and not isinstance(value, int):
+                raise UserError(f"config key '{name}' must be an integer, got {value!r}")
+
+
+def _check_values(cfg: dict) -> None:
+    for name, allowed in _CHOICES.items():
+        node = cfg
+        for part in name.split("."):
+            node = node[part]
+        if node not in allowed:
+            raise UserError(f"config key '{name}' must be one of {', '.join(allowed)}, got {node!r}")
+    if cfg["img_size"] <= 0:
+        raise UserError(f"config key 'img_size' must be positive, got {cfg['img_size']}")
+
+
+def load_config(path: str | None, overrides: Iterable[str] = ()) -> dict:
+    """DEFAULTS <- YAML file <- `key=value` overrides; unknown keys and wrong types are UserErrors."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"config file {path} must hold a mapping")
+        cfg = _merge(cfg, loaded)
+        if cfg["run_name"] is None:
+            cfg["run_name"] = p.stem
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override '{item}' must look like key=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(cfg, key.strip(), raw)
+    if cfg["run_name"] is None:
+        cfg["run_name"] = "default"
+    _check_types(cfg, DEFAULTS)
+    _check_values(cfg)
+    return cfg
+
+
+def config_parser(prog: str, description: str, example: str) -> argparse.ArgumentParser:
+    """The common command line: --config FILE, shortcuts, and key=value overrides."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"examples:\n  {example}\n\nOverrides use dotted keys of the config (see configs/*.yaml), "
+               "e.g. supcon.steps=100 data.balance=false.")
+    parser.add_argument("--config", default="configs/demo.yaml", help="YAML config (default: configs/demo.yaml)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (same as device=...)")
+    parser.add_argument("--seed", type=int, help="random seed (same as seed=...)")
+    parser.add_argument("--out", help="folder for run folders (same as out_dir=...)")
+    parser.add_argument("--run-name", help="run folder name (same as run_name=...; default: the config's name)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> dict:
+    overrides = list(args.overrides)
+    for key, value in (("device", args.device), ("seed", args.seed), ("out_dir", args.out),
+                       ("run_name", args.run_name)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return load_config(args.config, overrides)
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """Config paths are relative to the repository root (where the .sh scripts run), or absolute."""
+    p = Path(os.path.expanduser(str(path)))
+    return p if p.is_absolute() else Path.cwd() / p
+
+
+# ----------------------------------------------------------------------------------------------- run set-up
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return gen
+
+
+def get_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}' (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' asked for, but CUDA is not available on this machine")
+    return device
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA; a no-op elsewhere (CPU runs stay fp32 and deterministic)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class RunLogger:
+    """Prints and appends to <run>/log.txt; writes one JSON line per logged step to <run>/train_log.jsonl."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.main = is_main_process()
+        if self.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        self.start = time.time()
+
+    def info(self, msg: str) -> None:
+        if not self.main:
+            return
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        try:
+            from tqdm import tqdm
+            tqdm.write(line, file=sys.stderr)
+        except ImportError:  # pragma: no cover
+            print(line, file=sys.stderr)
+        with open(self.run_dir / "log.txt", "a") as f:
+            f.write(line + "\n")
+
+    def scalars(self, stage: str, step: int, values: dict[str, float]) -> None:
+        if not self.main:
+            return
+        row = {"stage": stage, "step": step, "time": round(time.time() - self.start, 3), **values}
+        with open(self.run_dir / "train_log.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def prepare_run(cfg: dict, method: str) -> tuple[Path, RunLogger]:
+    """Create <out_dir>/<run_name>/<method>, save the resolved config there, return it and a logger."""
+    run_dir = run_folder(cfg, method)
+    logger = RunLogger(run_dir)
+    if logger.main:
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    return run_dir, logger
+
+
+def run_folder(cfg: dict, method: str) -> Path:
+    return resolve_path(cfg["out_dir"]) / str(cfg["run_name"]) / method
+
+
+def run_steps(name: str, steps: int, step_fn: Callable[[int], dict[str, torch.Tensor]], logger: RunLogger,
+              log_every: int) -> dict[str, float]:
+    """Call step_fn(step) `steps` times with a progress bar; log the mean of its losses every `log_every` steps."""
+    from tqdm import tqdm
+
+    sums: dict[str, float] = {}
+    count, last = 0, {}
+    # Not a terminal (CI, nohup, a log file): no bar, only the periodic log lines.
+    bar = tqdm(range(steps), desc=name, disable=not logger.main or steps == 0 or not sys.stderr.isatty(),
+               dynamic_ncols=True,
+               mininterval=1.0, file=sys.stderr)
+    for step in bar:
+        out = step_fn(step)
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            # Host sync only here, when logging.
+            values = {k: float(v) for k, v in out.items()}
+            for k, v in values.items():
+                if not math.isfinite(v):
+                    raise RuntimeError(f"{name}: non-finite {k} at step {step + 1}")
+            last = values
+            logger.scalars(name, step + 1, values)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+            logger.info(f"{name} step {step + 1}/{steps} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()))
+        count += 1
+    return last
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: Path, module: torch.nn.Module, cfg: dict, kind: str, step: int,
+                    optimizer: torch.optim.Optimizer | None = None, metrics: dict | None = None) -> None:
+    """Write {'model_state_dict', ...} atomically: a crash mid-write leaves the previous file intact."""
+    if not is_main_process():
+        return
+    state = {
+        "model_state_dict": {k: v.detach().cpu() for k, v in unwrap(module).state_dict().items()},
+        "kind": kind, "backbone": cfg["backbone"], "img_size": cfg["img_size"],
+        "input_scale": cfg["input_scale"], "step": step, "config": cfg, "metrics": metrics or {},
+    }
+    if optimizer is not None:
+        state["optimizer_state_dict"] = optimizer.state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint (ours or the authors' .tar) safely; returns the whole dict with 'model_state_dict'."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"checkpoint not found: {p}")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, corrupt, or holds objects other than tensors
+        raise UserError(f"cannot read checkpoint {p}: {str(err).splitlines()[0][:200]}") from None
+    if isinstance(state, dict) and "model_state_dict" not in state and all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        state = {"model_state_dict": state}  # a bare state dict
+    if not isinstance(state, dict) or "model_state_dict" not in state:
+        raise UserError(f"checkpoint {p} has no 'model_state_dict'")
+    # Checkpoints saved from nn.DataParallel/DDP prefix every key with 'module.'.
+    state["model_state_dict"] = {k.removeprefix("module."): v for k, v in state["model_state_dict"].items()}
+    return state
+
+
+def load_weights(module: torch.nn.Module, path: str | os.PathLike) -> dict:
+    """Load a checkpoint's weights into module (strict); a mismatch is one UserError line naming the file."""
+    state = load_checkpoint(path)
+    incoming, own = state["model_state_dict"], unwrap(module).state_dict()
+    missing = [k for k in own if k not in incoming]
+    unexpected = [k for k in incoming if k not in own]
+    wrong = [k for k in own if k in incoming and tuple(incoming[k].shape) != tuple(own[k].shape)]
+    problems = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("keys of another shape", wrong)) if keys]
+    if problems:
+        raise UserError(f"checkpoint {path} does not fit {type(unwrap(module)).__name__} (another architecture "
+                        f"or head size?): " + "; ".join(problems))
+    unwrap(module).load_state_dict(incoming)
+    return state
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return module.module if hasattr(module, "module") else module
+
+
+def cycle(loader: Iterable) -> Iterator:
+    """Endless iteration over a DataLoader; each pass re-shuffles (no StopIteration in long runs)."""
+    while True:
+        yield from loader
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float | None]:
+    """ACC at `threshold`, AUC, F1 (fake = positive), EER and AP from P(fake) scores; fractions in [0, 1].
+
+    AUC, EER and AP need both classes: they are None for a one-class set.
+    """
+    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, roc_curve
+
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    pred = (scores >= threshold).astype(int)
+    out: dict[str, float | None] = {
+        "acc": float((pred == labels).mean()) if len(labels) else None,
+        "f1": float(f1_score(labels, pred, zero_division=0)) if len(labels) else None,
+        "auc": None, "eer": None, "ap": None,
+    }
+    if len(np.unique(labels)) == 2:
+        out["auc"] = float(roc_auc_score(labels, scores))
+        out["ap"] = float(average_precision_score(labels, scores))
+        fpr, tpr, _ = roc_curve(labels, scores)
+        fnr = 1 - tpr
+        i = int(np.nanargmin(np.abs(fnr - fpr)))
+        # Interpolate between the two ROC points around the crossing of FPR and FNR.
+        j = min(i + 1, len(fpr) - 1)
+        d_i, d_j = fpr[i] - fnr[i], fpr[j] - fnr[j]
+        if i != j and d_i * d_j < 0:
+            t = d_i / (d_i - d_j)
+            out["eer"] = float(fpr[i] + t * (fpr[j] - fpr[i]))
+        else:
+            out["eer"] = float((fpr[i] + fnr[i]) / 2)
+    return out
+
+
+def format_table(results: dict[str, dict], title: str) -> str:
+    """The paper's table shape: one row per test set (known/unknown), metrics in percent."""
+    cols = ("acc", "auc", "f1", "eer", "ap")
+    name_w = max([len("test set")] + [len(n) for n in results]) + 2
+    head = f"{'test set':<{name_w}}{'split':<9}" + "".join(f"{c.upper():>8}" for c in cols) + f"{'N':>8}"
+    lines = [title, head, "-" * len(head)]
+    for name, m in results.items():
+        cells = "".join(f"{'-' if m.get(c) is None else format(100 * m[c], '.2f'):>8}" for c in cols)
+        lines.append(f"{name:<{name_w}}{str(m.get('split') or '-'):<9}{cells}{m.get('n', 0):>8}")
+    return "\n".join(lines)
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0,
+                   device: torch.device | None = None) -> torch.optim.Optimizer:
+    """Adam, as in the paper (fused kernels on CUDA)."""
+    if lr <= 0:
+        raise UserError(f"learning rate must be positive, got {lr}")
+    fused = device is not None and device.type == "cuda"
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
