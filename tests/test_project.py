@@ -61,3 +61,15 @@ def test_shell_scripts_train_on_the_first_line_then_evaluate():
         lines = (REPO / f"train_{method}_model.sh").read_text().splitlines()
         assert lines[0].startswith(f"python train_{method}.py \"$@\"")
         assert any(line.startswith(f"python evaluate.py --method {method}") for line in lines[1:])
+
+
+def test_shell_scripts_pass_shellcheck():
+    import shutil
+    import subprocess
+
+    import pytest
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed")
+    scripts = [str(p) for p in sorted(REPO.glob("*.sh"))] + [str(REPO / ".ci" / "run")]
+    res = subprocess.run(["shellcheck", "-S", "warning", *scripts], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
