@@ -43,32 +43,38 @@ def build_model(method: str, backbone: str, weights: Path | None, encoder: Path 
 
 
 @torch.no_grad()
-def score(model: torch.nn.Module, loader, device: torch.device, amp: bool, desc: str) -> np.ndarray:
-    """P(fake) for every image of the loader, in order."""
+def score(model: torch.nn.Module, loader, device: torch.device, amp: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """P(fake) for every image of the loader, in order, and whether the image could be read."""
     from tqdm import tqdm
     model.eval()
-    out = []
-    for x, _ in tqdm(loader, desc=desc, leave=False, file=sys.stderr, mininterval=1.0,
-                     disable=not sys.stderr.isatty()):
+    scores, readable = [], []
+    for x, ok in tqdm(loader, desc=desc, leave=False, file=sys.stderr, mininterval=1.0,
+                      disable=not sys.stderr.isatty()):
         with autocast(device, amp):
             logits = model(x.to(device, non_blocking=True))
-        out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0)
+        scores.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+        readable.append(ok)
+    if not scores:
+        return np.zeros(0), np.zeros(0, dtype=bool)
+    return torch.cat(scores).numpy(), torch.cat(readable).numpy().astype(bool)
 
 
 def evaluate(model: torch.nn.Module, sets: dict, img_size: int, backbone: str, input_scale: str,
              device: torch.device, batch_size: int = 256, workers: int = 0, amp: bool = True):
-    """Metrics per test set and the per-image predictions [(path, label, score)] (each path once)."""
-    results, predictions = {}, {}
+    """Metrics per test set, the per-image predictions [(path, label, score)] (each path once), and the
+    unreadable files (skipped: not scored, not counted in n)."""
+    results, predictions, bad = {}, {}, set()
     model.to(device)
     for name, (split, samples) in sets.items():
         loader = eval_loader(samples, img_size, backbone, input_scale, batch_size, workers)
-        scores = score(model, loader, device, amp, name)
-        labels = np.array([s.label for s in samples])
-        results[name] = {**binary_metrics(labels, scores), "n": int(len(samples)), "split": split}
-        for s, p in zip(samples, scores):
+        scores, ok = score(model, loader, device, amp, name)
+        kept = [s for s, good in zip(samples, ok) if good]
+        bad |= {s.path for s, good in zip(samples, ok) if not good}
+        labels = np.array([s.label for s in kept])
+        results[name] = {**binary_metrics(labels, scores[ok]), "n": int(len(kept)), "split": split}
+        for s, p in zip(kept, scores[ok]):
             predictions[s.path] = (s.label, float(p))
-    return results, [(p, lab, sc) for p, (lab, sc) in predictions.items()]
+    return results, [(p, lab, sc) for p, (lab, sc) in predictions.items()], sorted(bad)
 
 
 def write_outputs(results: dict, predictions: list, json_path: Path, csv_path: Path) -> None:
@@ -108,6 +114,7 @@ def parse_args(argv):
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     p.add_argument("--out", help="folder of run folders (same as out_dir=...)")
     p.add_argument("--run-name", help="run folder name (same as run_name=...)")
+    p.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)  # passed through by the .sh scripts
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (as for training)")
     return p.parse_args(argv)
 
@@ -144,11 +151,16 @@ def main(argv: list[str] | None = None) -> int:
         prepare_data(cfg)
     sets = test_sets(cfg, args.test)
     model = build_model(args.method, backbone, weights, encoder, classifier)
-    results, predictions = evaluate(model, sets, img_size, backbone, input_scale, device, args.batch_size,
-                                    0 if device.type == "cpu" else cfg["workers"], cfg["amp"])
+    results, predictions, bad = evaluate(model, sets, img_size, backbone, input_scale, device, args.batch_size,
+                                         0 if device.type == "cpu" else cfg["workers"], cfg["amp"])
     json_path = resolve_path(args.json) if args.json else run_dir / "results.json"
     csv_path = resolve_path(args.predictions) if args.predictions else run_dir / "predictions.csv"
     write_outputs(results, predictions, json_path, csv_path)
+    if bad:
+        bad_list = json_path.with_name(json_path.stem + "_unreadable.txt")
+        atomic_write_text(bad_list, "".join(p + "\n" for p in bad))
+        print(f"warning: skipped {len(bad)} unreadable test image(s), e.g. {bad[0]}; listed in {bad_list}",
+              file=sys.stderr)
     title = f"{args.method} ({backbone}, {img_size}px, weights {first}) — metrics in %"
     print(format_table(results, title))
     print(f"\nmetrics: {json_path}\npredictions: {csv_path}")

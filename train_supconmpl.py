@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 import train_supcon
-from datasets import build_samples, prepare_data, train_loader
+from datasets import build_samples, prepare_data, train_batches
 from losses import SupConLoss, mpl_feedback, teacher_mpl_loss
 from models import LinearClassifier, SupConNet
-from utils import (UserError, autocast, config_from_args, config_parser, cycle, get_device, load_weights, make_optimizer,
-                   prepare_run, resolve_path, run_cli, run_folder, run_steps, save_checkpoint, seed_everything)
+from utils import (Run, UserError, autocast, check_batch, config_from_args, config_parser, get_device, load_weights,
+                   make_optimizer, prepare_run, resolve_path, run_cli, run_folder, save_checkpoint, seed_everything)
 
 
 class MPLPair:
@@ -38,16 +38,17 @@ class MPLPair:
         self.device, self.amp = device, cfg["amp"]
 
 
-def _update(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+def plain_update(opt: torch.optim.Optimizer, loss: torch.Tensor, name: str) -> None:
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
 
 
 def mpl_step(m: MPLPair, x_l: torch.Tensor, x_l2: torch.Tensor, y_l: torch.Tensor, x_uw: torch.Tensor,
-             x_us: torch.Tensor) -> dict[str, torch.Tensor]:
+             x_us: torch.Tensor, update: Callable = plain_update) -> dict[str, torch.Tensor]:
     """One SupCon-MPL step (method notes, steps 1-8). x_l, x_l2: two views of the labeled batch [B_l, 3, H, W];
-    x_uw, x_us: weak and strong views of the unlabeled batch [B_u, 3, H, W]; y_l: labels [B_l]."""
+    x_uw, x_us: weak and strong views of the unlabeled batch [B_u, 3, H, W]; y_l: labels [B_l].
+    update(opt, loss, name) applies one optimizer update (the training loop's skips non-finite losses)."""
     b_l, b_u = x_l.shape[0], x_uw.shape[0]
     amp = autocast(m.device, m.amp)
 
@@ -69,13 +70,13 @@ def mpl_step(m: MPLPair, x_l: torch.Tensor, x_l2: torch.Tensor, y_l: torch.Tenso
     with amp:
         z = m.student(torch.cat([x_uw, x_us])).float()  # [2 B_u, D]
     s_loss = m.supcon(torch.stack(z.split(b_u), dim=1), pseudo)  # features [B_u, 2, D]
-    _update(m.opt_s, s_loss)
+    update(m.opt_s, s_loss, "student supcon loss")
 
     # 5. Student classifier on features of the just-updated, frozen encoder; 6. the same features give s_new.
     with torch.no_grad(), amp:
         s_feats = m.student.encoder(x_l).float()  # [B_l, F]
     s_cls_loss = F.cross_entropy(m.s_cls(s_feats), y_l)
-    _update(m.opt_s_cls, s_cls_loss)
+    update(m.opt_s_cls, s_cls_loss, "student classifier loss")
     with torch.no_grad():
         s_new = F.cross_entropy(m.s_cls(s_feats), y_l)
     h = mpl_feedback(s_old, s_new, m.sign)
@@ -85,11 +86,11 @@ def mpl_step(m: MPLPair, x_l: torch.Tensor, x_l2: torch.Tensor, y_l: torch.Tenso
     with amp:
         zt = m.teacher(torch.cat([x_l, x_l2])).float()  # [2 B_l, D]
     t_supcon = m.supcon(torch.stack(zt.split(b_l), dim=1), y_l)  # features [B_l, 2, D]
-    _update(m.opt_t, t_supcon)
+    update(m.opt_t, t_supcon, "teacher supcon loss")
 
     # 8. Teacher classifier: supervised CE + h-weighted CE on its own strong-view predictions.
     t_loss = teacher_mpl_loss(t_l, y_l, t_us, h)
-    _update(m.opt_t_cls, t_loss)
+    update(m.opt_t_cls, t_loss, "teacher MPL loss")
     return {"t_loss": t_loss.detach(), "t_supcon": t_supcon.detach(), "s_supcon": s_loss.detach(),
             "s_cls": s_cls_loss.detach(), "h": h, "pseudo_fake": pseudo.float().mean()}
 
@@ -101,14 +102,18 @@ def teacher_paths(cfg: dict) -> tuple[Path, Path]:
     return enc, cls
 
 
-def train(cfg: dict) -> dict:
-    mc = cfg["mpl"]
+def train(cfg: dict, resume: bool = False) -> dict:
+    mc, sc, balance = cfg["mpl"], cfg["supcon"], cfg["data"]["balance"]
     device = get_device(cfg["device"])
 
     # Data (checked before anything is trained): labeled (two views) and a separate unlabeled source
     prepare_data(cfg)
     labeled = build_samples(cfg["data"]["labeled"], cfg["data"], cfg["seed"], "labeled")
     unlabeled = build_samples(cfg["data"]["unlabeled"], cfg["data"], cfg["seed"], "unlabeled")
+    check_batch(len(labeled), mc["batch_labeled"], "mpl.batch_labeled", "labeled")
+    check_batch(len(unlabeled), mc["batch_unlabeled"], "mpl.batch_unlabeled", "unlabeled")
+    check_batch(len(labeled), sc["batch_size"], "supcon.batch_size", "labeled")
+    check_batch(len(labeled), sc["classifier_batch_size"], "supcon.classifier_batch_size", "labeled")
 
     # Teacher: from the SupCon stage, trained here first if its default checkpoint is missing
     enc_path, cls_path = teacher_paths(cfg)
@@ -117,49 +122,55 @@ def train(cfg: dict) -> dict:
             raise UserError(f"teacher checkpoint not found: {enc_path if not enc_path.is_file() else cls_path}")
         print(f"SupCon teacher not found at {enc_path.parent}: training it first (train_supcon.py)",
               file=sys.stderr, flush=True)
-        train_supcon.train(cfg)
+        train_supcon.train(cfg, resume)
 
-    gen = seed_everything(cfg["seed"])  # the same MPL run whether or not the teacher was trained just now
+    seed_everything(cfg["seed"])  # the same MPL run whether or not the teacher was trained just now
     run_dir, logger = prepare_run(cfg, "supconmpl")
     logger.info(f"SupCon-MPL: backbone {cfg['backbone']}, {mc['steps']} MPL steps + {mc['finetune_steps']}/"
                 f"{mc['finetune_classifier_steps']} fine-tune steps on {device}; run folder {run_dir}; "
                 f"labeled: {len(labeled)} images, unlabeled: {len(unlabeled)} images")
-    balance = cfg["data"]["balance"]
-    lab_batches = cycle(train_loader(labeled, cfg, mc["batch_labeled"], views=2, balance=balance, generator=gen))
-    unl_batches = cycle(train_loader(unlabeled, cfg, mc["batch_unlabeled"], views=2, balance=False, generator=gen))
 
     # Models: teacher from the SupCon stage, student from `student_pretrained` (default: `pretrained`)
-    feat_dim = cfg["supcon"]["feat_dim"]
-    teacher = SupConNet(cfg["backbone"], "none", feat_dim)
+    teacher = SupConNet(cfg["backbone"], "none", sc["feat_dim"])
     load_weights(teacher, enc_path)
     t_cls = LinearClassifier(teacher.dim)
     load_weights(t_cls, cls_path)
-    student = SupConNet(cfg["backbone"], mc["student_pretrained"] or cfg["pretrained"], feat_dim)
+    student = SupConNet(cfg["backbone"], mc["student_pretrained"] or cfg["pretrained"], sc["feat_dim"])
     s_cls = LinearClassifier(student.dim)
     to = lambda mod: mod.to(device).to(memory_format=torch.channels_last)  # noqa: E731
     pair = MPLPair(to(teacher), t_cls.to(device), to(student), s_cls.to(device), cfg, device)
-    logger.info(f"teacher loaded from {enc_path} and {cls_path}")
+    opt_ft = make_optimizer(student.parameters(), mc["finetune_lr"], device=device)
+    opt_ft_cls = make_optimizer(s_cls.parameters(), mc["finetune_lr"], device=device)
+    run = Run(run_dir, cfg, logger, resume)
+    run.register(teacher=teacher, t_cls=t_cls, student=student, s_cls=s_cls, opt_t=pair.opt_t,
+                 opt_t_cls=pair.opt_t_cls, opt_s=pair.opt_s, opt_s_cls=pair.opt_s_cls, opt_ft=opt_ft,
+                 opt_ft_cls=opt_ft_cls)
+    run.restore()
+    logger.info(f"teacher from {enc_path} and {cls_path}")
 
-    # MPL loop
-    def step(_: int) -> dict:
-        x_l, x_l2, y_l = next(lab_batches)
-        x_uw, x_us, _y_u = next(unl_batches)
-        dev = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return mpl_step(pair, dev(x_l), dev(x_l2), dev(y_l), dev(x_uw), dev(x_us))
+    # Stage 0: MPL steps, labeled and unlabeled iterators each endless
+    lab = train_batches(labeled, cfg, mc["batch_labeled"], 2, balance, "mpl-labeled", run.start_of(0))
+    unl = train_batches(unlabeled, cfg, mc["batch_unlabeled"], 2, False, "mpl-unlabeled", run.start_of(0))
 
-    run_steps("mpl", mc["steps"], step, logger, cfg["log_every"])
+    def step(i: int) -> dict:
+        x_l, x_l2, y_l = (t.to(device, non_blocking=True) for t in run.batch(lab))
+        x_uw, x_us, _ = (t.to(device, non_blocking=True) for t in run.batch(unl))  # labels unused
+        return mpl_step(pair, x_l, x_l2, y_l, x_uw, x_us, lambda opt, loss, name: run.update(opt, loss, name, i))
 
-    # Fine-tune the student on the labeled data: SupCon, then its classifier on the frozen encoder
-    pairs = train_loader(labeled, cfg, cfg["supcon"]["batch_size"], views=2, balance=balance, generator=gen)
-    singles = train_loader(labeled, cfg, cfg["supcon"]["classifier_batch_size"], views=1, balance=balance,
-                           generator=gen)
-    opt = train_supcon.supcon_stage(student, pairs, mc["finetune_steps"], mc["finetune_lr"], mc["temperature"], cfg,
-                                    device, logger, "finetune")
+    run.stage(0, "mpl", mc["steps"], step)
+
+    # Stages 1-2: fine-tune the student on the labeled data: SupCon, then its classifier on the frozen encoder
+    pairs = train_batches(labeled, cfg, sc["batch_size"], 2, balance, "finetune", run.start_of(1))
+    run.stage(1, "finetune", mc["finetune_steps"], train_supcon.supcon_step(
+        run, student, opt_ft, pairs, SupConLoss(mc["temperature"]), device, cfg["amp"]))
     paths = {"encoder": run_dir / "mpl_supcon_encoder.tar", "classifier": run_dir / "mpl_supcon_classifier.tar"}
-    save_checkpoint(paths["encoder"], student, cfg, "supconmpl_encoder", mc["steps"] + mc["finetune_steps"], opt)
-    opt = train_supcon.classifier_stage(student.encoder, s_cls, singles, mc["finetune_classifier_steps"],
-                                        mc["finetune_lr"], cfg, device, logger, "finetune_classifier")
-    save_checkpoint(paths["classifier"], s_cls, cfg, "supconmpl_classifier", mc["finetune_classifier_steps"], opt)
+    save_checkpoint(paths["encoder"], student, cfg, "supconmpl_encoder", mc["steps"] + mc["finetune_steps"], opt_ft)
+    singles = train_batches(labeled, cfg, sc["classifier_batch_size"], 1, balance, "finetune-classifier",
+                            run.start_of(2))
+    run.stage(2, "finetune_classifier", mc["finetune_classifier_steps"], train_supcon.classifier_step(
+        run, student.encoder, s_cls, opt_ft_cls, singles, device, cfg["amp"]))
+    save_checkpoint(paths["classifier"], s_cls, cfg, "supconmpl_classifier", mc["finetune_classifier_steps"],
+                    opt_ft_cls)
     logger.info(f"saved {paths['encoder']} and {paths['classifier']}")
     return paths
 
@@ -167,8 +178,8 @@ def train(cfg: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = config_parser("train_supconmpl.py", __doc__,
                            "python train_supconmpl.py --config configs/demo.yaml mpl.steps=100")
-    cfg = config_from_args(parser.parse_args(argv))
-    train(cfg)
+    args = parser.parse_args(argv)
+    train(config_from_args(args), args.resume)
     return 0
 
 

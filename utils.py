@@ -10,7 +10,6 @@ import argparse
 import copy
 import contextlib
 import json
-import math
 import os
 import random
 import sys
@@ -57,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
     "amp": True,                   # bf16 autocast on CUDA (ignored on CPU)
     "workers": 4,                  # DataLoader worker processes
     "log_every": 50,               # steps between log lines
+    "checkpoint_every": 200,       # steps between full (resumable) checkpoints
+    "keep_checkpoints": 2,         # how many of them to keep
+    "max_nonfinite_steps": 10,     # skipped non-finite updates tolerated before the run stops
     "aug": {
         "scale": [0.5, 1.0],       # RandomResizedCrop scale range
         "hflip": 0.5,
@@ -69,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
         "balance": True,           # sample real and fake labeled images equally often
         "labeled_fraction": 0.5,   # share of train videos (by target id) in the labeled part
         "frames_per_video": None,  # keep at most this many frames per video (evenly spaced)
+        "max_bad_images": 100,     # unreadable images skipped (and listed) before the run stops
         "labeled": [],
         "unlabeled": [],
         "test": [],
@@ -151,8 +154,24 @@ def _check_values(cfg: dict) -> None:
             node = node[part]
         if node not in allowed:
             raise UserError(f"config key '{name}' must be one of {', '.join(allowed)}, got {node!r}")
-    if cfg["img_size"] <= 0:
-        raise UserError(f"config key 'img_size' must be positive, got {cfg['img_size']}")
+    positive = ["img_size", "checkpoint_every", "keep_checkpoints"]
+    non_negative = ["workers", "max_nonfinite_steps", "data.max_bad_images"]
+    for section in ("pt", "supcon", "mpl"):
+        for key, value in cfg[section].items():
+            name = f"{section}.{key}"
+            if key.endswith("lr") or "batch" in key:
+                positive.append(name)
+            elif key.endswith("steps"):
+                non_negative.append(name)
+    for names, ok, what in ((positive, lambda v: v > 0, "positive"), (non_negative, lambda v: v >= 0, ">= 0")):
+        for name in names:
+            node = cfg
+            for part in name.split("."):
+                node = node[part]
+            if not ok(node):
+                raise UserError(f"config key '{name}' must be {what}, got {node}")
+    if not 0.0 <= cfg["data"]["labeled_fraction"] <= 1.0:
+        raise UserError(f"config key 'data.labeled_fraction' must be in [0, 1], got {cfg['data']['labeled_fraction']}")
 
 
 def load_config(path: str | None, overrides: Iterable[str] = ()) -> dict:
@@ -194,6 +213,8 @@ def config_parser(prog: str, description: str, example: str) -> argparse.Argumen
     parser.add_argument("--seed", type=int, help="random seed (same as seed=...)")
     parser.add_argument("--out", help="folder for run folders (same as out_dir=...)")
     parser.add_argument("--run-name", help="run folder name (same as run_name=...; default: the config's name)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in the run folder from its latest checkpoint")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return parser
 
@@ -276,6 +297,12 @@ class RunLogger:
             f.write(json.dumps(row) + "\n")
 
 
+def check_batch(n_images: int, batch_size: int, key: str, what: str) -> None:
+    """Batches are drawn without repeats within a pass: a batch larger than the data set is impossible."""
+    if batch_size > n_images:
+        raise UserError(f"config key '{key}' = {batch_size} is larger than the {what} set ({n_images} images)")
+
+
 def prepare_run(cfg: dict, method: str) -> tuple[Path, RunLogger]:
     """Create <out_dir>/<run_name>/<method>, save the resolved config there, return it and a logger."""
     run_dir = run_folder(cfg, method)
@@ -289,31 +316,197 @@ def run_folder(cfg: dict, method: str) -> Path:
     return resolve_path(cfg["out_dir"]) / str(cfg["run_name"]) / method
 
 
-def run_steps(name: str, steps: int, step_fn: Callable[[int], dict[str, torch.Tensor]], logger: RunLogger,
-              log_every: int) -> dict[str, float]:
-    """Call step_fn(step) `steps` times with a progress bar; log the mean of its losses every `log_every` steps."""
-    from tqdm import tqdm
+class TrainingStopped(UserError):
+    """The run stopped on purpose (too many non-finite losses or unreadable images); one line, exit 2."""
 
-    sums: dict[str, float] = {}
-    count, last = 0, {}
-    # Not a terminal (CI, nohup, a log file): no bar, only the periodic log lines.
-    bar = tqdm(range(steps), desc=name, disable=not logger.main or steps == 0 or not sys.stderr.isatty(),
-               dynamic_ncols=True,
-               mininterval=1.0, file=sys.stderr)
-    for step in bar:
-        out = step_fn(step)
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            # Host sync only here, when logging.
-            values = {k: float(v) for k, v in out.items()}
-            for k, v in values.items():
-                if not math.isfinite(v):
-                    raise RuntimeError(f"{name}: non-finite {k} at step {step + 1}")
-            last = values
-            logger.scalars(name, step + 1, values)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
-            logger.info(f"{name} step {step + 1}/{steps} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()))
-        count += 1
-    return last
+
+class Run:
+    """Where a training run stands, and everything needed to continue it after a crash.
+
+    Scripts register every module and optimizer up front, then call `stage(i, ...)` for each of their
+    stages in order. Every `checkpoint_every` steps and at the end of each stage, a full checkpoint
+    (modules, optimizers, RNG states of Python/NumPy/torch, stage and step; the data position is the step,
+    since batches are a pure function of it) is written atomically to <run>/checkpoints/, keeping the last
+    `keep_checkpoints`. With resume=True the newest checkpoint is loaded and finished steps are skipped.
+    SIGINT/SIGTERM finish the current step, save a checkpoint and exit.
+    """
+
+    def __init__(self, run_dir: Path, cfg: dict, logger: RunLogger, resume: bool = False):
+        self.run_dir, self.cfg, self.logger = run_dir, cfg, logger
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.modules: dict[str, torch.nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.resume_requested = resume
+        self.start_stage, self.start_step = 0, 0
+        self.nonfinite = 0
+        self.bad_images: set[str] = set()
+        self.signal: int | None = None
+
+    def register(self, **objects: torch.nn.Module | torch.optim.Optimizer) -> None:
+        for name, obj in objects.items():
+            (self.optimizers if isinstance(obj, torch.optim.Optimizer) else self.modules)[name] = obj
+
+    # -- checkpoints
+    def checkpoints(self) -> list[Path]:
+        return sorted(self.ckpt_dir.glob("ckpt-*.tar")) if self.ckpt_dir.is_dir() else []
+
+    def save(self, stage: int, step: int) -> Path | None:
+        if not is_main_process():
+            return None
+        state = {
+            "stage": stage, "step": step, "config": self.cfg,
+            "modules": {k: unwrap(m).state_dict() for k, m in self.modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "rng": _rng_state(), "nonfinite": self.nonfinite, "bad_images": sorted(self.bad_images),
+        }
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        path = self.ckpt_dir / f"ckpt-{stage:02d}-{step:08d}.tar"
+        atomic_torch_save(state, path)
+        for old in self.checkpoints()[: -self.cfg["keep_checkpoints"]]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def restore(self) -> None:
+        """Continue from the newest checkpoint (resume=True), else start a new run in the folder."""
+        found = self.checkpoints()
+        if not self.resume_requested:
+            if found:
+                self.logger.info(f"starting a new run: the checkpoints in {self.ckpt_dir} are replaced "
+                                 "(pass --resume to continue them instead)")
+                for path in found:
+                    path.unlink()
+            return
+        if not found:
+            self.logger.info(f"--resume: no checkpoint in {self.ckpt_dir}; starting from the beginning")
+            return
+        path = found[-1]
+        state = load_checkpoint(path, key="modules")
+        for name, module in self.modules.items():
+            if name not in state["modules"]:
+                raise UserError(f"checkpoint {path} has no state for '{name}' (written by another script?)")
+            unwrap(module).load_state_dict(state["modules"][name])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        _set_rng_state(state["rng"])
+        self.start_stage, self.start_step = state["stage"], state["step"]
+        self.nonfinite, self.bad_images = state.get("nonfinite", 0), set(state.get("bad_images", []))
+        self.logger.info(f"resuming from {path} (stage {self.start_stage}, step {self.start_step})")
+
+    def start_of(self, stage: int) -> int:
+        """The step stage `stage` starts at: 0, its checkpointed step, or past its end if it is finished."""
+        if stage < self.start_stage:
+            return 1 << 40  # finished
+        return self.start_step if stage == self.start_stage else 0
+
+    # -- the loop
+    def stage(self, index: int, name: str, steps: int, step_fn: Callable[[int], dict[str, torch.Tensor]]) -> None:
+        """Run steps [start_of(index), steps) of a stage, with progress bar, logging and checkpoints."""
+        from tqdm import tqdm
+
+        start = min(self.start_of(index), steps)
+        if start >= steps and steps > 0:
+            return
+        every, log_every = self.cfg["checkpoint_every"], self.cfg["log_every"]
+        # Not a terminal (CI, nohup, a log file): no bar, only the periodic log lines.
+        bar = tqdm(range(start, steps), desc=name, initial=start, total=steps, dynamic_ncols=True,
+                   disable=not self.logger.main or steps == 0 or not sys.stderr.isatty(), mininterval=1.0,
+                   file=sys.stderr)
+        with _signals_to(self):
+            for step in bar:
+                out = step_fn(step)
+                done = step + 1
+                if done % log_every == 0 or done == steps:
+                    values = {k: float(v) for k, v in out.items()}  # host sync only when logging
+                    self.logger.scalars(name, done, values)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+                    self.logger.info(f"{name} step {done}/{steps} " +
+                                     " ".join(f"{k}={v:.4f}" for k, v in values.items()))
+                if done % every == 0 or done == steps or self.signal is not None:
+                    self.save(index, done)
+                if self.signal is not None:
+                    raise SystemExit(self._stopped_by_signal(name, done))
+        if steps == 0:
+            self.save(index, 0)
+
+    def _stopped_by_signal(self, name: str, step: int) -> int:
+        self.logger.info(f"received signal {self.signal}: checkpoint saved at {name} step {step}; "
+                         "continue with --resume")
+        return 128 + int(self.signal)
+
+    # -- faults
+    def update(self, opt: torch.optim.Optimizer, loss: torch.Tensor, name: str, step: int) -> bool:
+        """backward + optimizer step, unless the loss is non-finite: then the update is skipped and logged,
+        and the run stops after `max_nonfinite_steps` such losses (the last checkpoint stays good)."""
+        opt.zero_grad(set_to_none=True)
+        if not bool(torch.isfinite(loss.detach())):  # one host sync: the step must not apply a NaN
+            self.nonfinite += 1
+            self.logger.info(f"non-finite {name} ({float(loss)}) at step {step + 1}: update skipped "
+                             f"({self.nonfinite}/{self.cfg['max_nonfinite_steps']})")
+            if self.nonfinite > self.cfg["max_nonfinite_steps"]:
+                last = self.checkpoints()
+                raise TrainingStopped(f"stopping: {self.nonfinite} non-finite losses (last: {name} at step "
+                                      f"{step + 1}); last good checkpoint: {last[-1] if last else 'none'}")
+            return False
+        loss.backward()
+        opt.step()
+        return True
+
+    def batch(self, batches: Iterator) -> tuple:
+        """The next batch without its list of unreadable files; those are counted and listed."""
+        *tensors, bad = next(batches)
+        new = {p for item in bad for p in item.split("\n") if p} - self.bad_images
+        if new:
+            self.bad_images |= new
+            if self.logger.main:
+                with open(self.run_dir / "bad_images.txt", "a") as f:
+                    f.writelines(p + "\n" for p in sorted(new))
+            self.logger.info(f"skipped {len(new)} unreadable image(s), {len(self.bad_images)} so far "
+                             f"(listed in {self.run_dir / 'bad_images.txt'}), e.g. {sorted(new)[0]}")
+            if len(self.bad_images) > self.cfg["data"]["max_bad_images"]:
+                raise TrainingStopped(f"stopping: {len(self.bad_images)} unreadable images, more than "
+                                      f"data.max_bad_images={self.cfg['data']['max_bad_images']}; "
+                                      f"see {self.run_dir / 'bad_images.txt'}")
+        return tuple(tensors)
+
+
+@contextlib.contextmanager
+def _signals_to(run: Run):
+    """SIGINT/SIGTERM set run.signal (the loop saves and exits after the current step)."""
+    import signal
+    if not threading_main():  # signal handlers can only be set from the main thread
+        yield
+        return
+
+    def handler(signum, _frame):
+        run.signal = signum
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def threading_main() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
@@ -335,13 +528,24 @@ def save_checkpoint(path: Path, module: torch.nn.Module, cfg: dict, kind: str, s
     }
     if optimizer is not None:
         state["optimizer_state_dict"] = optimizer.state_dict()
+    atomic_torch_save(state, path)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file, fsync, then rename over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
+def load_checkpoint(path: str | os.PathLike, key: str = "model_state_dict") -> dict:
     """Load a checkpoint (ours or the authors' .tar) safely; returns the whole dict with 'model_state_dict'."""
     p = Path(path)
     if not p.is_file():
@@ -350,13 +554,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, corrupt, or holds objects other than tensors
         raise UserError(f"cannot read checkpoint {p}: {str(err).splitlines()[0][:200]}") from None
-    if isinstance(state, dict) and "model_state_dict" not in state and all(
+    if isinstance(state, dict) and key == "model_state_dict" and key not in state and state and all(
             isinstance(v, torch.Tensor) for v in state.values()):
-        state = {"model_state_dict": state}  # a bare state dict
-    if not isinstance(state, dict) or "model_state_dict" not in state:
-        raise UserError(f"checkpoint {p} has no 'model_state_dict'")
-    # Checkpoints saved from nn.DataParallel/DDP prefix every key with 'module.'.
-    state["model_state_dict"] = {k.removeprefix("module."): v for k, v in state["model_state_dict"].items()}
+        state = {key: state}  # a bare state dict
+    if not isinstance(state, dict) or key not in state:
+        raise UserError(f"checkpoint {p} has no '{key}'")
+    if key == "model_state_dict":
+        # Checkpoints saved from nn.DataParallel/DDP prefix every key with 'module.'.
+        state[key] = {k.removeprefix("module."): v for k, v in state[key].items()}
     return state
 
 
@@ -378,12 +583,6 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike) -> dict:
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return module.module if hasattr(module, "module") else module
-
-
-def cycle(loader: Iterable) -> Iterator:
-    """Endless iteration over a DataLoader; each pass re-shuffles (no StopIteration in long runs)."""
-    while True:
-        yield from loader
 
 
 # ----------------------------------------------------------------------------------------------- metrics

@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from utils import UserError, resolve_path
@@ -93,7 +93,21 @@ def _ff_source(root: Path, subset: str, methods: list[str]) -> list[Sample]:
         for f in files:
             video = Path(f).relative_to(base / method).parts[0]
             samples.append(Sample(f, int(method != "Real"), method, f"{method}/{video}"))
+        _check_ff_names(base / method, method, {Path(s.video).name for s in samples if s.domain == method})
     return samples
+
+
+def _check_ff_names(folder: Path, method: str, videos: set[str]) -> None:
+    """FF++ names real videos '017' and fake ones '017_042' (target_source): a name of the other kind
+    means a mislabelled folder, so stop rather than train on wrong labels."""
+    import re
+    pattern = re.compile(r"^\d+$" if method == "Real" else r"^\d+_\d+$")
+    wrong = sorted(v for v in videos if not pattern.match(v))
+    if wrong:
+        expected = "'017'" if method == "Real" else "'017_042' (target_source)"
+        raise UserError(f"{len(wrong)} video folder(s) in {folder} are not named like FaceForensics++ "
+                        f"{'real' if method == 'Real' else 'fake'} videos ({expected}), e.g. '{wrong[0]}': "
+                        "check the labels of this folder")
 
 
 def target_id(video: str | None) -> str | None:
@@ -209,9 +223,17 @@ def prepare_data(cfg: dict) -> None:
 # ----------------------------------------------------------------------------------------------- images
 def read_image(path: str) -> torch.Tensor:
     """An image file as a uint8 RGB tensor [3, H, W] (grayscale and alpha converted)."""
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise BadImageError(f"cannot read image {path}: {err.strerror}") from None
+    # A truncated JPEG still decodes (grey bottom rows): require its end-of-image marker.
+    if path.lower().endswith((".jpg", ".jpeg")) and b"\xff\xd9" not in data[-64:].tobytes():
+        raise BadImageError(f"truncated JPEG {path}")
+    # IMREAD_COLOR converts grayscale, RGBA (alpha dropped) and 16-bit images to 8-bit BGR.
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
-        raise OSError(f"cannot read image {path}")
+        raise BadImageError(f"cannot decode image {path}")
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     return torch.from_numpy(img).permute(2, 0, 1).contiguous()  # [H, W, 3] -> [3, H, W]
 
@@ -249,8 +271,62 @@ def eval_transform(img_size: int, backbone: str, input_scale: str) -> v2.Transfo
     return v2.Compose([v2.Resize((img_size, img_size), antialias=True), normalisation(backbone, input_scale)])
 
 
+def _stream_seed(*parts: Any) -> int:
+    """A 63-bit seed from the run seed, a stream name and step/slot numbers (stable across processes)."""
+    import zlib
+    text = "/".join(str(p) for p in parts).encode()
+    return (zlib.crc32(text) << 31) ^ zlib.adler32(text)
+
+
+class StepBatchSampler:
+    """Endless batches whose content is a pure function of (seed, stream, step): resuming at step k
+    gives exactly the batches an uninterrupted run would have seen, with any number of workers.
+
+    Each item is (sample index, augmentation seed). Balanced: classes drawn equally often (with
+    replacement). Otherwise: a fresh seeded permutation per pass over the data (each pass re-shuffles).
+    """
+
+    def __init__(self, labels: np.ndarray, batch_size: int, seed: int, stream: str, balance: bool,
+                 start_step: int = 0):
+        self.n, self.batch_size, self.seed, self.stream = len(labels), batch_size, seed, stream
+        self.start_step = start_step
+        self.by_class = [np.flatnonzero(labels == c) for c in (0, 1)] if balance else None
+        if self.by_class is not None and any(len(c) == 0 for c in self.by_class):
+            self.by_class = None  # one class only: nothing to balance
+
+    def _indices(self, step: int) -> np.ndarray:
+        if self.by_class is not None:
+            rng = np.random.default_rng(_stream_seed(self.seed, self.stream, "step", step))
+            cls = rng.integers(0, 2, self.batch_size)
+            return np.array([self.by_class[c][rng.integers(len(self.by_class[c]))] for c in cls])
+        first = step * self.batch_size
+        positions = np.arange(first, first + self.batch_size)
+        out = np.empty(self.batch_size, dtype=np.int64)
+        for epoch in np.unique(positions // self.n):
+            perm = np.random.default_rng(_stream_seed(self.seed, self.stream, "epoch", epoch)).permutation(self.n)
+            sel = positions // self.n == epoch
+            out[sel] = perm[positions[sel] % self.n]
+        return out
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            idx = self._indices(step)
+            yield [(int(i), _stream_seed(self.seed, self.stream, "aug", step, slot)) for slot, i in enumerate(idx)]
+            step += 1
+
+
+class BadImageError(OSError):
+    """An image file that cannot be decoded (empty, truncated, not an image)."""
+
+
 class ImageDataset(Dataset):
-    """Samples -> (image, label) or, with views=2, (view1, view2, label): two independent draws."""
+    """Samples -> (image, label, bad) or, with views=2, (view1, view2, label, bad): two independent draws.
+
+    Items are (index, augmentation seed) pairs from StepBatchSampler, so augmentation is reproducible.
+    An unreadable file is replaced by the next readable sample (deterministically) and its path returned
+    in `bad` ("" when none) so that the training loop can count and list it.
+    """
 
     def __init__(self, samples: list[Sample], transform: v2.Transform, views: int = 1):
         self.samples, self.transform, self.views = samples, transform, views
@@ -258,33 +334,59 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def __getitem__(self, item):
+        index, aug_seed = item if isinstance(item, tuple) else (item, None)
+        bad = []
+        for attempt in range(len(self.samples)):
+            s = self.samples[(index + attempt) % len(self.samples)]
+            try:
+                img = read_image(s.path)
+                break
+            except BadImageError:
+                bad.append(s.path)
+                if len(bad) >= 20:
+                    raise
+        # Augmentation draws from torch's global generator: seed it per item, without disturbing the caller's.
+        with torch.random.fork_rng(devices=[]):
+            if aug_seed is not None:
+                torch.manual_seed(aug_seed)
+            views = [self.transform(img) for _ in range(self.views)]
+        return (*views, s.label, "\n".join(bad))
+
+
+class EvalDataset(Dataset):
+    """Samples -> (image, ok): unreadable files give ok=False (and a zero image) instead of an error."""
+
+    def __init__(self, samples: list[Sample], transform: v2.Transform, img_size: int):
+        self.samples, self.transform, self.img_size = samples, transform, img_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
     def __getitem__(self, i: int):
-        s = self.samples[i]
-        img = read_image(s.path)
-        if self.views == 1:
-            return self.transform(img), s.label
-        return (*[self.transform(img) for _ in range(self.views)], s.label)
+        try:
+            return self.transform(read_image(self.samples[i].path)), True
+        except BadImageError:
+            return torch.zeros(3, self.img_size, self.img_size), False
 
 
-def train_loader(samples: list[Sample], cfg: dict, batch_size: int, views: int, balance: bool,
-                 generator: torch.Generator) -> DataLoader:
-    """Shuffled, drop_last loader; balanced real/fake sampling if asked; never short of one batch."""
+def train_loader(samples: list[Sample], cfg: dict, batch_size: int, views: int, balance: bool, stream: str,
+                 start_step: int = 0) -> DataLoader:
+    """Endless, reproducible training batches from `start_step` on (see StepBatchSampler)."""
     ds = ImageDataset(samples, train_transform(cfg), views)
-    n = max(len(ds), batch_size)
     labels = np.array([s.label for s in samples])
-    if balance and len(np.unique(labels)) == 2:
-        counts = np.bincount(labels, minlength=2)
-        weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
-        sampler = WeightedRandomSampler(weights, num_samples=n, replacement=True, generator=generator)
-    else:
-        sampler = RandomSampler(ds, replacement=len(ds) < batch_size, num_samples=n, generator=generator)
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=cfg["workers"],
-                      pin_memory=torch.cuda.is_available(), generator=generator,
-                      persistent_workers=cfg["workers"] > 0)
+    sampler = StepBatchSampler(labels, batch_size, cfg["seed"], stream, balance, start_step)
+    return DataLoader(ds, batch_sampler=sampler, num_workers=cfg["workers"], pin_memory=torch.cuda.is_available())
+
+
+def train_batches(samples: list[Sample], cfg: dict, batch_size: int, views: int, balance: bool, stream: str,
+                  start_step: int = 0) -> Iterator:
+    """Like iter(train_loader(...)), but nothing (workers included) starts until the first batch is taken."""
+    yield from train_loader(samples, cfg, batch_size, views, balance, stream, start_step)
 
 
 def eval_loader(samples: list[Sample], img_size: int, backbone: str, input_scale: str, batch_size: int,
                 workers: int) -> DataLoader:
-    ds = ImageDataset(samples, eval_transform(img_size, backbone, input_scale))
+    ds = EvalDataset(samples, eval_transform(img_size, backbone, input_scale), img_size)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
                       pin_memory=torch.cuda.is_available())

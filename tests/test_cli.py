@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from conftest import PY, REPO, run, tiny_config
+from conftest import PY, run, tiny_config
 
 SCRIPTS = ["train_pt.py", "train_supcon.py", "train_supconmpl.py", "evaluate.py", "-m preprocess.demo"]
 

@@ -28,8 +28,8 @@ def test_folder_dataset_recursive_and_labelled(tmp_path):
     samples = build_source(f"folder:{tmp_path}", DATA, 0)
     assert sorted((s.label, s.path.split("/")[-1]) for s in samples) == [(0, "0.png"), (0, "a.jpg"), (1, "1.PNG")]
     ds = ImageDataset(samples, eval_transform(16, "resnet50", "project"))
-    x, y = ds[2]
-    assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and y == 1
+    x, y, bad = ds[2]
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and y == 1 and bad == ""
 
 
 def test_folder_dataset_errors(tmp_path):
@@ -55,7 +55,7 @@ def test_two_views_are_independent_draws(tiny_demo):
     cfg = load_config(None, ["backbone=test_resnet", "img_size=32"])
     samples = build_source({"kind": "ff", "root": str(tiny_demo / "FaceForensics++"), "subset": "train_set",
                             "methods": ["Real"]}, DATA, 0)
-    v1, v2, label = ImageDataset(samples, train_transform(cfg), views=2)[0]
+    v1, v2, label, _ = ImageDataset(samples, train_transform(cfg), views=2)[(0, 123)]
     assert v1.shape == v2.shape == (3, 32, 32) and label == 0 and not torch.equal(v1, v2)
 
 
