@@ -440,7 +440,7 @@ class Run:
         opt.zero_grad(set_to_none=True)
         if not bool(torch.isfinite(loss.detach())):  # one host sync: the step must not apply a NaN
             self.nonfinite += 1
-            self.logger.info(f"non-finite {name} ({float(loss)}) at step {step + 1}: update skipped "
+            self.logger.info(f"non-finite {name} ({float(loss.detach())}) at step {step + 1}: update skipped "
                              f"({self.nonfinite}/{self.cfg['max_nonfinite_steps']})")
             if self.nonfinite > self.cfg["max_nonfinite_steps"]:
                 last = self.checkpoints()

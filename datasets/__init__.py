@@ -346,11 +346,13 @@ class ImageDataset(Dataset):
                 bad.append(s.path)
                 if len(bad) >= 20:
                     raise
-        # Augmentation draws from torch's global generator: seed it per item, without disturbing the caller's.
-        with torch.random.fork_rng(devices=[]):
-            if aug_seed is not None:
-                torch.manual_seed(aug_seed)
-            views = [self.transform(img) for _ in range(self.views)]
+        # torchvision's transforms draw from torch's global CPU generator: seeding it per item makes the
+        # augmentation a function of (seed, stream, step, slot), whatever the number of workers. (With
+        # workers=0 this re-seeds the training process's generator too; what a step draws from it is then
+        # still a function of the step, so runs stay reproducible and resumable.)
+        if aug_seed is not None:
+            torch.default_generator.manual_seed(aug_seed)
+        views = [self.transform(img) for _ in range(self.views)]
         return (*views, s.label, "\n".join(bad))
 
 
