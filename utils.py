@@ -381,6 +381,11 @@ class Run:
             return
         path = found[-1]
         state = load_checkpoint(path, key="modules")
+        changed = _config_changes(state.get("config", {}), self.cfg)
+        if changed:
+            raise UserError(f"--resume: the config differs from the one checkpoint {path} was written with "
+                            f"({', '.join(changed[:5])}); resume with the same settings or start a new "
+                            "run with --run-name")
         for name, module in self.modules.items():
             if name not in state["modules"]:
                 raise UserError(f"checkpoint {path} has no state for '{name}' (written by another script?)")
@@ -467,6 +472,26 @@ class Run:
                                       f"data.max_bad_images={self.cfg['data']['max_bad_images']}; "
                                       f"see {self.run_dir / 'bad_images.txt'}")
         return tuple(tensors)
+
+
+# Settings that may change between a run and its resumption without changing its result.
+_RESUME_FREE = {"device", "workers", "log_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps",
+                "data.max_bad_images", "amp"}
+
+
+def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs (ignoring _RESUME_FREE)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}{key}"
+        if name in _RESUME_FREE:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_changes(a, b, name + ".")
+        elif a != b:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
 
 
 @contextlib.contextmanager

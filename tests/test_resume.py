@@ -128,3 +128,13 @@ def test_only_the_last_k_checkpoints_are_kept(tmp_path):
     for step in range(1, 6):
         run_.save(0, step)
     assert [p.name for p in run_.checkpoints()] == ["ckpt-00-00000004.tar", "ckpt-00-00000005.tar"]
+
+
+def test_resume_with_another_config_is_refused(tiny_demo, tmp_path):
+    cfg = write_config(tiny_demo, tmp_path / "runs", tmp_path, "a", pt={"steps": 3, "batch_size": 8})
+    assert run([PY, "train_pt.py", "--config", str(cfg)]).returncode == 0
+    res = run([PY, "train_pt.py", "--config", str(cfg), "--resume", "pt.lr=0.5"])
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "--resume: the config differs" in res.stderr and "pt.lr: 0.0001 -> 0.5" in res.stderr
+    res = run([PY, "train_pt.py", "--config", str(cfg), "--resume", "workers=1"])  # harmless change
+    assert res.returncode == 0, res.stderr
