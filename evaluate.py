@@ -59,8 +59,25 @@ def score(model: torch.nn.Module, loader, device: torch.device, amp: bool, desc:
     return torch.cat(scores).numpy(), torch.cat(readable).numpy().astype(bool)
 
 
+def video_metrics(samples: list, scores: np.ndarray, rule: str = "mean") -> dict:
+    """Video-level metrics: frame scores aggregated per video id by `rule` (mean: the average P(fake) of its
+    frames; max: the largest). Frames without a video id count as one-frame videos."""
+    per_video: dict[str, list[float]] = {}
+    label_of: dict[str, int] = {}
+    for s, p in zip(samples, scores):
+        key = s.video or s.path
+        per_video.setdefault(key, []).append(float(p))
+        label_of[key] = s.label
+    agg = np.mean if rule == "mean" else np.max
+    keys = sorted(per_video)
+    video_scores = np.array([agg(per_video[k]) for k in keys])
+    labels = np.array([label_of[k] for k in keys])
+    return {**binary_metrics(labels, video_scores), "n": len(keys), "rule": rule}
+
+
 def evaluate(model: torch.nn.Module, sets: dict, img_size: int, backbone: str, input_scale: str,
-             device: torch.device, batch_size: int = 256, workers: int = 0, amp: bool = True):
+             device: torch.device, batch_size: int = 256, workers: int = 0, amp: bool = True,
+             video_rule: str = "mean"):
     """Metrics per test set, the per-image predictions [(path, label, score)] (each path once), and the
     unreadable files (skipped: not scored, not counted in n)."""
     results, predictions, bad = {}, {}, set()
@@ -72,6 +89,8 @@ def evaluate(model: torch.nn.Module, sets: dict, img_size: int, backbone: str, i
         bad |= {s.path for s, good in zip(samples, ok) if not good}
         labels = np.array([s.label for s in kept])
         results[name] = {**binary_metrics(labels, scores[ok]), "n": int(len(kept)), "split": split}
+        if any(s.video for s in kept):
+            results[name]["video"] = video_metrics(kept, scores[ok], video_rule)
         for s, p in zip(kept, scores[ok]):
             predictions[s.path] = (s.label, float(p))
     return results, [(p, lab, sc) for p, (lab, sc) in predictions.items()], sorted(bad)
@@ -110,6 +129,8 @@ def parse_args(argv):
                    help="project: [0,1] + mean/std (default); seed: the reference code's x/255/255")
     p.add_argument("--json", help="metrics JSON (default: <run folder>/results.json)")
     p.add_argument("--predictions", help="per-image CSV (default: <run folder>/predictions.csv)")
+    p.add_argument("--video-rule", choices=("mean", "max"), default="mean",
+                   help="how frame scores become a video score: mean (default) or max of P(fake)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     p.add_argument("--out", help="folder of run folders (same as out_dir=...)")
@@ -152,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = test_sets(cfg, args.test)
     model = build_model(args.method, backbone, weights, encoder, classifier)
     results, predictions, bad = evaluate(model, sets, img_size, backbone, input_scale, device, args.batch_size,
-                                         0 if device.type == "cpu" else cfg["workers"], cfg["amp"])
+                                         0 if device.type == "cpu" else cfg["workers"], cfg["amp"], args.video_rule)
     json_path = resolve_path(args.json) if args.json else run_dir / "results.json"
     csv_path = resolve_path(args.predictions) if args.predictions else run_dir / "predictions.csv"
     write_outputs(results, predictions, json_path, csv_path)

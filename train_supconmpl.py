@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import train_supcon
 from datasets import build_samples, prepare_data, train_batches
+from datasets.protocols import protocol_sets, record_splits
 from losses import SupConLoss, mpl_feedback, teacher_mpl_loss
 from models import LinearClassifier, SupConNet
 from utils import (Run, UserError, autocast, check_batch, config_from_args, config_parser, get_device, load_weights,
@@ -109,6 +110,7 @@ def train(cfg: dict, resume: bool = False) -> dict:
     # Data (checked before anything is trained): labeled (two views) and a separate unlabeled source
     prepare_data(cfg)
     labeled = build_samples(cfg["data"]["labeled"], cfg["data"], cfg["seed"], "labeled")
+    sets = protocol_sets(cfg)  # every set, test sets included: a missing root fails now, not after training
     unlabeled = build_samples(cfg["data"]["unlabeled"], cfg["data"], cfg["seed"], "unlabeled")
     check_batch(len(labeled), mc["batch_labeled"], "mpl.batch_labeled", "labeled")
     check_batch(len(unlabeled), mc["batch_unlabeled"], "mpl.batch_unlabeled", "unlabeled")
@@ -126,6 +128,7 @@ def train(cfg: dict, resume: bool = False) -> dict:
 
     seed_everything(cfg["seed"])  # the same MPL run whether or not the teacher was trained just now
     run_dir, logger = prepare_run(cfg, "supconmpl")
+    record_splits(sets, run_dir, logger)
     logger.info(f"SupCon-MPL: backbone {cfg['backbone']}, {mc['steps']} MPL steps + {mc['finetune_steps']}/"
                 f"{mc['finetune_classifier_steps']} fine-tune steps on {device}; run folder {run_dir}; "
                 f"labeled: {len(labeled)} images, unlabeled: {len(unlabeled)} images")

@@ -72,6 +72,9 @@ DEFAULTS: dict[str, Any] = {
         "labeled_fraction": 0.5,   # share of train videos (by target id) in the labeled part
         "frames_per_video": None,  # keep at most this many frames per video (evenly spaced)
         "max_bad_images": 100,     # unreadable images skipped (and listed) before the run stops
+        "paths_file": "configs/paths.yaml",  # dataset roots named as {key} in specs
+        "paths": {},               # overrides of the paths file: data.paths.ff=/data/FF++
+        "index_dir": ".cache/index",  # cached indexes of dataset trees (CSV); null: no cache
         "labeled": [],
         "unlabeled": [],
         "test": [],
@@ -92,6 +95,7 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+_FREE_SECTIONS = {"data.paths"}  # mappings whose keys the user chooses (dataset root names)
 _CHOICES = {"input_scale": ("project", "seed"), "mpl.feedback": ("new_minus_old", "old_minus_new")}
 
 
@@ -99,6 +103,9 @@ def _merge(base: dict, override: dict, prefix: str = "") -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
         name = f"{prefix}{key}"
+        if prefix.rstrip(".") in _FREE_SECTIONS:
+            out[key] = value
+            continue
         if key not in base:
             raise UserError(f"unknown config key '{name}'")
         if isinstance(base[key], dict):
@@ -114,10 +121,11 @@ def _set_dotted(cfg: dict, dotted: str, raw: str) -> None:
     node, keys = cfg, dotted.split(".")
     for i, key in enumerate(keys):
         name = ".".join(keys[: i + 1])
-        if not isinstance(node, dict) or key not in node:
+        free = ".".join(keys[:i]) in _FREE_SECTIONS
+        if not isinstance(node, dict) or (key not in node and not free):
             raise UserError(f"unknown config key '{name}'")
         if i == len(keys) - 1:
-            if isinstance(node[key], dict):
+            if isinstance(node.get(key), dict):
                 raise UserError(f"config key '{name}' is a section; set one of its keys")
             node[key] = yaml.safe_load(raw) if raw != "" else None
         else:
@@ -644,14 +652,25 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.
 
 
 def format_table(results: dict[str, dict], title: str) -> str:
-    """The paper's table shape: one row per test set (known/unknown), metrics in percent."""
+    """The paper's table shape: one row per test set (known/unknown), metrics in percent; video-level
+    ACC/AUC beside them where the test sets have video ids."""
     cols = ("acc", "auc", "f1", "eer", "ap")
+    videos = any("video" in m for m in results.values())
+    pct = lambda v: "-" if v is None else format(100 * v, ".2f")  # noqa: E731
     name_w = max([len("test set")] + [len(n) for n in results]) + 2
     head = f"{'test set':<{name_w}}{'split':<9}" + "".join(f"{c.upper():>8}" for c in cols) + f"{'N':>8}"
+    if videos:
+        head += f"{'vACC':>8}{'vAUC':>8}{'videos':>8}"
     lines = [title, head, "-" * len(head)]
     for name, m in results.items():
-        cells = "".join(f"{'-' if m.get(c) is None else format(100 * m[c], '.2f'):>8}" for c in cols)
-        lines.append(f"{name:<{name_w}}{str(m.get('split') or '-'):<9}{cells}{m.get('n', 0):>8}")
+        row = f"{name:<{name_w}}{str(m.get('split') or '-'):<9}" + "".join(f"{pct(m.get(c)):>8}" for c in cols)
+        row += f"{m.get('n', 0):>8}"
+        if videos and "video" in m:
+            v = m["video"]
+            row += f"{pct(v.get('acc')):>8}{pct(v.get('auc')):>8}{v.get('n', 0):>8}"
+        lines.append(row)
+    if videos:
+        lines.append("vACC/vAUC: video level, frame scores averaged per video (evaluate.py --video-rule)")
     return "\n".join(lines)
 
 

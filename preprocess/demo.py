@@ -43,7 +43,7 @@ import numpy as np
 
 FF_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 POSTGEN = "StyleGAN"
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 
 # Colour photographs that ship inside installed packages (file name, package).
 _PHOTOS = [
@@ -246,6 +246,17 @@ def _context(photos: list, size: int, rng: np.random.Generator) -> dict:
     return {"autoencoder": PcaAutoencoder(np.stack(crops)), "texture_kernels": kernels, "upsample_kernel": kernel}
 
 
+def _pairs(ids: list[int], rng: np.random.Generator) -> dict[int, int]:
+    """Swap partners as in FF++: ids paired two by two (017_042 and 042_017); an odd one out joins a pair."""
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    partner = {}
+    for a, b in zip(order[0::2], order[1::2]):
+        partner[a], partner[b] = b, a
+    if len(order) % 2:
+        partner[order[-1]] = order[0]
+    return partner
+
+
 # ----------------------------------------------------------------------------- writer
 def _write(path: Path, img: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -268,12 +279,13 @@ def generate(out: str | os.PathLike, seed: int = 0, size: int = 64, train_ids: i
     for subset, ids, first in (("train_set", train_ids, 0), ("test_set", test_ids, train_ids)):
         part = "train" if subset == "train_set" else "test"
         vids = list(range(first, first + ids))
+        partner = _pairs(vids, np.random.default_rng([seed, first]))
         for vid in vids:
             vrng = np.random.default_rng([seed, vid])
             photo = photos[vid % len(photos)]
             sigma, quality = vrng.uniform(4.0, 8.0), int(vrng.integers(85, 97))
             track = _video_track(vrng, photo.shape, part, frames, size)
-            source = vids[(vids.index(vid) + 1 + int(vrng.integers(0, ids - 1))) % ids]
+            source = partner[vid]
             donor_track = _video_track(np.random.default_rng([seed, source]), photos[source % len(photos)].shape,
                                        part, frames, size)
             for f, window in enumerate(track):

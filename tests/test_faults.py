@@ -54,6 +54,7 @@ def test_colour_modes_and_depths_are_converted(tmp_path):
 def config_for(tmp_path, data_root, **extra):
     cfg = tiny_config(tmp_path, tmp_path / "runs", **extra)
     cfg["data"]["labeled"] = [f"folder:{data_root}"]
+    cfg["data"]["unlabeled"] = [f"folder:{data_root}"]
     cfg["data"]["test"] = [f"folder:{data_root}"]
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))

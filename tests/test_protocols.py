@@ -1,0 +1,192 @@
+"""Real dataset layouts, protocols, identity-safe splits, the index cache and `python -m datasets describe`."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from conftest import PY, run
+from datasets.protocols import describe, protocol_config
+from datasets.sources import build_source, identity_groups
+from utils import UserError
+
+METHODS = ("Real", "Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+FRAMES = 2
+
+
+def img(path, value=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((8, 8, 3), value, np.uint8))
+
+
+def ff_tree(root, train_pairs=4, test_pairs=2):
+    """FF++ crops with FF++'s pairing: fake videos a_b and b_a for each pair of ids."""
+    ids = {"train_set": range(0, 2 * train_pairs), "test_set": range(100, 100 + 2 * test_pairs)}
+    for subset, rng in ids.items():
+        rng = list(rng)
+        for a, b in zip(rng[0::2], rng[1::2]):
+            for t, s in ((a, b), (b, a)):
+                for method in METHODS:
+                    video = f"{t:03d}" if method == "Real" else f"{t:03d}_{s:03d}"
+                    for f in range(FRAMES):
+                        img(root / subset / method / video / f"{f:04d}.png")
+    return root
+
+
+def dfdc_tree(root):
+    """DFDC crops + the parts' metadata; 'lost' has no metadata entry."""
+    parts = {0: {"r0": ("REAL", None), "f0": ("FAKE", "r0"), "f1": ("FAKE", "r0"), "r1": ("REAL", None),
+                 "f2": ("FAKE", "r1")},
+             10: {"r9": ("REAL", None), "f9": ("FAKE", "r9")}}
+    for part, videos in parts.items():
+        meta = {f"{v}.mp4": {"label": lab, **({"original": f"{o}.mp4"} if o else {})} for v, (lab, o) in videos.items()}
+        folder = root / "videos" / f"dfdc_train_part_{part}"
+        folder.mkdir(parents=True)
+        (folder / "metadata.json").write_text(json.dumps(meta))
+        for v in videos:
+            for f in range(FRAMES):
+                img(root / "imgs" / v / f"{f}.png")
+    for f in range(FRAMES):
+        img(root / "imgs" / "lost" / f"{f}.png")
+    return root
+
+
+def celebdf_tree(root):
+    for folder, videos in {"Celeb-real": ["id0_0000", "id1_0000", "id2_0000", "id3_0000"],
+                           "Celeb-synthesis": ["id0_id1_0000", "id1_id0_0000", "id2_id3_0000", "id3_id2_0001"],
+                           "YouTube-real": ["00000", "00001"]}.items():
+        for v in videos:
+            for f in range(FRAMES):
+                img(root / folder / v / f"{f}.png")
+    return root
+
+
+@pytest.fixture
+def trees(tmp_path):
+    ff_tree(tmp_path / "FF")
+    dfdc_tree(tmp_path / "DFDC")
+    celebdf_tree(tmp_path / "CelebDF")
+    for i in range(3):
+        img(tmp_path / "StyleGAN" / f"{i}.png")
+        img(tmp_path / "CelebA" / f"{i}.jpg")
+    paths = {"ff": str(tmp_path / "FF"), "dfdc_imgs": str(tmp_path / "DFDC" / "imgs"),
+             "dfdc_videos": str(tmp_path / "DFDC" / "videos"), "celebdf": str(tmp_path / "CelebDF"),
+             "stylegan": str(tmp_path / "StyleGAN"), "celeba": str(tmp_path / "CelebA")}
+    (tmp_path / "paths.yaml").write_text(yaml.safe_dump(paths))
+    return tmp_path
+
+
+def overrides(tmp_path):
+    return [f"data.paths_file={tmp_path / 'paths.yaml'}", f"data.index_dir={tmp_path / 'index'}"]
+
+
+@pytest.mark.parametrize("left_out", ["df", "f2f", "fs", "nt"])
+def test_ff_protocols_count_exactly_what_the_tree_holds(trees, left_out):
+    d = describe(protocol_config(f"ff_wo_{left_out}", overrides(trees)), f"ff_wo_{left_out}")
+    name = {"df": "Deepfakes", "f2f": "Face2Face", "fs": "FaceSwap", "nt": "NeuralTextures"}[left_out]
+    lab, unl = d["sets"]["labeled"], d["sets"]["unlabeled"]
+    # 8 train ids in 4 pairs, half of the pairs labeled: 4 ids -> 4 real + 3 methods x 4 fake videos.
+    assert (lab["videos"], lab["real"], lab["fake"]) == (16, 4 * FRAMES, 12 * FRAMES)
+    assert name not in lab["domains"] and lab["domains"]["Real"] == 4 * FRAMES
+    assert (unl["videos"], unl["real"], unl["fake"]) == (20, 4 * FRAMES, 16 * FRAMES)
+    assert unl["domains"][name] == 4 * FRAMES
+    test = d["sets"][name]
+    assert (test["role"], test["split"], test["images"], test["videos"]) == ("test", "unknown", 8 * FRAMES, 8)
+    assert all(d["sets"][m]["split"] == "known" for m in METHODS[1:] if m != name)
+    assert d["overlapping_videos"] == 0
+
+
+def test_sin_protocol_counts_and_no_overlap(trees, capsys):
+    d = describe(protocol_config("sin", overrides(trees)), "sin")
+    assert "1 DFDC video(s)" in capsys.readouterr().err  # 'lost' has no metadata: reported, left out
+    sets = d["sets"]
+    assert sets["DFDC"] == {"role": "test", "split": "known", "images": 2 * FRAMES, "videos": 2, "real": FRAMES,
+                            "fake": FRAMES, "domains": {"DFDC-fake": FRAMES, "DFDC-real": FRAMES}}
+    # DFDC part 0 holds 2 identity groups (r0 with f0, f1; r1 with f2): one labeled, one unlabeled.
+    dfdc_lab = sets["labeled"]["domains"].get("DFDC-real", 0) + sets["labeled"]["domains"].get("DFDC-fake", 0)
+    dfdc_unl = sets["unlabeled"]["domains"].get("DFDC-real", 0) + sets["unlabeled"]["domains"].get("DFDC-fake", 0)
+    assert dfdc_lab + dfdc_unl == 5 * FRAMES and dfdc_lab and dfdc_unl
+    # Celeb-DF: groups {id0, id1}, {id2, id3}, 00000, 00001 -> 2 labeled, 2 tested; all 10 videos used once.
+    celeb_lab = sets["labeled"]["domains"].get("CelebDF-real", 0) + sets["labeled"]["domains"].get("CelebDF-fake", 0)
+    assert celeb_lab + sets["CelebDF"]["images"] == 10 * FRAMES
+    assert sets["StyleGAN"]["real"] == 3 and sets["StyleGAN"]["fake"] == 3
+    assert "NeuralTextures" not in sets["unlabeled"]["domains"]
+    assert d["overlapping_videos"] == 0
+
+
+def test_identity_groups_keep_pairs_and_originals_together(trees):
+    data = {"labeled_fraction": 0.5, "index_dir": None, "paths_file": None}
+    ff = build_source({"kind": "ff", "root": str(trees / "FF"), "subset": "train_set"}, data, 0)
+    groups = identity_groups(ff)
+    assert groups["ff:Deepfakes/000_001"] == groups["ff:Real/001"] == groups["ff:FaceSwap/001_000"]
+    assert groups["ff:Real/000"] != groups["ff:Real/002"]
+    celeb = build_source({"kind": "celebdf", "root": str(trees / "CelebDF")}, data, 0)
+    groups = identity_groups(celeb)
+    assert groups["celebdf:Celeb-synthesis/id0_id1_0000"] == groups["celebdf:Celeb-real/id1_0000"]
+
+
+def test_describe_cli_json_and_exit_status(trees, tmp_path):
+    out = tmp_path / "d.json"
+    res = run([PY, "-m", "datasets", "describe", "--protocol", "ff_wo_nt", "--paths", str(trees / "paths.yaml"),
+               "--json", str(out), f"data.index_dir={tmp_path / 'index'}"])
+    assert res.returncode == 0, res.stderr
+    assert "overlap between labeled, unlabeled and test: none" in res.stdout
+    d = json.loads(out.read_text())
+    assert d["protocol"] == "ff_wo_nt" and set(d) == {"protocol", "sets", "overlapping_videos"}
+    assert set(d["sets"]["labeled"]) == {"role", "split", "images", "videos", "real", "fake", "domains"}
+    # A video copied from train into test is an overlap: exit status 1.
+    import shutil
+    shutil.copytree(trees / "FF" / "train_set" / "Real" / "000", trees / "FF" / "test_set" / "Real" / "000")
+    res = run([PY, "-m", "datasets", "describe", "--protocol", "ff_wo_nt", "--paths", str(trees / "paths.yaml"),
+               f"data.index_dir={tmp_path / 'index'}"])
+    assert res.returncode == 1 and "VIDEOS IN MORE THAN ONE ROLE" in res.stdout
+
+
+def test_missing_root_names_the_key_and_layout(tmp_path):
+    res = run([PY, "-m", "datasets", "describe", "--protocol", "sin", "--paths", str(tmp_path / "none.yaml")])
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "dataset root 'ff' is not set" in res.stderr and "SUPCON_FF" in res.stderr and "train_set" in res.stderr
+
+
+def test_env_and_cli_override_the_paths_file(trees, monkeypatch):
+    cfg = protocol_config("ff_wo_nt", [f"data.index_dir={trees / 'index'}", "data.paths_file=none.yaml"])
+    monkeypatch.setenv("SUPCON_FF", str(trees / "FF"))
+    assert describe(cfg, "x")["sets"]["labeled"]["images"] > 0
+    monkeypatch.setenv("SUPCON_FF", str(trees / "nowhere"))
+    cfg["data"]["paths"] = {"ff": str(trees / "FF")}  # data.paths.ff=... wins over the environment
+    assert describe(cfg, "x")["sets"]["labeled"]["images"] > 0
+
+
+def test_index_cache_is_plain_csv_and_rebuilt_when_the_tree_changes(trees):
+    data = {"labeled_fraction": 0.5, "index_dir": str(trees / "index"), "paths_file": None}
+    spec = {"kind": "ff", "root": str(trees / "FF"), "subset": "train_set", "methods": ["Real"]}
+    first = build_source(spec, data, 0)
+    (index,) = [p for p in (trees / "index").glob("ff-*.csv") if not p.name.endswith(".dirs.csv")]
+    assert index.read_text().splitlines()[0] == "path,label,source,domain,video"
+    assert build_source(spec, data, 0) == first  # from the cache
+    img(trees / "FF" / "train_set" / "Real" / "000" / "0009.png")
+    assert len(build_source(spec, data, 0)) == len(first) + 1
+    (trees / "FF" / "train_set" / "Real" / "000" / "0009.png").unlink()
+    assert build_source(spec, data, 0) == first
+
+
+@pytest.mark.slow
+def test_ff_wo_nt_script_runs_on_a_generated_ff_tree(trees, tmp_path):
+    res = run(["bash", "train_supconmpl_model.sh", "--config", "configs/ff_wo_nt.yaml", *overrides(trees),
+               f"out_dir={tmp_path / 'runs'}", "backbone=test_resnet", "pretrained=none", "img_size=16",
+               "workers=0", "supcon.steps=2", "supcon.batch_size=4", "supcon.classifier_steps=1",
+               "supcon.classifier_batch_size=4", "mpl.steps=2", "mpl.batch_labeled=4", "mpl.batch_unlabeled=4",
+               "mpl.finetune_steps=1", "mpl.finetune_classifier_steps=1"])
+    assert res.returncode == 0, res.stderr
+    results = json.loads((tmp_path / "runs" / "ff_wo_nt" / "supconmpl" / "results.json").read_text())
+    assert results["NeuralTextures"]["split"] == "unknown"
+    assert results["NeuralTextures"]["video"]["n"] == 8 and results["NeuralTextures"]["n"] == 8 * FRAMES
+    assert "vAUC" in res.stdout
+    splits = (tmp_path / "runs" / "ff_wo_nt" / "supconmpl" / "splits.csv").read_text().splitlines()
+    assert splits[0] == "video,group,set,role,label,domain,frames"
+
+
+def test_unknown_protocol_is_a_user_error():
+    with pytest.raises(UserError, match="unknown protocol 'nope'"):
+        protocol_config("nope")
