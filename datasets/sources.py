@@ -46,7 +46,7 @@ LAYOUTS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     path: str
     label: int           # 0 = real, 1 = fake
@@ -135,19 +135,23 @@ def cached(key: dict, data_cfg: dict, build: Callable[[Scan], list[Sample]]) -> 
         return build(Scan())
     index_file, dirs_file = _index_files(resolve_path(index_dir), key)
     if index_file.is_file() and _cache_valid(dirs_file):
+        shared: dict[str, str] = {}  # one string object per distinct label/source/domain/video value
+        one = lambda v: shared.setdefault(v, v)  # noqa: E731
         with open(index_file, newline="") as f:
             rows = csv.reader(f)
             next(rows)
-            return [Sample(p, int(lab), dom, vid or None, src) for p, lab, src, dom, vid in rows]
+            return [Sample(p, int(lab), one(dom), one(vid) if vid else None, one(src)) for p, lab, src, dom, vid in rows]
     scan = Scan()
     samples = build(scan)
     index_file.parent.mkdir(parents=True, exist_ok=True)
-    for path, rows in ((index_file, [("path", "label", "source", "domain", "video")] +
-                        [(s.path, s.label, s.source, s.domain, s.video or "") for s in samples]),
-                       (dirs_file, scan.dirs)):
+    rows = ((s.path, s.label, s.source, s.domain, s.video or "") for s in samples)  # streamed, not listed
+    for path, header, body in ((index_file, [("path", "label", "source", "domain", "video")], rows),
+                               (dirs_file, [], scan.dirs)):
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows(rows)
+            writer = csv.writer(f)
+            writer.writerows(header)
+            writer.writerows(body)
         os.replace(tmp, path)
     return samples
 
@@ -184,12 +188,15 @@ def _flat_source(root: Path, label: str, domain: str | None, scan: Scan) -> list
     return [Sample(f, int(label == "fake"), domain or root.name, None, "flat") for f in files]
 
 
-def _video_folders(base: Path, scan: Scan, what: str) -> list[tuple[str, str]]:
-    """(video name, image path) for every image of base/<video>/**."""
-    files = scan.images(base)
-    if not files:
+def _video_folders(base: Path, scan: Scan, what: str) -> list[tuple[str, list[str]]]:
+    """(video name, its image paths) for every folder base/<video>/ (images searched recursively)."""
+    scan.watch(base)
+    with os.scandir(base) as it:
+        videos = sorted(e.name for e in it if e.is_dir(follow_symlinks=True))
+    out = [(v, scan.images(base / v)) for v in videos]
+    if not any(files for _, files in out):
         raise UserError(f"no images in {base} ({what})")
-    return [(Path(f).relative_to(base).parts[0], f) for f in files]
+    return out
 
 
 def _ff_source(root: Path, subset: str, methods: list[str], scan: Scan) -> list[Sample]:
@@ -200,9 +207,12 @@ def _ff_source(root: Path, subset: str, methods: list[str], scan: Scan) -> list[
         if method != "Real" and method not in FF_METHODS:
             raise UserError(f"unknown FaceForensics++ method '{method}' (Real, {', '.join(FF_METHODS)})")
         _require_dir(base / method, f"FaceForensics++ '{subset}/{method}'", "ff")
-        pairs = _video_folders(base / method, scan, "FaceForensics++")
-        _check_ff_names(base / method, method, {v for v, _ in pairs})
-        samples += [Sample(f, int(method != "Real"), method, f"ff:{method}/{v}", "ff") for v, f in pairs]
+        videos = _video_folders(base / method, scan, "FaceForensics++")
+        _check_ff_names(base / method, method, {v for v, _ in videos})
+        label = int(method != "Real")
+        for v, files in videos:
+            video = f"ff:{method}/{v}"  # one string shared by the video's frames
+            samples += [Sample(f, label, method, video, "ff") for f in files]
     return samples
 
 
@@ -247,15 +257,15 @@ def _dfdc_source(root: Path, metadata_root: Path, parts: list[int] | None, scan:
     _require_dir(root, "DFDC crops", "dfdc")
     meta = dfdc_metadata(metadata_root, scan)
     samples, missing = [], set()
-    for video, f in _video_folders(root, scan, "DFDC crops"):
+    for video, files in _video_folders(root, scan, "DFDC crops"):
         info = meta.get(video)
         if info is None:
             missing.add(video)
             continue
         if parts is not None and info["part"] not in parts:
             continue
-        label = info["label"]
-        samples.append(Sample(f, label, "DFDC-fake" if label else "DFDC-real", f"dfdc:{video}", "dfdc"))
+        label, key = info["label"], f"dfdc:{video}"
+        samples += [Sample(f, label, "DFDC-fake" if label else "DFDC-real", key, "dfdc") for f in files]
     if missing:
         # Reported, not guessed: these crops have no label.
         print(f"warning: {len(missing)} DFDC video(s) in {root} are not in any metadata.json under "
@@ -274,8 +284,10 @@ def _celebdf_source(root: Path, folders: list[str] | None, scan: Scan) -> list[S
             raise UserError(f"unknown Celeb-DF folder '{folder}' ({', '.join(CELEBDF_FOLDERS)})")
         _require_dir(root / folder, f"Celeb-DF '{folder}'", "celebdf")
         label = CELEBDF_FOLDERS[folder]
-        samples += [Sample(f, label, "CelebDF-fake" if label else "CelebDF-real", f"celebdf:{folder}/{v}",
-                           "celebdf") for v, f in _video_folders(root / folder, scan, "Celeb-DF")]
+        domain = "CelebDF-fake" if label else "CelebDF-real"
+        for v, files in _video_folders(root / folder, scan, "Celeb-DF"):
+            video = f"celebdf:{folder}/{v}"
+            samples += [Sample(f, label, domain, video, "celebdf") for f in files]
     return samples
 
 
