@@ -11,13 +11,13 @@ def test_readme_starts_with_the_two_commands():
     head = (REPO / "README.md").read_text().splitlines()[:6]
     text = "\n".join(head)
     assert "pip install -r requirement.txt && bash train_supconmpl_model.sh" in text
-    assert "pip install -r requirement.txt && python -m pytest" in text
+    assert "pip install -r requirement.txt && pip install --no-deps facenet-pytorch==2.6.0 && python -m pytest" in text
 
 
 def test_ci_installs_requirements_and_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert "pip install" in ci and "-r requirement.txt" in ci
-    assert "python -m pytest" in ci
+    assert "python -m pytest" in ci and "--no-deps facenet-pytorch==2.6.0" in ci
 
 
 def test_requirements_pin_torch_and_list_the_stack():

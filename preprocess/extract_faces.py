@@ -1,0 +1,235 @@
+"""Extract face crops from videos: sample frames, detect faces with MTCNN (facenet-pytorch, the detector of
+the authors' pipeline; its weights ship inside the package), crop with a margin, write the dataset layout.
+
+  <output>/<video>/<frame>_<face>.png      crops (frame index in the video, face index in the frame)
+  <output>/<video>/boxes.csv               frame,face,x1,y1,x2,y2,prob (written last: marks the video done)
+  <output>/extract_summary.json            videos done / skipped / without a face / unreadable
+
+A video is named by its path relative to --input without the extension (a single file: its stem). A rerun
+skips finished videos. Videos without a face or that cannot be read are listed, not fatal.
+Install the detector once, without letting it change the pinned torch:
+  pip install --no-deps facenet-pytorch==2.6.0
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from utils import UserError, atomic_write_text, run_cli
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def load_detector(device: str = "cpu", min_prob: float = 0.9):
+    """MTCNN from facenet-pytorch (weights inside the package, nothing downloaded)."""
+    try:
+        from facenet_pytorch import MTCNN
+    except ImportError:
+        raise UserError("the face detector is not installed: pip install --no-deps facenet-pytorch==2.6.0 "
+                        "(with --no-deps, so that it keeps the pinned torch)") from None
+    return MTCNN(keep_all=True, device=device, thresholds=[0.6, 0.7, min_prob])
+
+
+def find_videos(root: Path) -> list[tuple[str, Path]]:
+    """(name, path) of every video under root (or root itself)."""
+    if root.is_file():
+        return [(root.stem, root)]
+    if not root.is_dir():
+        raise UserError(f"input not found: {root}")
+    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTS and p.is_file())
+    return [(str(p.relative_to(root).with_suffix("")), p) for p in found]
+
+
+def frame_indices(total: int, frames: int | None, stride: int | None) -> list[int] | None:
+    """Which frames to keep: `frames` evenly spaced ones, or every `stride`-th; None = decide while reading."""
+    if stride:
+        return list(range(0, total, stride)) if total > 0 else None
+    if total <= 0:
+        return None
+    n = min(frames or total, total)
+    return sorted(set(np.linspace(0, total - 1, n).round().astype(int).tolist()))
+
+
+def read_frames(path: Path, frames: int | None, stride: int | None) -> list[tuple[int, np.ndarray]]:
+    """(index, RGB frame) for the sampled frames; [] if the file cannot be decoded."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        return []
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    wanted = frame_indices(total, frames, stride)
+    out, i = [], 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if wanted is None or i in wanted:
+            out.append((i, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+        i += 1
+    cap.release()
+    if wanted is None and frames and len(out) > frames:  # frame count was unknown: sample now
+        keep = set(np.linspace(0, len(out) - 1, frames).round().astype(int).tolist())
+        out = [f for j, f in enumerate(out) if j in keep]
+    return out
+
+
+def crop_box(box: np.ndarray, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """The box grown by `margin` x its size on each side, clipped to the frame."""
+    x1, y1, x2, y2 = box
+    mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+    return (max(int(x1 - mx), 0), max(int(y1 - my), 0), min(int(np.ceil(x2 + mx)), width),
+            min(int(np.ceil(y2 + my)), height))
+
+
+@dataclass
+class Options:
+    frames: int | None = 32
+    stride: int | None = None
+    margin: float = 0.2
+    all_faces: bool = False
+    size: int | None = None
+    batch_size: int = 16
+    min_prob: float = 0.9
+    device: str = "cpu"
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: str                  # done | no_face | unreadable
+    crops: int = 0
+    frames: int = 0
+    faces_per_frame: list = field(default_factory=list)
+
+
+def extract_video(detector, name: str, path: Path, out: Path, opt: Options) -> Outcome:
+    frames = read_frames(path, opt.frames, opt.stride)
+    if not frames:
+        return Outcome(name, "unreadable")
+    folder = out / name
+    rows = []
+    for start in range(0, len(frames), opt.batch_size):
+        chunk = frames[start:start + opt.batch_size]
+        images = [f for _, f in chunk]
+        same_size = len({im.shape for im in images}) == 1
+        detected = detector.detect(images) if same_size else [detector.detect(im) for im in images]
+        boxes_list, probs_list = (detected if same_size else ([d[0] for d in detected], [d[1] for d in detected]))
+        for (index, image), boxes, probs in zip(chunk, boxes_list, probs_list):
+            if boxes is None or len(boxes) == 0:
+                continue
+            order = np.argsort([-(b[2] - b[0]) * (b[3] - b[1]) for b in boxes])  # largest first
+            if not opt.all_faces:
+                order = order[:1]
+            for face, k in enumerate(order):
+                x1, y1, x2, y2 = crop_box(boxes[k], opt.margin, image.shape[1], image.shape[0])
+                crop = image[y1:y2, x1:x2]
+                if crop.size == 0:
+                    continue
+                if opt.size:
+                    crop = cv2.resize(crop, (opt.size, opt.size), interpolation=cv2.INTER_AREA)
+                folder.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(folder / f"{index:05d}_{face}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+                rows.append((index, face, *[round(float(v), 1) for v in boxes[k]], round(float(probs[k]), 4)))
+    if not rows:
+        return Outcome(name, "no_face", frames=len(frames))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["frame", "face", "x1", "y1", "x2", "y2", "prob"])
+    writer.writerows(rows)
+    atomic_write_text(folder / "boxes.csv", buf.getvalue())  # last: its presence marks the video done
+    return Outcome(name, "done", crops=len(rows), frames=len(frames))
+
+
+_worker_detector = None
+
+
+def _init_worker(device: str, min_prob: float) -> None:
+    global _worker_detector
+    import torch
+    torch.set_num_threads(1)  # parallel over videos, one core each
+    _worker_detector = load_detector(device, min_prob)
+
+
+def _work(job: tuple) -> Outcome:
+    name, path, out, opt = job
+    return extract_video(_worker_detector, name, path, out, opt)
+
+
+def run(input_path: Path, out: Path, opt: Options, workers: int) -> dict:
+    videos = find_videos(input_path)
+    if not videos:
+        raise UserError(f"no videos ({', '.join(VIDEO_EXTS)}) under {input_path}")
+    todo = [(n, p) for n, p in videos if not (out / n / "boxes.csv").is_file()]
+    skipped = len(videos) - len(todo)
+    if skipped:
+        print(f"skipping {skipped} video(s) already extracted in {out}", file=sys.stderr)
+    from tqdm import tqdm
+    jobs = [(n, p, out, opt) for n, p in todo]
+    outcomes: list[Outcome] = []
+    bar = dict(total=len(jobs), desc="videos", file=sys.stderr, disable=not sys.stderr.isatty())
+    if workers > 1 and opt.device == "cpu" and len(jobs) > 1:
+        import multiprocessing as mp
+        with mp.get_context("spawn").Pool(workers, _init_worker, (opt.device, opt.min_prob)) as pool:
+            outcomes = list(tqdm(pool.imap(_work, jobs), **bar))
+    else:
+        detector = load_detector(opt.device, opt.min_prob)
+        outcomes = [extract_video(detector, *job) for job in tqdm(jobs, **bar)]
+    summary = {
+        "videos": len(videos), "skipped_finished": skipped,
+        "done": sorted(o.name for o in outcomes if o.status == "done"),
+        "no_face": sorted(o.name for o in outcomes if o.status == "no_face"),
+        "unreadable": sorted(o.name for o in outcomes if o.status == "unreadable"),
+        "crops": sum(o.crops for o in outcomes),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "extract_summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m preprocess.extract_faces", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  python -m preprocess.extract_faces --input /data/DFDC_videos/dfdc_train_part_0 "
+               "--output /data/DFDC_imgs --frames 32\n"
+               "  python -m preprocess.extract_faces --input video.mp4 --output crops --stride 10 --all-faces")
+    p.add_argument("--input", required=True, help="a video file or a folder searched recursively for videos")
+    p.add_argument("--output", required=True, help="output folder (dataset layout: <output>/<video>/...)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--frames", type=int, help="frames per video, evenly spaced (default: 32)")
+    g.add_argument("--stride", type=int, help="every K-th frame instead")
+    p.add_argument("--margin", type=float, default=0.2, help="margin around the box, as a fraction of its size")
+    p.add_argument("--all-faces", action="store_true", help="keep every face (default: the largest per frame)")
+    p.add_argument("--size", type=int, help="resize crops to SIZE x SIZE (default: keep)")
+    p.add_argument("--min-prob", type=float, default=0.9, help="detection threshold (MTCNN's last stage)")
+    p.add_argument("--batch-size", type=int, default=16, help="frames per detector call")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel videos on CPU")
+    args = p.parse_args(argv)
+    if (args.frames is not None and args.frames <= 0) or (args.stride is not None and args.stride <= 0):
+        raise UserError("--frames and --stride must be positive")
+    import torch
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    opt = Options(frames=None if args.stride else (args.frames or 32), stride=args.stride, margin=args.margin,
+                  all_faces=args.all_faces, size=args.size, batch_size=args.batch_size, min_prob=args.min_prob,
+                  device=device)
+    s = run(Path(args.input), Path(args.output), opt, args.workers)
+    print(f"{len(s['done'])} video(s) extracted ({s['crops']} crops), {s['skipped_finished']} already done, "
+          f"{len(s['no_face'])} without a face, {len(s['unreadable'])} unreadable")
+    for key in ("no_face", "unreadable"):
+        if s[key]:
+            print(f"  {key.replace('_', ' ')}: {', '.join(s[key][:10])}" + (" ..." if len(s[key]) > 10 else ""))
+    print(f"summary: {Path(args.output) / 'extract_summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
