@@ -312,12 +312,9 @@ def check_batch(n_images: int, batch_size: int, key: str, what: str) -> None:
 
 
 def prepare_run(cfg: dict, method: str) -> tuple[Path, RunLogger]:
-    """Create <out_dir>/<run_name>/<method>, save the resolved config there, return it and a logger."""
+    """Create <out_dir>/<run_name>/<method> and a logger writing there (Run.restore saves the config)."""
     run_dir = run_folder(cfg, method)
-    logger = RunLogger(run_dir)
-    if logger.main:
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
-    return run_dir, logger
+    return run_dir, RunLogger(run_dir)
 
 
 def run_folder(cfg: dict, method: str) -> Path:
@@ -375,7 +372,13 @@ class Run:
         return path
 
     def restore(self) -> None:
-        """Continue from the newest checkpoint (resume=True), else start a new run in the folder."""
+        """Continue from the newest checkpoint (resume=True), else start a new run in the folder; then save
+        the resolved config beside the run's outputs."""
+        self._restore()
+        if self.logger.main:
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
+
+    def _restore(self) -> None:
         found = self.checkpoints()
         if not self.resume_requested:
             if found:

@@ -136,5 +136,7 @@ def test_resume_with_another_config_is_refused(tiny_demo, tmp_path):
     res = run([PY, "train_pt.py", "--config", str(cfg), "--resume", "pt.lr=0.5"])
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "--resume: the config differs" in res.stderr and "pt.lr: 0.0001 -> 0.5" in res.stderr
+    saved = yaml.safe_load((tmp_path / "runs" / "tiny" / "pt" / "config.yaml").read_text())
+    assert saved["pt"]["lr"] == 1e-4  # the refused settings did not replace the run's config
     res = run([PY, "train_pt.py", "--config", str(cfg), "--resume", "workers=1"])  # harmless change
     assert res.returncode == 0, res.stderr
