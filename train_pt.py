@@ -55,6 +55,7 @@ def train(cfg: dict, resume: bool = False) -> dict:
     # Save
     path = run_dir / "pt.tar"
     save_checkpoint(path, model, cfg, "pt", pc["steps"], opt)
+    run.finish()
     logger.info(f"saved {path}")
     return {"weights": path}
 

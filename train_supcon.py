@@ -91,6 +91,7 @@ def train(cfg: dict, resume: bool = False) -> dict:
     run.stage(1, "classifier", sc["classifier_steps"],
               classifier_step(run, net.encoder, classifier, opt_cls, singles, device, cfg["amp"]))
     save_checkpoint(paths["classifier"], classifier, cfg, "supcon_classifier", sc["classifier_steps"], opt_cls)
+    run.finish()
     logger.info(f"saved {paths['encoder']} and {paths['classifier']}")
     return paths
 

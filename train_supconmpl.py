@@ -174,6 +174,7 @@ def train(cfg: dict, resume: bool = False) -> dict:
         run, student.encoder, s_cls, opt_ft_cls, singles, device, cfg["amp"]))
     save_checkpoint(paths["classifier"], s_cls, cfg, "supconmpl_classifier", mc["finetune_classifier_steps"],
                     opt_ft_cls)
+    run.finish()
     logger.info(f"saved {paths['encoder']} and {paths['classifier']}")
     return paths
 

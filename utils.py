@@ -380,12 +380,17 @@ class Run:
 
     def _restore(self) -> None:
         found = self.checkpoints()
+        finished = self.ckpt_dir / "FINISHED"
         if not self.resume_requested:
+            if found and not finished.exists():
+                raise UserError(f"{self.run_dir} holds an unfinished run (latest checkpoint {found[-1].name}): "
+                                "pass --resume to continue it, --run-name NAME to start another, or delete "
+                                f"{self.ckpt_dir} to start over")
             if found:
-                self.logger.info(f"starting a new run: the checkpoints in {self.ckpt_dir} are replaced "
-                                 "(pass --resume to continue them instead)")
+                self.logger.info(f"starting a new run in {self.run_dir}: the finished run's checkpoints are replaced")
                 for path in found:
                     path.unlink()
+            finished.unlink(missing_ok=True)
             return
         if not found:
             self.logger.info(f"--resume: no checkpoint in {self.ckpt_dir}; starting from the beginning")
@@ -407,6 +412,12 @@ class Run:
         self.start_stage, self.start_step = state["stage"], state["step"]
         self.nonfinite, self.bad_images = state.get("nonfinite", 0), set(state.get("bad_images", []))
         self.logger.info(f"resuming from {path} (stage {self.start_stage}, step {self.start_step})")
+
+    def finish(self) -> None:
+        """Mark the run complete: a later run without --resume may then start over in this folder."""
+        if is_main_process():
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            (self.ckpt_dir / "FINISHED").touch()
 
     def start_of(self, stage: int) -> int:
         """The step stage `stage` starts at: 0, its checkpointed step, or past its end if it is finished."""

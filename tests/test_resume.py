@@ -65,9 +65,15 @@ def test_kill_9_at_several_points_then_resume_gives_identical_weights_and_metric
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, f"run ended before the kill at {kill_at}"
+    # Forgetting --resume must not throw the unfinished run away.
+    res = run([PY, "train_supconmpl.py", "--config", str(cfg)])
+    assert res.returncode == 2 and "holds an unfinished run" in res.stderr and "--resume" in res.stderr
     res = run([PY, "train_supconmpl.py", "--config", str(cfg), "--resume"])
     assert res.returncode == 0, res.stderr
     assert "resuming from" in res.stderr
+    # A finished run may be started over without --resume.
+    assert run([PY, "train_pt.py", "--config", str(cfg), "pt.steps=1", "pt.batch_size=4"]).returncode == 0
+    assert run([PY, "train_pt.py", "--config", str(cfg), "pt.steps=1", "pt.batch_size=4"]).returncode == 0
     assert_same_weights(reference, final_state(runs / "tiny" / "supconmpl", names))
     assert evaluate_json(ref_cfg, tmp_path / "ref.json") == evaluate_json(cfg, tmp_path / "cut.json")
 
