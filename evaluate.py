@@ -78,9 +78,9 @@ def video_metrics(samples: list, scores: np.ndarray, rule: str = "mean") -> dict
 def evaluate(model: torch.nn.Module, sets: dict, img_size: int, backbone: str, input_scale: str,
              device: torch.device, batch_size: int = 256, workers: int = 0, amp: bool = True,
              video_rule: str = "mean"):
-    """Metrics per test set, the per-image predictions [(path, label, score)] (each path once), and the
-    unreadable files (skipped: not scored, not counted in n)."""
-    results, predictions, bad = {}, {}, set()
+    """Metrics per test set, the per-image predictions [(path, label, score)] (each path once), the
+    unreadable files (skipped: not scored, not counted in n) and {name: (split, labels, scores)} curves."""
+    results, predictions, bad, curves = {}, {}, set(), {}
     model.to(device)
     for name, (split, samples) in sets.items():
         loader = eval_loader(samples, img_size, backbone, input_scale, batch_size, workers)
@@ -89,11 +89,49 @@ def evaluate(model: torch.nn.Module, sets: dict, img_size: int, backbone: str, i
         bad |= {s.path for s, good in zip(samples, ok) if not good}
         labels = np.array([s.label for s in kept])
         results[name] = {**binary_metrics(labels, scores[ok]), "n": int(len(kept)), "split": split}
+        curves[name] = (split, labels, scores[ok])
         if any(s.video for s in kept):
             results[name]["video"] = video_metrics(kept, scores[ok], video_rule)
         for s, p in zip(kept, scores[ok]):
             predictions[s.path] = (s.label, float(p))
-    return results, [(p, lab, sc) for p, (lab, sc) in predictions.items()], sorted(bad)
+    return results, [(p, lab, sc) for p, (lab, sc) in predictions.items()], sorted(bad), curves
+
+
+@torch.no_grad()
+def encoder_features(encoder: torch.nn.Module, samples: list, img_size: int, backbone: str, input_scale: str,
+                     device: torch.device, limit: int = 2000, seed: int = 0) -> tuple[np.ndarray, list]:
+    """Encoder features [N, F] of up to `limit` distinct test images (seeded choice) and their samples."""
+    unique = list({s.path: s for s in samples}.values())
+    if len(unique) > limit:
+        keep = np.random.default_rng(seed).choice(len(unique), limit, replace=False)
+        unique = [unique[i] for i in sorted(keep)]
+    encoder.eval()
+    feats, kept = [], []
+    loader = eval_loader(unique, img_size, backbone, input_scale, 256, 0)
+    offset = 0
+    for x, ok in loader:
+        f = encoder(x.to(device)).float().cpu()
+        feats.append(f[ok])
+        kept += [s for s, good in zip(unique[offset:offset + len(ok)], ok.tolist()) if good]
+        offset += len(ok)
+    return torch.cat(feats).numpy(), kept
+
+
+def write_plots(method: str, model: torch.nn.Module, sets: dict, curves: dict, run_dir: Path, out_dir: Path,
+                img_size: int, backbone: str, input_scale: str, device: torch.device, seed: int) -> list[Path]:
+    """roc.png, training_curves.png (if the run's log is there) and, for SupCon models, embedding.png."""
+    import plots
+    names = {"pt": "baseline", "supcon": "SupCon teacher", "supconmpl": "SupCon-MPL student"}
+    written = [plots.roc_plot(curves, out_dir / "roc.png", f"ROC — {names[method]}"),
+               plots.training_curves(run_dir / "train_log.jsonl", out_dir / "training_curves.png",
+                                     f"training — {names[method]}")]
+    if method != "pt":
+        samples = [s for _, ss in sets.values() for s in ss]
+        feats, kept = encoder_features(model.encoder, samples, img_size, backbone, input_scale, device, seed=seed)
+        written.append(plots.embedding_plot(feats, np.array([s.label for s in kept]), [s.domain for s in kept],
+                                            out_dir / "embedding.png",
+                                            f"encoder features (PCA) — {names[method]}, test images"))
+    return [p for p in written if p is not None]
 
 
 def write_outputs(results: dict, predictions: list, json_path: Path, csv_path: Path) -> None:
@@ -132,8 +170,10 @@ def parse_args(argv):
     p.add_argument("--video-rule", choices=("mean", "max"), default="mean",
                    help="how frame scores become a video score: mean (default) or max of P(fake)")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--no-plots", action="store_true", help="skip roc.png / training_curves.png / embedding.png")
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     p.add_argument("--out", help="folder of run folders (same as out_dir=...)")
+    p.add_argument("--seed", type=int, help="seed (same as seed=...; picks the images of embedding.png)")
     p.add_argument("--run-name", help="run folder name (same as run_name=...)")
     p.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)  # passed through by the .sh scripts
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (as for training)")
@@ -144,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = args.config or (None if args.test else "configs/demo.yaml")
     overrides = list(args.overrides)
-    for key, value in (("device", args.device), ("out_dir", args.out), ("run_name", args.run_name)):
+    for key, value in (("device", args.device), ("out_dir", args.out), ("run_name", args.run_name),
+                       ("seed", args.seed)):
         if value is not None:
             overrides.append(f"{key}={value}")
     cfg = load_config(config, overrides)
@@ -172,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_data(cfg)
     sets = test_sets(cfg, args.test)
     model = build_model(args.method, backbone, weights, encoder, classifier)
-    results, predictions, bad = evaluate(model, sets, img_size, backbone, input_scale, device, args.batch_size,
+    results, predictions, bad, curves = evaluate(model, sets, img_size, backbone, input_scale, device, args.batch_size,
                                          0 if device.type == "cpu" else cfg["workers"], cfg["amp"], args.video_rule)
     json_path = resolve_path(args.json) if args.json else run_dir / "results.json"
     csv_path = resolve_path(args.predictions) if args.predictions else run_dir / "predictions.csv"
@@ -182,9 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(bad_list, "".join(p + "\n" for p in bad))
         print(f"warning: skipped {len(bad)} unreadable test image(s), e.g. {bad[0]}; listed in {bad_list}",
               file=sys.stderr)
+    figures = [] if args.no_plots else write_plots(args.method, model, sets, curves, run_dir, json_path.parent,
+                                                     img_size, backbone, input_scale, device, cfg["seed"])
     title = f"{args.method} ({backbone}, {img_size}px, weights {first}) — metrics in %"
     print(format_table(results, title))
     print(f"\nmetrics: {json_path}\npredictions: {csv_path}")
+    if figures:
+        print("plots: " + ", ".join(str(p) for p in figures))
     return 0
 
 

@@ -48,7 +48,7 @@ def train(cfg: dict, resume: bool = False) -> dict:
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
         run.update(opt, loss, "loss", i)
-        return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}
+        return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean(), "images": y.shape[0]}
 
     run.stage(0, "pt", pc["steps"], step)
 

@@ -32,7 +32,7 @@ def supcon_step(run: Run, net: SupConNet, opt: torch.optim.Optimizer, batches, c
         features = torch.stack(z.float().split(b), dim=1)  # [B, 2, D]
         loss = criterion(features, y.to(device, non_blocking=True))
         run.update(opt, loss, "supcon loss", i)
-        return {"loss": loss.detach()}
+        return {"loss": loss.detach(), "images": 2 * b}
     return step
 
 
@@ -48,7 +48,7 @@ def classifier_step(run: Run, encoder: nn.Module, classifier: LinearClassifier, 
         logits = classifier(feats.float())
         loss = F.cross_entropy(logits, y)
         run.update(opt, loss, "classifier loss", i)
-        return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}
+        return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean(), "images": y.shape[0]}
     return step
 
 

@@ -93,7 +93,7 @@ def mpl_step(m: MPLPair, x_l: torch.Tensor, x_l2: torch.Tensor, y_l: torch.Tenso
     t_loss = teacher_mpl_loss(t_l, y_l, t_us, h)
     update(m.opt_t_cls, t_loss, "teacher MPL loss")
     return {"t_loss": t_loss.detach(), "t_supcon": t_supcon.detach(), "s_supcon": s_loss.detach(),
-            "s_cls": s_cls_loss.detach(), "h": h, "pseudo_fake": pseudo.float().mean()}
+            "s_cls": s_cls_loss.detach(), "h": h, "pseudo_fake": pseudo.float().mean(), "pseudo": pseudo}
 
 
 def teacher_paths(cfg: dict) -> tuple[Path, Path]:
@@ -157,8 +157,12 @@ def train(cfg: dict, resume: bool = False) -> dict:
 
     def step(i: int) -> dict:
         x_l, x_l2, y_l = (t.to(device, non_blocking=True) for t in run.batch(lab))
-        x_uw, x_us, _ = (t.to(device, non_blocking=True) for t in run.batch(unl))  # labels unused
-        return mpl_step(pair, x_l, x_l2, y_l, x_uw, x_us, lambda opt, loss, name: run.update(opt, loss, name, i))
+        x_uw, x_us, y_u = (t.to(device, non_blocking=True) for t in run.batch(unl))  # y_u: logging only
+        out = mpl_step(pair, x_l, x_l2, y_l, x_uw, x_us, lambda opt, loss, name: run.update(opt, loss, name, i))
+        # Agreement of the pseudo labels with the unlabeled set's true labels (never used for training).
+        out["pseudo_acc"] = (out.pop("pseudo") == y_u).float().mean()
+        out["images"] = 2 * (x_l.shape[0] + x_uw.shape[0])
+        return out
 
     run.stage(0, "mpl", mc["steps"], step)
 

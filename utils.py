@@ -284,6 +284,7 @@ class RunLogger:
         if self.main:
             run_dir.mkdir(parents=True, exist_ok=True)
         self.start = time.time()
+        self.writer = None
 
     def info(self, msg: str) -> None:
         if not self.main:
@@ -298,11 +299,31 @@ class RunLogger:
             f.write(line + "\n")
 
     def scalars(self, stage: str, step: int, values: dict[str, float]) -> None:
+        """One JSON line in train_log.jsonl and TensorBoard scalars `<stage>/<name>` (events in <run>/tb)."""
         if not self.main:
             return
         row = {"stage": stage, "step": step, "time": round(time.time() - self.start, 3), **values}
         with open(self.run_dir / "train_log.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        writer = self._tensorboard()
+        if writer is not None:
+            for key, value in values.items():
+                writer.add_scalar(f"{stage}/{key}", value, step)
+
+    def _tensorboard(self):
+        if self.writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed: the JSON-lines log still has everything
+                self.writer = False
+                return None
+            self.writer = SummaryWriter(str(self.run_dir / "tb"), flush_secs=10)
+        return self.writer or None
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+            self.writer = None
 
 
 def check_batch(n_images: int, batch_size: int, key: str, what: str) -> None:
@@ -418,6 +439,7 @@ class Run:
         if is_main_process():
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             (self.ckpt_dir / "FINISHED").touch()
+        self.logger.close()
 
     def start_of(self, stage: int) -> int:
         """The step stage `stage` starts at: 0, its checkpointed step, or past its end if it is finished."""
@@ -439,15 +461,22 @@ class Run:
                    disable=not self.logger.main or steps == 0 or not sys.stderr.isatty(), mininterval=1.0,
                    file=sys.stderr)
         with _signals_to(self):
+            clock, since, images = time.time(), start, 0
             for step in bar:
                 out = step_fn(step)
+                images += int(out.pop("images", 0))
                 done = step + 1
                 if done % log_every == 0 or done == steps:
                     values = {k: float(v) for k, v in out.items()}  # host sync only when logging
-                    self.logger.scalars(name, done, values)
+                    elapsed = max(time.time() - clock, 1e-9)
+                    rates = {"steps_per_s": (done - since) / elapsed, "images_per_s": images / elapsed}
+                    lrs = {f"lr_{k}": o.param_groups[0]["lr"] for k, o in self.optimizers.items()}
+                    clock, since, images = time.time(), done, 0
+                    self.logger.scalars(name, done, {**values, **rates, **lrs})
                     bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
                     self.logger.info(f"{name} step {done}/{steps} " +
-                                     " ".join(f"{k}={v:.4f}" for k, v in values.items()))
+                                     " ".join(f"{k}={v:.4f}" for k, v in values.items()) +
+                                     f" ({rates['images_per_s']:.0f} img/s)")
                 if done % every == 0 or done == steps or self.signal is not None:
                     self.save(index, done)
                 if self.signal is not None:

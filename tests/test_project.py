@@ -42,12 +42,23 @@ def test_docker_compose_reserves_gpu_and_mounts_repo_and_data():
     assert devices[0]["capabilities"] == ["gpu"] and devices[0]["driver"] == "nvidia"
 
 
-def test_dockerfile_uses_cuda_pytorch_and_installs_requirements():
-    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines() if line.strip()]
+def test_dockerfile_uses_cuda_pytorch_installs_requirements_and_runs_as_a_user():
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()
+             if line.strip() and not line.strip().startswith("#")]
     from_line = next(line for line in lines if line.startswith("FROM"))
-    assert "pytorch" in from_line and "cuda" in from_line
-    assert any(line.startswith("COPY") and "requirement.txt" in line for line in lines)
-    assert any(line.startswith("RUN") and "pip install -r" in line for line in lines)
+    assert "pytorch" in from_line and "cuda" in from_line and "runtime" in from_line  # no build tools
+    text = "\n".join(lines)
+    # The image's Python dependencies are exactly requirement.txt (+ the detector without its deps).
+    assert "COPY requirement.txt" in text and "pip install -r /tmp/requirement.txt" in text
+    assert "pip install --no-deps facenet-pytorch==2.6.0" in text
+    assert "PIP_NO_CACHE_DIR=1" in text and "rm -rf /tmp/requirement.txt /root/.cache" in text
+    users = [line.split()[1] for line in lines if line.startswith("USER")]
+    assert users and users[-1] not in ("root", "0")
+
+
+def test_compose_selects_gpus_by_environment():
+    compose = (REPO / "docker-compose.yml").read_text()
+    assert "${GPU_IDS:-0}" in compose and "${DATA_DIR:-./data}" in compose
 
 
 def test_every_config_loads():

@@ -1,0 +1,92 @@
+"""Plots written as PNG beside a run's metrics: ROC curves, training curves, 2-D embedding maps."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def roc_plot(curves: dict[str, tuple[str | None, np.ndarray, np.ndarray]], path: Path, title: str) -> Path | None:
+    """ROC curve of every test set on one figure: known sets solid, unknown dashed, AUC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    drawn = 0
+    for name, (split, labels, scores) in curves.items():
+        if len(np.unique(labels)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(labels, scores)
+        style = "--" if split == "unknown" else "-"
+        ax.plot(fpr, tpr, style, lw=2, label=f"{name} ({split or 'test'}) AUC {100 * roc_auc_score(labels, scores):.1f}")
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="chance")
+    ax.set(xlabel="false positive rate (real called fake)", ylabel="true positive rate (fake called fake)",
+           xlim=(0, 1), ylim=(0, 1.01), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def training_curves(log_file: Path, path: Path, title: str) -> Path | None:
+    """Every logged loss of every stage against its step (one panel per stage)."""
+    if not log_file.is_file():
+        return None
+    rows = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    if not stages:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 4), squeeze=False)
+    skip = {"stage", "step", "time", "steps_per_s", "images_per_s"}
+    for ax, stage in zip(axes[0], stages):
+        mine = [r for r in rows if r["stage"] == stage]
+        by_step = {r["step"]: r for r in mine}  # a resumed run logs some steps twice: keep the last
+        steps = sorted(by_step)
+        for key in [k for k in mine[-1] if k not in skip and not k.startswith("lr_")]:
+            ax.plot(steps, [by_step[s].get(key, np.nan) for s in steps], label=key)
+        ax.set(title=f"{stage}", xlabel="step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def embedding_plot(features: np.ndarray, labels: np.ndarray, domains: list[str], path: Path, title: str) -> Path:
+    """Encoder features projected to 2-D with PCA, coloured by real/fake (left) and by manipulation (right)."""
+    from sklearn.decomposition import PCA
+    plt = _pyplot()
+    xy = PCA(n_components=2, random_state=0).fit_transform(features)  # [N, 2]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 5.5))
+    for value, name, colour in ((0, "real", "tab:blue"), (1, "fake", "tab:red")):
+        sel = labels == value
+        a.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.6, c=colour, label=f"{name} ({sel.sum()})")
+    a.set(title="real / fake", xlabel="PC 1", ylabel="PC 2")
+    a.legend(markerscale=3)
+    cmap = plt.get_cmap("tab10")
+    for i, domain in enumerate(sorted(set(domains))):
+        sel = np.array([d == domain for d in domains])
+        b.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.6, color=cmap(i % 10), label=f"{domain} ({sel.sum()})")
+    b.set(title="manipulation", xlabel="PC 1", ylabel="PC 2")
+    b.legend(markerscale=3, fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

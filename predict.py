@@ -1,0 +1,165 @@
+"""Run a trained detector on new media: images, videos or folders of them. Faces are found with the same
+MTCNN detector as preprocessing, each face is scored with P(fake), and scores are aggregated per image or
+video: `--rule max` (default for images: a picture is fake if any face is) or `mean` (the average over the
+sampled frames' faces, default for videos). Unreadable inputs are reported per file; the rest still runs.
+
+Output JSON: {"<input>": {"faces": [{"frame": int|null, "box": [x1, y1, x2, y2], "score": float}],
+                          "score": float|null (null: no face), "error": str|null}}
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datasets import IMG_EXTS, eval_transform, read_image, BadImageError
+from evaluate import CHECKPOINTS, build_model
+from preprocess.extract_faces import VIDEO_EXTS, crop_box, load_detector, read_frames
+from utils import UserError, atomic_write_text, autocast, get_device, load_checkpoint, resolve_path, run_cli
+
+
+def expand(inputs: list[str]) -> list[Path]:
+    """Files as given; folders searched recursively for images and videos."""
+    out = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMG_EXTS + VIDEO_EXTS and f.is_file())
+        else:
+            out.append(p)  # a missing or odd file is reported per file
+    return out
+
+
+def faces_of(path: Path, detector, frames: int, all_faces: bool, margin: float) -> list[tuple]:
+    """(frame index or None, box, RGB crop) for the faces of an image or the sampled frames of a video."""
+    if path.suffix.lower() in VIDEO_EXTS:
+        images = read_frames(path, frames, None)
+        if not images:
+            raise OSError("cannot read video")
+    else:
+        images = [(None, read_image(str(path)).permute(1, 2, 0).numpy())]  # [H, W, 3] RGB
+    found = []
+    for index, image in images:
+        boxes, probs = detector.detect(image)
+        if boxes is None:
+            continue
+        order = np.argsort([-(b[2] - b[0]) * (b[3] - b[1]) for b in boxes])
+        for k in (order if all_faces else order[:1]):
+            x1, y1, x2, y2 = crop_box(boxes[k], margin, image.shape[1], image.shape[0])
+            if x2 > x1 and y2 > y1:
+                found.append((index, [round(float(v), 1) for v in boxes[k]], image[y1:y2, x1:x2]))
+    return found
+
+
+@torch.no_grad()
+def score_crops(model, crops: list[np.ndarray], transform, device, batch_size: int, amp: bool) -> list[float]:
+    scores = []
+    for i in range(0, len(crops), batch_size):
+        x = torch.stack([transform(torch.from_numpy(np.ascontiguousarray(c)).permute(2, 0, 1))
+                         for c in crops[i:i + batch_size]])  # [B, 3, S, S]
+        with autocast(device, amp):
+            logits = model(x.to(device))
+        scores += torch.softmax(logits.float(), dim=1)[:, 1].cpu().tolist()
+    return scores
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  python predict.py photo.jpg clip.mp4 --method supconmpl --encoder runs/demo/supconmpl/"
+               "mpl_supcon_encoder.tar --classifier runs/demo/supconmpl/mpl_supcon_classifier.tar --json out.json\n"
+               "  python predict.py media/ --method pt --weights weights/resnet50_state_dict_ff.tar "
+               "--input-scale seed --json out.json")
+    p.add_argument("inputs", nargs="+", help="images, videos or folders")
+    p.add_argument("--method", required=True, choices=sorted(CHECKPOINTS))
+    p.add_argument("--weights", help="baseline checkpoint (pt)")
+    p.add_argument("--encoder", help="SupCon network checkpoint (supcon, supconmpl)")
+    p.add_argument("--classifier", help="linear classifier checkpoint (supcon, supconmpl)")
+    p.add_argument("--backbone", help="architecture (default: from the checkpoint, else resnet50)")
+    p.add_argument("--img-size", type=int, help="input size (default: from the checkpoint, else 64)")
+    p.add_argument("--input-scale", choices=("project", "seed"), help="seed: the authors' weights' scaling")
+    p.add_argument("--json", help="write per-input results here")
+    p.add_argument("--csv", help="write one row per face here")
+    p.add_argument("--out", help="folder for predictions.json and faces.csv (when --json/--csv are not given)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (the pipeline is deterministic; for parity)")
+    p.add_argument("--threshold", type=float, default=0.5, help="P(fake) at or above which a verdict is FAKE")
+    p.add_argument("--rule", choices=("auto", "mean", "max"), default="auto",
+                   help="aggregation of face scores: auto = max for images, mean for videos")
+    p.add_argument("--frames", type=int, default=16, help="frames sampled per video")
+    p.add_argument("--all-faces", action="store_true", help="score every face (default: the largest per frame)")
+    p.add_argument("--margin", type=float, default=0.2, help="crop margin, as in preprocessing")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda if available)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    if args.out:
+        args.json = args.json or str(Path(args.out) / "predictions.json")
+        args.csv = args.csv or str(Path(args.out) / "faces.csv")
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.method == "pt" and not args.weights:
+        raise UserError("--method pt needs --weights")
+    if args.method != "pt" and not (args.encoder and args.classifier):
+        raise UserError(f"--method {args.method} needs --encoder and --classifier")
+    first = resolve_path(args.weights or args.encoder)
+    saved = load_checkpoint(first)
+    backbone = args.backbone or saved.get("backbone") or "resnet50"
+    img_size = args.img_size or saved.get("img_size") or 64
+    input_scale = args.input_scale or saved.get("input_scale") or "project"
+    device = get_device(args.device)
+    model = build_model(args.method, backbone, resolve_path(args.weights) if args.weights else None,
+                        resolve_path(args.encoder) if args.encoder else None,
+                        resolve_path(args.classifier) if args.classifier else None).to(device).eval()
+    transform = eval_transform(img_size, backbone, input_scale)
+    detector = load_detector("cuda" if device.type == "cuda" else "cpu")
+
+    results, rows = {}, []
+    for path in expand(args.inputs):
+        entry = {"faces": [], "score": None, "error": None}
+        try:
+            if not path.is_file():
+                raise OSError("no such file")
+            found = faces_of(path, detector, args.frames, args.all_faces, args.margin)
+            scores = score_crops(model, [c for _, _, c in found], transform, device, args.batch_size, True)
+            entry["faces"] = [{"frame": f, "box": b, "score": round(s, 6)} for (f, b, _), s in zip(found, scores)]
+            if scores:
+                video = path.suffix.lower() in VIDEO_EXTS
+                rule = args.rule if args.rule != "auto" else ("mean" if video else "max")
+                entry["score"] = round(float(np.mean(scores) if rule == "mean" else np.max(scores)), 6)
+        except (OSError, BadImageError) as err:
+            entry["error"] = str(err).split(": ")[-1] if isinstance(err, BadImageError) else str(err)
+        results[str(path)] = entry
+        rows += [(str(path), f["frame"], i, *f["box"], f["score"]) for i, f in enumerate(entry["faces"])]
+
+    print(f"{'input':<50}{'faces':>6}{'P(fake)':>9}  verdict")
+    for path, e in results.items():
+        verdict = ("error: " + e["error"]) if e["error"] else ("no face" if e["score"] is None else
+                                                               ("FAKE" if e["score"] >= args.threshold else "real"))
+        score = "-" if e["score"] is None else f"{e['score']:.3f}"
+        print(f"{path[-49:]:<50}{len(e['faces']):>6}{score:>9}  {verdict}")
+    if args.json:
+        atomic_write_text(resolve_path(args.json), json.dumps(results, indent=2) + "\n")
+    if args.csv:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["path", "frame", "face", "x1", "y1", "x2", "y2", "score"])
+        writer.writerows(rows)
+        atomic_write_text(resolve_path(args.csv), buf.getvalue())
+    failed = sum(1 for e in results.values() if e["error"])
+    if failed:
+        print(f"{failed} input(s) could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

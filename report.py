@@ -1,0 +1,73 @@
+"""Collect runs into one Markdown table in the paper's format (ACC / AUC / F1 per test set and method),
+with the plots linked.
+
+  python report.py runs/demo                          # the pt, supcon and supconmpl folders of one run
+  python report.py runs/demo/pt runs/other/supconmpl --out report.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from utils import UserError, atomic_write_text, run_cli
+
+NAMES = {"pt": "Baseline", "supcon": "SupCon", "supconmpl": "SupCon-MPL"}
+
+
+def method_folders(paths: list[str]) -> list[Path]:
+    """Each path is a method folder (holding results.json) or a run folder holding method folders."""
+    out = []
+    for raw in paths:
+        p = Path(raw)
+        if (p / "results.json").is_file():
+            out.append(p)
+        elif p.is_dir() and any((p / m / "results.json").is_file() for m in NAMES):
+            out += [p / m for m in NAMES if (p / m / "results.json").is_file()]
+        else:
+            raise UserError(f"no results.json in {p} or its pt/supcon/supconmpl folders (run evaluate.py first)")
+    return out
+
+
+def render(folders: list[Path], out_dir: Path) -> str:
+    runs = [(f, json.loads((f / "results.json").read_text())) for f in folders]
+    label = lambda f: f"{NAMES.get(f.name, f.name)} ({f.parent.name})" if len({x.parent for x, _ in runs}) > 1 \
+        else NAMES.get(f.name, f.name)  # noqa: E731
+    tests = list(dict.fromkeys(name for _, res in runs for name in res))
+    pct = lambda v: "–" if v is None else f"{100 * v:.2f}"  # noqa: E731
+    lines = ["# Results", "", "Metrics in %, fake = positive class; known / unknown as configured.", ""]
+    head = "| method | " + " | ".join(f"{t} ({next((r[t]['split'] for _, r in runs if t in r), None) or 'test'}) "
+                                      "ACC / AUC / F1" for t in tests) + " |"
+    lines += [head, "|" + " --- |" * (len(tests) + 1)]
+    for folder, res in runs:
+        cells = [" / ".join(pct(res[t].get(k)) for k in ("acc", "auc", "f1")) if t in res else "–" for t in tests]
+        lines.append(f"| {label(folder)} | " + " | ".join(cells) + " |")
+    lines += ["", "## Plots", ""]
+    for folder, _ in runs:
+        links = [f"[{png}]({os.path.relpath(folder / png, out_dir)})" for png in
+                 ("roc.png", "training_curves.png", "embedding.png") if (folder / png).is_file()]
+        lines.append(f"- {label(folder)}: " + (", ".join(links) if links else "no plots"))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="report.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="run folders (runs/<name>) or method folders (runs/<name>/<method>)")
+    p.add_argument("--out", help="write the Markdown here (default: print it)")
+    args = p.parse_args(argv)
+    folders = method_folders(args.runs)
+    out = Path(args.out) if args.out else Path.cwd()
+    text = render(folders, out.parent if args.out else out)
+    if args.out:
+        atomic_write_text(out, text)
+        print(f"report: {out}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
