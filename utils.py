@@ -7,8 +7,9 @@ Each ``train_*.py`` reads top to bottom and differs from the others mainly in it
 from __future__ import annotations
 
 import argparse
-import copy
 import contextlib
+import copy
+import hashlib
 import json
 import os
 import random
@@ -196,15 +197,20 @@ def load_config(path: str | None, overrides: Iterable[str] = ()) -> dict:
         if not isinstance(loaded, dict):
             raise UserError(f"config file {path} must hold a mapping")
         cfg = _merge(cfg, loaded)
-        if cfg["run_name"] is None:
-            cfg["run_name"] = p.stem
+    named = {}
     for item in overrides:
         if "=" not in item:
             raise UserError(f"override '{item}' must look like key=value")
         key, raw = item.split("=", 1)
         _set_dotted(cfg, key.strip(), raw)
+        if key.strip() not in _RESUME_FREE | {"run_name", "out_dir"}:
+            named[key.strip()] = raw
     if cfg["run_name"] is None:
-        cfg["run_name"] = "default"
+        # The run folder follows the config and the overrides that change the result, so that runs with
+        # other settings never replace each other: demo, demo-3f2a9c1e (hash of e.g. supcon.lr=1e-3).
+        base = Path(path).stem if path else "default"
+        digest = hashlib.sha1(json.dumps(sorted(named.items())).encode()).hexdigest()[:8]
+        cfg["run_name"] = f"{base}-{digest}" if named else base
     _check_types(cfg, DEFAULTS)
     _check_values(cfg)
     return cfg

@@ -179,11 +179,12 @@ def test_ff_wo_nt_script_runs_on_a_generated_ff_tree(trees, tmp_path):
                "supcon.classifier_batch_size=4", "mpl.steps=2", "mpl.batch_labeled=4", "mpl.batch_unlabeled=4",
                "mpl.finetune_steps=1", "mpl.finetune_classifier_steps=1"])
     assert res.returncode == 0, res.stderr
-    results = json.loads((tmp_path / "runs" / "ff_wo_nt" / "supconmpl" / "results.json").read_text())
+    (run_dir,) = (tmp_path / "runs").glob("ff_wo_nt-*")  # named after the config and the overrides
+    results = json.loads((run_dir / "supconmpl" / "results.json").read_text())
     assert results["NeuralTextures"]["split"] == "unknown"
     assert results["NeuralTextures"]["video"]["n"] == 8 and results["NeuralTextures"]["n"] == 8 * FRAMES
     assert "vAUC" in res.stdout
-    splits = (tmp_path / "runs" / "ff_wo_nt" / "supconmpl" / "splits.csv").read_text().splitlines()
+    splits = (run_dir / "supconmpl" / "splits.csv").read_text().splitlines()
     assert splits[0] == "video,group,set,role,label,domain,frames"
 
 

@@ -38,3 +38,13 @@ def test_overrides_types_and_unknown_keys():
         load_config(None, ["img_size=0"])
     with pytest.raises(UserError, match="key=value"):
         load_config(None, ["justakey"])
+
+
+def test_run_folder_follows_config_and_result_changing_overrides():
+    base = load_config("configs/demo.yaml")["run_name"]
+    assert base == "demo"
+    assert load_config("configs/demo.yaml", ["device=cpu", "workers=3", "log_every=5"])["run_name"] == "demo"
+    a = load_config("configs/demo.yaml", ["supcon.lr=1e-3"])["run_name"]
+    b = load_config("configs/demo.yaml", ["supcon.lr=2e-3"])["run_name"]
+    assert a.startswith("demo-") and b.startswith("demo-") and a != b
+    assert load_config("configs/demo.yaml", ["supcon.lr=1e-3", "run_name=mine"])["run_name"] == "mine"
