@@ -8,8 +8,6 @@ Writes a JSON of metrics per test set and a per-image predictions CSV (path,labe
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -19,8 +17,8 @@ import torch
 
 from datasets import eval_loader, prepare_data, test_sets
 from models import EncoderClassifier, LinearClassifier, SupConNet, build_baseline
-from utils import (UserError, atomic_write_text, autocast, binary_metrics, format_table, get_device, load_checkpoint,
-                   load_config, load_weights, resolve_path, run_cli, run_folder)
+from utils import (UserError, atomic_write_csv, atomic_write_text, autocast, binary_metrics, format_table, get_device,
+                   load_checkpoint, load_config, load_weights, resolve_path, run_cli, run_folder)
 
 CHECKPOINTS = {"pt": ("pt.tar", None), "supcon": ("supcon_encoder.tar", "supcon_classifier.tar"),
                "supconmpl": ("mpl_supcon_encoder.tar", "mpl_supcon_classifier.tar")}
@@ -138,11 +136,7 @@ def write_outputs(results: dict, predictions: list, json_path: Path, csv_path: P
     json_path.parent.mkdir(parents=True, exist_ok=True)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "label", "score"])
-    writer.writerows((p, lab, f"{sc:.6f}") for p, lab, sc in predictions)
-    atomic_write_text(csv_path, buf.getvalue())
+    atomic_write_csv(csv_path, ["path", "label", "score"], ((p, lab, f"{sc:.6f}") for p, lab, sc in predictions))
 
 
 def parse_args(argv):

@@ -9,8 +9,6 @@ Output JSON: {"<input>": {"faces": [{"frame": int|null, "box": [x1, y1, x2, y2],
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -21,7 +19,8 @@ import torch
 from datasets import IMG_EXTS, eval_transform, read_image, BadImageError
 from evaluate import CHECKPOINTS, build_model
 from preprocess.extract_faces import VIDEO_EXTS, crop_box, load_detector, read_frames
-from utils import UserError, atomic_write_text, autocast, get_device, load_checkpoint, resolve_path, run_cli
+from utils import (UserError, atomic_write_csv, atomic_write_text, autocast, get_device, load_checkpoint,
+                   resolve_path, run_cli)
 
 
 def expand(inputs: list[str]) -> list[Path]:
@@ -150,11 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         atomic_write_text(resolve_path(args.json), json.dumps(results, indent=2) + "\n")
     if args.csv:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["path", "frame", "face", "x1", "y1", "x2", "y2", "score"])
-        writer.writerows(rows)
-        atomic_write_text(resolve_path(args.csv), buf.getvalue())
+        atomic_write_csv(resolve_path(args.csv), ["path", "frame", "face", "x1", "y1", "x2", "y2", "score"], rows)
     failed = sum(1 for e in results.values() if e["error"])
     if failed:
         print(f"{failed} input(s) could not be read", file=sys.stderr)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import csv
 import hashlib
+import io
 import json
 import os
 import random
@@ -596,6 +598,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def atomic_write_csv(path: Path, header: list[str], rows: Iterable[Iterable]) -> None:
+    """A CSV file written whole, then renamed into place."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def save_checkpoint(path: Path, module: torch.nn.Module, cfg: dict, kind: str, step: int,

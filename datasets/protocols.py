@@ -1,13 +1,11 @@
 """Protocols (named configs) seen as data: per-set counts, the split file, and the overlap check."""
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter
 from pathlib import Path
 
 from datasets.sources import Sample, build_set, identity_groups, test_set_name
-from utils import ROOT, UserError, atomic_write_text, load_config
+from utils import ROOT, UserError, atomic_write_csv, load_config
 
 
 def protocol_config(name: str, overrides: list[str] = ()) -> dict:
@@ -83,11 +81,8 @@ def write_splits(path: Path, sets: dict[str, tuple[str, str | None, list[Sample]
     groups = identity_groups(everything)
     rows = Counter((s.video or s.path, groups.get(s.video, s.video or s.path), name, role, s.label, s.domain)
                    for name, (role, _, samples) in sets.items() for s in samples)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["video", "group", "set", "role", "label", "domain", "frames"])
-    writer.writerows((*key, n) for key, n in sorted(rows.items()))
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_csv(path, ["video", "group", "set", "role", "label", "domain", "frames"],
+                     ((*key, n) for key, n in sorted(rows.items())))
 
 
 def record_splits(sets: dict, run_dir: Path, logger) -> None:

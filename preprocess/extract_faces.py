@@ -13,8 +13,6 @@ Install the detector once, without letting it change the pinned torch:
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import sys
@@ -24,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils import UserError, atomic_write_text, run_cli
+from utils import UserError, atomic_write_csv, atomic_write_text, run_cli
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -140,11 +138,8 @@ def extract_video(detector, name: str, path: Path, out: Path, opt: Options) -> O
                 rows.append((index, face, *[round(float(v), 1) for v in boxes[k]], round(float(probs[k]), 4)))
     if not rows:
         return Outcome(name, "no_face", frames=len(frames))
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["frame", "face", "x1", "y1", "x2", "y2", "prob"])
-    writer.writerows(rows)
-    atomic_write_text(folder / "boxes.csv", buf.getvalue())  # last: its presence marks the video done
+    # Written last: its presence marks the video done.
+    atomic_write_csv(folder / "boxes.csv", ["frame", "face", "x1", "y1", "x2", "y2", "prob"], rows)
     return Outcome(name, "done", crops=len(rows), frames=len(frames))
 
 
