@@ -172,20 +172,24 @@ def test_index_cache_is_plain_csv_and_rebuilt_when_the_tree_changes(trees):
 
 
 @pytest.mark.slow
-def test_ff_wo_nt_script_runs_on_a_generated_ff_tree(trees, tmp_path):
-    res = run(["bash", "train_supconmpl_model.sh", "--config", "configs/ff_wo_nt.yaml", *overrides(trees),
+@pytest.mark.parametrize("protocol", ["ff_wo_df", "ff_wo_f2f", "ff_wo_fs", "ff_wo_nt", "sin"])
+def test_protocol_scripts_run_on_generated_trees(trees, tmp_path, protocol):
+    res = run(["bash", "train_supconmpl_model.sh", "--config", f"configs/{protocol}.yaml", *overrides(trees),
                f"out_dir={tmp_path / 'runs'}", "backbone=test_resnet", "pretrained=none", "img_size=16",
                "workers=0", "supcon.steps=2", "supcon.batch_size=4", "supcon.classifier_steps=1",
                "supcon.classifier_batch_size=4", "mpl.steps=2", "mpl.batch_labeled=4", "mpl.batch_unlabeled=4",
                "mpl.finetune_steps=1", "mpl.finetune_classifier_steps=1"])
     assert res.returncode == 0, res.stderr
-    (run_dir,) = (tmp_path / "runs").glob("ff_wo_nt-*")  # named after the config and the overrides
+    (run_dir,) = (tmp_path / "runs").glob(f"{protocol}-*")  # named after the config and the overrides
     results = json.loads((run_dir / "supconmpl" / "results.json").read_text())
-    assert results["NeuralTextures"]["split"] == "unknown"
+    expected = protocol_config(protocol, overrides(trees))["data"]["test"]
+    assert list(results) == [t["name"] for t in expected]
+    assert [results[t["name"]]["split"] for t in expected] == [t["split"] for t in expected]
     assert results["NeuralTextures"]["video"]["n"] == 8 and results["NeuralTextures"]["n"] == 8 * FRAMES
     assert "vAUC" in res.stdout
     splits = (run_dir / "supconmpl" / "splits.csv").read_text().splitlines()
     assert splits[0] == "video,group,set,role,label,domain,frames"
+    assert {row.split(",")[3] for row in splits[1:]} == {"labeled", "unlabeled", "test"}
 
 
 def test_unknown_protocol_is_a_user_error():
