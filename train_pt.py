@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from datasets import build_samples, prepare_data, train_batches
-from datasets.protocols import protocol_sets, record_splits
+from datasets import prepare_data, train_batches
+from datasets.protocols import protocol_sets, record_splits, role_samples
 from models import build_baseline
 from utils import (Run, autocast, check_batch, config_from_args, config_parser, get_device, make_optimizer,
                    prepare_run, run_cli, save_checkpoint, seed_everything)
@@ -22,8 +22,8 @@ def train(cfg: dict, resume: bool = False) -> dict:
 
     # Data (checked before anything is written)
     prepare_data(cfg)
-    labeled = build_samples(cfg["data"]["labeled"], cfg["data"], cfg["seed"], "labeled")
     sets = protocol_sets(cfg)  # every set, test sets included: a missing root fails now, not after training
+    labeled = role_samples(sets, "labeled")
     check_batch(len(labeled), pc["batch_size"], "pt.batch_size", "labeled")
     run_dir, logger = prepare_run(cfg, "pt")
     record_splits(sets, run_dir, logger)

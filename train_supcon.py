@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from datasets import build_samples, prepare_data, train_batches
-from datasets.protocols import protocol_sets, record_splits
+from datasets import prepare_data, train_batches
+from datasets.protocols import protocol_sets, record_splits, role_samples
 from losses import SupConLoss
 from models import LinearClassifier, SupConNet
 from utils import (Run, autocast, check_batch, config_from_args, config_parser, get_device, make_optimizer,
@@ -60,8 +60,8 @@ def train(cfg: dict, resume: bool = False) -> dict:
 
     # Data (checked before anything is written)
     prepare_data(cfg)
-    labeled = build_samples(cfg["data"]["labeled"], cfg["data"], cfg["seed"], "labeled")
     sets = protocol_sets(cfg)  # every set, test sets included: a missing root fails now, not after training
+    labeled = role_samples(sets, "labeled")
     check_batch(len(labeled), sc["batch_size"], "supcon.batch_size", "labeled")
     check_batch(len(labeled), sc["classifier_batch_size"], "supcon.classifier_batch_size", "labeled")
     run_dir, logger = prepare_run(cfg, "supcon")

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 import train_supcon
-from datasets import build_samples, prepare_data, train_batches
-from datasets.protocols import protocol_sets, record_splits
+from datasets import prepare_data, train_batches
+from datasets.protocols import protocol_sets, record_splits, role_samples
 from losses import SupConLoss, mpl_feedback, teacher_mpl_loss
 from models import LinearClassifier, SupConNet
 from utils import (Run, UserError, autocast, check_batch, config_from_args, config_parser, get_device, load_weights,
@@ -109,9 +109,9 @@ def train(cfg: dict, resume: bool = False) -> dict:
 
     # Data (checked before anything is trained): labeled (two views) and a separate unlabeled source
     prepare_data(cfg)
-    labeled = build_samples(cfg["data"]["labeled"], cfg["data"], cfg["seed"], "labeled")
     sets = protocol_sets(cfg)  # every set, test sets included: a missing root fails now, not after training
-    unlabeled = build_samples(cfg["data"]["unlabeled"], cfg["data"], cfg["seed"], "unlabeled")
+    labeled = role_samples(sets, "labeled")
+    unlabeled = role_samples(sets, "unlabeled")
     check_batch(len(labeled), mc["batch_labeled"], "mpl.batch_labeled", "labeled")
     check_batch(len(unlabeled), mc["batch_unlabeled"], "mpl.batch_unlabeled", "unlabeled")
     check_batch(len(labeled), sc["batch_size"], "supcon.batch_size", "labeled")

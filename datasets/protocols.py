@@ -32,6 +32,16 @@ def protocol_sets(cfg: dict) -> dict[str, tuple[str, str | None, list[Sample]]]:
     return sets
 
 
+def role_samples(sets: dict[str, tuple[str, str | None, list[Sample]]], role: str) -> list[Sample]:
+    """The labeled or unlabeled samples of protocol_sets(...); a missing or empty one is a UserError."""
+    if role not in sets:
+        raise UserError(f"no {role} data configured (data.{role} is empty)")
+    samples = sets[role][2]
+    if not samples:
+        raise UserError(f"the {role} split is empty")
+    return samples
+
+
 def overlapping_videos(sets: dict[str, tuple[str, str | None, list[Sample]]]) -> list[str]:
     """Videos whose identity group (the video itself, its FF++ pair, its DFDC original, ...) occurs in more
     than one of the roles labeled / unlabeled / test."""
