@@ -25,19 +25,33 @@ CHECKPOINTS = {"pt": ("pt.tar", None), "supcon": ("supcon_encoder.tar", "supcon_
 
 
 def build_model(method: str, backbone: str, weights: Path | None, encoder: Path | None,
-                classifier: Path | None) -> torch.nn.Module:
-    """The model of `method` with its checkpoints loaded (strict; a mismatch is a one-line error)."""
+                classifier: Path | None, loaded: dict | None = None) -> torch.nn.Module:
+    """The model of `method` with its checkpoints loaded (strict; a mismatch is a one-line error).
+    `loaded`: the contents of `weights` (pt) or `encoder`, if already read (see checkpoint_settings)."""
     if method == "pt":
         model = build_baseline(backbone, "none")
-        load_weights(model, weights)
+        load_weights(model, weights, loaded)
         return model
-    state = load_checkpoint(encoder)["model_state_dict"]
+    loaded = loaded if loaded is not None else load_checkpoint(encoder)
+    state = loaded["model_state_dict"]
     feat_dim = state["head.2.weight"].shape[0] if "head.2.weight" in state else 128
     net = SupConNet(backbone, "none", feat_dim)
-    load_weights(net, encoder)
+    load_weights(net, encoder, loaded)
     cls = LinearClassifier(net.dim)
     load_weights(cls, classifier)
     return EncoderClassifier(net.encoder, cls)
+
+
+def checkpoint_settings(path: Path, args: argparse.Namespace, defaults: dict) -> tuple[dict, str, int, str]:
+    """The checkpoint's contents and its backbone, image size and input scale: the command line first, then
+    what our checkpoints record about their training (the authors' files record nothing), then `defaults`."""
+    loaded = load_checkpoint(path)
+    backbone = args.backbone or loaded.get("backbone") or defaults["backbone"]
+    img_size = args.img_size or loaded.get("img_size") or defaults["img_size"]
+    input_scale = args.input_scale or loaded.get("input_scale") or defaults["input_scale"]
+    if img_size <= 0:
+        raise UserError(f"--img-size must be positive, got {img_size}")
+    return loaded, backbone, img_size, input_scale
 
 
 @torch.no_grad()
@@ -194,19 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         encoder = resolve_path(args.encoder) if args.encoder else run_dir / enc_name
         classifier = resolve_path(args.classifier) if args.classifier else run_dir / cls_name
         first, weights = encoder, None
-    saved = load_checkpoint(first)  # our checkpoints say how they were trained; the authors' do not
-    backbone = args.backbone or saved.get("backbone") or cfg["backbone"]
-    img_size = args.img_size or saved.get("img_size") or cfg["img_size"]
-    input_scale = args.input_scale or saved.get("input_scale") or cfg["input_scale"]
-    if img_size <= 0:
-        raise UserError(f"--img-size must be positive, got {img_size}")
+    loaded, backbone, img_size, input_scale = checkpoint_settings(first, args, cfg)
 
     device = get_device(cfg["device"])
     torch.manual_seed(cfg["seed"])
     if not args.test:
         prepare_data(cfg)
     sets = test_sets(cfg, args.test)
-    model = build_model(args.method, backbone, weights, encoder, classifier)
+    model = build_model(args.method, backbone, weights, encoder, classifier, loaded)
     results, predictions, bad, curves = evaluate(model, sets, img_size, backbone, input_scale, device, args.batch_size,
                                          0 if device.type == "cpu" else cfg["workers"], cfg["amp"], args.video_rule)
     json_path = resolve_path(args.json) if args.json else run_dir / "results.json"

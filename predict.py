@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from datasets import IMG_EXTS, eval_transform, read_image, BadImageError
-from evaluate import CHECKPOINTS, build_model
+from evaluate import CHECKPOINTS, build_model, checkpoint_settings
 from preprocess.extract_faces import VIDEO_EXTS, crop_box, load_detector, read_frames
-from utils import (UserError, atomic_write_csv, atomic_write_text, autocast, get_device, load_checkpoint,
-                   resolve_path, run_cli)
+from utils import (DEFAULTS, UserError, atomic_write_csv, atomic_write_text, autocast, get_device, resolve_path,
+                   run_cli)
 
 
 def expand(inputs: list[str]) -> list[Path]:
@@ -111,14 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.method != "pt" and not (args.encoder and args.classifier):
         raise UserError(f"--method {args.method} needs --encoder and --classifier")
     first = resolve_path(args.weights or args.encoder)
-    saved = load_checkpoint(first)
-    backbone = args.backbone or saved.get("backbone") or "resnet50"
-    img_size = args.img_size or saved.get("img_size") or 64
-    input_scale = args.input_scale or saved.get("input_scale") or "project"
+    loaded, backbone, img_size, input_scale = checkpoint_settings(first, args, DEFAULTS)
     device = get_device(args.device)
     model = build_model(args.method, backbone, resolve_path(args.weights) if args.weights else None,
                         resolve_path(args.encoder) if args.encoder else None,
-                        resolve_path(args.classifier) if args.classifier else None).to(device).eval()
+                        resolve_path(args.classifier) if args.classifier else None, loaded).to(device).eval()
     transform = eval_transform(img_size, backbone, input_scale)
     detector = load_detector("cuda" if device.type == "cuda" else "cpu")
 

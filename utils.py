@@ -557,7 +557,8 @@ def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
 def _signals_to(run: Run):
     """SIGINT/SIGTERM set run.signal (the loop saves and exits after the current step)."""
     import signal
-    if not threading_main():  # signal handlers can only be set from the main thread
+    import threading
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set from there
         yield
         return
 
@@ -570,11 +571,6 @@ def _signals_to(run: Run):
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
-
-
-def threading_main() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
 
 
 def _rng_state() -> dict:
@@ -658,9 +654,10 @@ def load_checkpoint(path: str | os.PathLike, key: str = "model_state_dict") -> d
     return state
 
 
-def load_weights(module: torch.nn.Module, path: str | os.PathLike) -> dict:
-    """Load a checkpoint's weights into module (strict); a mismatch is one UserError line naming the file."""
-    state = load_checkpoint(path)
+def load_weights(module: torch.nn.Module, path: str | os.PathLike, state: dict | None = None) -> dict:
+    """Load a checkpoint's weights into module (strict); a mismatch is one UserError line naming the file.
+    `state`: the file's contents if the caller has already loaded them (load_checkpoint)."""
+    state = state if state is not None else load_checkpoint(path)
     incoming, own = state["model_state_dict"], unwrap(module).state_dict()
     missing = [k for k in own if k not in incoming]
     unexpected = [k for k in incoming if k not in own]
