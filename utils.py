@@ -56,7 +56,10 @@ DEFAULTS: dict[str, Any] = {
     "pretrained": "imagenet",      # imagenet | none | path to a state-dict file
     "img_size": 64,
     "input_scale": "project",      # project: [0, 1] + backbone mean/std; seed: the reference code's x/255/255
-    "amp": True,                   # bf16 autocast on CUDA (ignored on CPU)
+    "amp": True,                   # mixed precision on CUDA (ignored on CPU)
+    "amp_dtype": "auto",           # auto (bf16 where the GPU has it, else fp16 with a loss scaler) | bf16 | fp16
+    "compile": False,              # torch.compile the networks (slow start, faster steps on GPUs)
+    "sync_bn": False,              # multi-GPU: batch-norm statistics over the global batch (SyncBatchNorm)
     "workers": 4,                  # DataLoader worker processes
     "log_every": 50,               # steps between log lines
     "checkpoint_every": 200,       # steps between full (resumable) checkpoints
@@ -78,6 +81,8 @@ DEFAULTS: dict[str, Any] = {
         "paths_file": "configs/paths.yaml",  # dataset roots named as {key} in specs
         "paths": {},               # overrides of the paths file: data.paths.ff=/data/FF++
         "index_dir": ".cache/index",  # cached indexes of dataset trees (CSV); null: no cache
+        "packed": None,            # a pack folder (python -m preprocess.pack): training batches from it,
+                                   # augmented on the device; null: decode the image files per step
         "labeled": [],
         "unlabeled": [],
         "test": [],
@@ -99,7 +104,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _FREE_SECTIONS = {"data.paths"}  # mappings whose keys the user chooses (dataset root names)
-_CHOICES = {"input_scale": ("project", "seed"), "mpl.feedback": ("new_minus_old", "old_minus_new")}
+_CHOICES = {"input_scale": ("project", "seed"), "mpl.feedback": ("new_minus_old", "old_minus_new"),
+            "amp_dtype": ("auto", "bf16", "fp16")}
 
 
 def _merge(base: dict, override: dict, prefix: str = "") -> dict:
@@ -272,15 +278,97 @@ def get_device(name: str) -> torch.device:
     return device
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA; a no-op elsewhere (CPU runs stay fp32 and deterministic)."""
+def amp_dtype(device: torch.device, name: str = "auto") -> torch.dtype:
+    """The mixed-precision type: bf16 where the GPU has it (no loss scaling needed), else fp16."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if name == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, enabled: bool, dtype: str = "auto"):
+    """Mixed-precision autocast on CUDA (bf16, or fp16 where bf16 is missing: see Run.update's loss
+    scaler); a no-op elsewhere (CPU runs stay fp32 and deterministic)."""
     if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=amp_dtype(device, dtype))
     return contextlib.nullcontext()
 
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+# ----------------------------------------------------------------------------------------------- processes
+# One code path for 1 or N processes: torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without it, these
+# helpers are identities. Batch sizes in configs are global: each of N ranks trains on 1/N of every batch.
+def world_size() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+
+
+def setup_device(cfg: dict) -> torch.device:
+    """This process's device; under torchrun also joins the process group (NCCL on GPUs, gloo on CPUs)."""
+    device = get_device(cfg["device"])
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+    return device
+
+
+def distribute(module: torch.nn.Module, device: torch.device, cfg: dict) -> torch.nn.Module:
+    """Move a trainable module to its device (channels_last), compile its backbone if asked, and wrap it
+    in DistributedDataParallel when there are several processes. unwrap() gives the module back."""
+    module = module.to(device).to(memory_format=torch.channels_last)
+    if cfg["compile"]:
+        # In place (Module.compile): parameter names, and so checkpoints, stay as they are.
+        (getattr(module, "encoder", None) or module).compile()
+    if world_size() == 1 or not any(p.requires_grad for p in module.parameters()):
+        return module
+    if cfg["sync_bn"] and device.type == "cuda":
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def barrier() -> None:
+    """Wait for every rank (e.g. until rank 0 has written a file the others read)."""
+    if world_size() > 1:
+        torch.distributed.barrier()
+
+
+def gather(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's t along dim 0 (rank order), keeping the gradient to this rank's part:
+    the backward sums the gradients of all ranks' losses, so with DDP's averaging a loss on gathered
+    features trains exactly like the single-process loss on the whole batch."""
+    if world_size() == 1:
+        return t
+    if not t.requires_grad:  # labels, detached tensors
+        parts = [torch.empty_like(t) for _ in range(world_size())]
+        torch.distributed.all_gather(parts, t.contiguous())
+        return torch.cat(parts, dim=0)
+    import torch.distributed.nn.functional as dist_fn
+    return torch.cat(dist_fn.all_gather(t.contiguous()), dim=0)
+
+
+def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """The mean of a (detached) tensor over ranks: the same value on every rank."""
+    if world_size() == 1:
+        return t
+    t = t.detach().clone()
+    torch.distributed.all_reduce(t)
+    return t / world_size()
+
+
+def all_ranks_true(flag: torch.Tensor) -> torch.Tensor:
+    """A bool tensor that is True only where it is True on every rank (no host sync)."""
+    if world_size() == 1:
+        return flag
+    f = flag.to(torch.int32)
+    torch.distributed.all_reduce(f, op=torch.distributed.ReduceOp.MIN)
+    return f.bool()
 
 
 class RunLogger:
@@ -373,6 +461,9 @@ class Run:
         self.resume_requested = resume
         self.start_stage, self.start_step = 0, 0
         self.nonfinite = 0
+        self.pending_nonfinite: dict[str, torch.Tensor] = {}  # updates skipped on the device, not yet reported
+        self.scalers: dict[torch.optim.Optimizer, Any] = {}
+        self.scaler_states: dict[str, dict] = {}
         self.bad_images: set[str] = set()
         self.signal: int | None = None
 
@@ -392,6 +483,8 @@ class Run:
             "modules": {k: unwrap(m).state_dict() for k, m in self.modules.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "rng": _rng_state(), "nonfinite": self.nonfinite, "bad_images": sorted(self.bad_images),
+            "scalers": {k: self.scalers[o].state_dict() for k, o in self.optimizers.items()
+                        if self.scalers.get(o) is not None},
         }
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         path = self.ckpt_dir / f"ckpt-{stage:02d}-{step:08d}.tar"
@@ -415,11 +508,14 @@ class Run:
                 raise UserError(f"{self.run_dir} holds an unfinished run (latest checkpoint {found[-1].name}): "
                                 "pass --resume to continue it, --run-name NAME to start another, or delete "
                                 f"{self.ckpt_dir} to start over")
+            barrier()  # every rank has looked before rank 0 deletes anything
             if found:
                 self.logger.info(f"starting a new run in {self.run_dir}: the finished run's checkpoints are replaced")
                 for path in found:
-                    path.unlink()
-            finished.unlink(missing_ok=True)
+                    if is_main_process():
+                        path.unlink(missing_ok=True)
+            if is_main_process():
+                finished.unlink(missing_ok=True)
             return
         if not found:
             self.logger.info(f"--resume: no checkpoint in {self.ckpt_dir}; starting from the beginning")
@@ -440,6 +536,7 @@ class Run:
         _set_rng_state(state["rng"])
         self.start_stage, self.start_step = state["stage"], state["step"]
         self.nonfinite, self.bad_images = state.get("nonfinite", 0), set(state.get("bad_images", []))
+        self.scaler_states = state.get("scalers", {})
         self.logger.info(f"resuming from {path} (stage {self.start_stage}, step {self.start_step})")
 
     def finish(self) -> None:
@@ -475,6 +572,7 @@ class Run:
                 images += int(out.pop("images", 0))
                 done = step + 1
                 if done % log_every == 0 or done == steps:
+                    self.check_nonfinite(done)
                     values = {k: float(v) for k, v in out.items()}  # host sync only when logging
                     elapsed = max(time.time() - clock, 1e-9)
                     rates = {"steps_per_s": (done - since) / elapsed, "images_per_s": images / elapsed}
@@ -486,6 +584,7 @@ class Run:
                                      " ".join(f"{k}={v:.4f}" for k, v in values.items()) +
                                      f" ({rates['images_per_s']:.0f} img/s)")
                 if done % every == 0 or done == steps or self.signal is not None:
+                    self.check_nonfinite(done)
                     self.save(index, done)
                 if self.signal is not None:
                     raise SystemExit(self._stopped_by_signal(name, done))
@@ -499,21 +598,77 @@ class Run:
 
     # -- faults
     def update(self, opt: torch.optim.Optimizer, loss: torch.Tensor, name: str, step: int) -> bool:
-        """backward + optimizer step, unless the loss is non-finite: then the update is skipped and logged,
-        and the run stops after `max_nonfinite_steps` such losses (the last checkpoint stays good)."""
+        """backward + optimizer step, unless the loss is non-finite (on any rank): then the update is
+        skipped, logged, and the run stops after `max_nonfinite_steps` such losses (the last checkpoint
+        stays good).
+
+        With a fused optimizer (make_optimizer's) the skip happens on the device, through the optimizer's
+        found_inf flag as under a loss scaler, with no host sync: skipped updates are counted on the device
+        and reported when the loop next logs or saves (check_nonfinite). Other optimizers check at once.
+        fp16 autocast: the loss is scaled by a per-optimizer GradScaler (which skips overflows itself).
+        """
         opt.zero_grad(set_to_none=True)
-        if not bool(torch.isfinite(loss.detach())):  # one host sync: the step must not apply a NaN
+        finite = all_ranks_true(torch.isfinite(loss.detach()))
+        scaler = self._scaler(name, opt)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        elif opt.defaults.get("fused"):
+            loss.backward()
+            opt.found_inf = (~finite).float()
+            try:
+                opt.step()
+            finally:
+                del opt.found_inf
+        else:
+            return self._host_update(opt, loss, bool(finite), name, step)
+        count = self.pending_nonfinite.get(name)
+        skipped = (~finite).to(torch.int64)
+        self.pending_nonfinite[name] = skipped if count is None else count + skipped
+        return True
+
+    def _host_update(self, opt: torch.optim.Optimizer, loss: torch.Tensor, finite: bool, name: str, step: int) -> bool:
+        if not finite:
             self.nonfinite += 1
             self.logger.info(f"non-finite {name} ({float(loss.detach())}) at step {step + 1}: update skipped "
                              f"({self.nonfinite}/{self.cfg['max_nonfinite_steps']})")
-            if self.nonfinite > self.cfg["max_nonfinite_steps"]:
-                last = self.checkpoints()
-                raise TrainingStopped(f"stopping: {self.nonfinite} non-finite losses (last: {name} at step "
-                                      f"{step + 1}); last good checkpoint: {last[-1] if last else 'none'}")
+            self._stop_if_too_many(f"{name} at step {step + 1}")
             return False
         loss.backward()
         opt.step()
         return True
+
+    def check_nonfinite(self, step: int) -> None:
+        """Report the updates skipped on the device since the last check (one host sync)."""
+        pending, self.pending_nonfinite = self.pending_nonfinite, {}
+        for name, count in pending.items():
+            n = int(count)
+            if n:
+                self.nonfinite += n
+                self.logger.info(f"non-finite {name}: {n} update(s) skipped up to step {step} "
+                                 f"({self.nonfinite}/{self.cfg['max_nonfinite_steps']})")
+                self._stop_if_too_many(f"{name} up to step {step}")
+
+    def _stop_if_too_many(self, last: str) -> None:
+        if self.nonfinite > self.cfg["max_nonfinite_steps"]:
+            found = self.checkpoints()
+            raise TrainingStopped(f"stopping: {self.nonfinite} non-finite losses (last: {last}); "
+                                  f"last good checkpoint: {found[-1] if found else 'none'}")
+
+    def _scaler(self, name: str, opt: torch.optim.Optimizer):
+        """A GradScaler for fp16 autocast on CUDA (one per optimizer), else None."""
+        if opt in self.scalers:
+            return self.scalers[opt]
+        param = next((p for g in opt.param_groups for p in g["params"]), None)
+        device = param.device if param is not None else torch.device("cpu")
+        fp16 = self.cfg["amp"] and device.type == "cuda" and amp_dtype(device, self.cfg["amp_dtype"]) == torch.float16
+        scaler = torch.amp.GradScaler("cuda") if fp16 else None
+        names = [k for k, o in self.optimizers.items() if o is opt]
+        if scaler is not None and names and names[0] in self.scaler_states:
+            scaler.load_state_dict(self.scaler_states[names[0]])  # resumed run: the scale it had reached
+        self.scalers[opt] = scaler
+        return scaler
 
     def batch(self, batches: Iterator) -> tuple:
         """The next batch without its list of unreadable files; those are counted and listed."""
@@ -535,7 +690,7 @@ class Run:
 
 # Settings that may change between a run and its resumption without changing its result.
 _RESUME_FREE = {"device", "workers", "log_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps",
-                "data.max_bad_images", "amp"}
+                "data.max_bad_images", "amp", "amp_dtype", "compile"}
 
 
 def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -731,10 +886,9 @@ def format_table(results: dict[str, dict], title: str) -> str:
     return "\n".join(lines)
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0,
-                   device: torch.device | None = None) -> torch.optim.Optimizer:
-    """Adam, as in the paper (fused kernels on CUDA)."""
+def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam, as in the paper, with the fused implementation (one kernel for all parameters, on CUDA and
+    CPU), which also lets Run.update skip a non-finite update without a host sync."""
     if lr <= 0:
         raise UserError(f"learning rate must be positive, got {lr}")
-    fused = device is not None and device.type == "cuda"
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)

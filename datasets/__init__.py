@@ -4,6 +4,7 @@ See datasets/sources.py for the dataset specs a config can name (folder:PATH, ff
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterator
 
 import cv2
@@ -11,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
+
+from utils import UserError
 
 from datasets.sources import (FF_METHODS, IMG_EXTS, Sample, build_samples, build_set, build_source,
                               limit_frames, prepare_data, split_by_video, target_id, test_sets)
@@ -42,17 +45,12 @@ def read_image(path: str) -> torch.Tensor:
 def normalisation(backbone: str, input_scale: str) -> v2.Transform:
     """uint8 -> float. project: [0, 1] then the backbone's mean/std. seed: the reference code's
     ToTensor() followed by another /255 (inputs in [0, 1/255], no mean/std), needed for the authors' weights."""
+    from datasets.augment import norm_stats
     to_float = v2.ToDtype(torch.float32, scale=True)
-    if input_scale == "seed":
+    stats = norm_stats(backbone, input_scale)
+    if stats is None:
         return v2.Compose([to_float, v2.Lambda(lambda x: x / 255.0)])
-    import timm
-    try:
-        cfg = timm.models.get_pretrained_cfg(backbone)
-        mean, std = (cfg.mean, cfg.std) if cfg is not None else (None, None)
-    except Exception:
-        mean = std = None
-    mean, std = mean or (0.485, 0.456, 0.406), std or (0.229, 0.224, 0.225)
-    return v2.Compose([to_float, v2.Normalize(mean=list(mean), std=list(std))])
+    return v2.Compose([to_float, v2.Normalize(mean=stats[0], std=stats[1])])
 
 
 def train_transform(cfg: dict) -> v2.Transform:
@@ -88,9 +86,14 @@ class StepBatchSampler:
     """
 
     def __init__(self, labels: np.ndarray, batch_size: int, seed: int, stream: str, balance: bool,
-                 start_step: int = 0):
+                 start_step: int = 0, part: tuple[int, int] = (0, 1)):
         self.n, self.batch_size, self.seed, self.stream = len(labels), batch_size, seed, stream
         self.start_step = start_step
+        # Distributed: batch_size is the global batch; rank r of w gets slots [r*B/w, (r+1)*B/w).
+        rank, world = part
+        if batch_size % world:
+            raise UserError(f"batch size {batch_size} is not divisible by the number of processes ({world})")
+        self.slots = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
         self.by_class = [np.flatnonzero(labels == c) for c in (0, 1)] if balance else None
         if self.by_class is not None and any(len(c) == 0 for c in self.by_class):
             self.by_class = None  # one class only: nothing to balance
@@ -113,7 +116,8 @@ class StepBatchSampler:
         step = self.start_step
         while True:
             idx = self._indices(step)
-            yield [(int(i), _stream_seed(self.seed, self.stream, "aug", step, slot)) for slot, i in enumerate(idx)]
+            items = [(int(i), _stream_seed(self.seed, self.stream, "aug", step, slot)) for slot, i in enumerate(idx)]
+            yield items[self.slots]
             step += 1
 
 
@@ -175,16 +179,38 @@ class EvalDataset(Dataset):
 
 def train_loader(samples: list[Sample], cfg: dict, batch_size: int, views: int, balance: bool, stream: str,
                  start_step: int = 0) -> DataLoader:
-    """Endless, reproducible training batches from `start_step` on (see StepBatchSampler)."""
+    """Endless, reproducible training batches from `start_step` on (see StepBatchSampler), decoded and
+    augmented per image in DataLoader workers. Distributed: this rank's slice of the global batch."""
+    from datasets.packed import _rank_world
     ds = ImageDataset(samples, train_transform(cfg), views)
     labels = np.array([s.label for s in samples])
-    sampler = StepBatchSampler(labels, batch_size, cfg["seed"], stream, balance, start_step)
-    return DataLoader(ds, batch_sampler=sampler, num_workers=cfg["workers"], pin_memory=torch.cuda.is_available())
+    sampler = StepBatchSampler(labels, batch_size, cfg["seed"], stream, balance, start_step, _rank_world())
+    return DataLoader(ds, batch_sampler=sampler, num_workers=cfg["workers"], pin_memory=torch.cuda.is_available(),
+                      persistent_workers=False)
+
+
+@functools.lru_cache(maxsize=4)
+def open_pack(folder: str):
+    from datasets.packed import Pack
+    return Pack(folder)
 
 
 def train_batches(samples: list[Sample], cfg: dict, batch_size: int, views: int, balance: bool, stream: str,
-                  start_step: int = 0) -> Iterator:
-    """Like iter(train_loader(...)), but nothing (workers included) starts until the first batch is taken."""
+                  start_step: int = 0, device: torch.device | None = None) -> Iterator:
+    """Endless training batches (*views, labels, bad); nothing (workers, loader thread) starts until the
+    first batch is taken. With data.packed: from the pack, augmented on `device` (datasets/packed.py);
+    otherwise from the image files through train_loader."""
+    if cfg["data"].get("packed"):
+        from datasets.packed import PackedBatches
+        from utils import resolve_path
+        pack = open_pack(str(resolve_path(cfg["data"]["packed"])))
+        batches = PackedBatches(pack, samples, cfg, batch_size, views, balance, stream, start_step,
+                                device or torch.device("cpu"), what=f"{stream} training")
+        try:
+            yield from batches
+        finally:
+            batches.close()
+        return
     yield from train_loader(samples, cfg, batch_size, views, balance, stream, start_step)
 
 

@@ -468,4 +468,7 @@ def prepare_data(cfg: dict) -> None:
     """Generate the embedded demo benchmark first if the config asks for it and it is missing."""
     if cfg["data"].get("demo"):
         from preprocess.demo import ensure_demo
-        ensure_demo(resolve_path(cfg["data"]["demo"]))
+        from utils import barrier, is_main_process
+        if is_main_process():  # one process writes it; the others wait for it
+            ensure_demo(resolve_path(cfg["data"]["demo"]))
+        barrier()

@@ -1,0 +1,130 @@
+"""Batched training augmentation on the training device, for packed data (datasets/packed.py).
+
+The same augmentation as datasets.train_transform, applied to a whole uint8 batch at once instead of one
+image at a time in DataLoader workers:
+
+- RandomResizedCrop + horizontal flip: one affine `grid_sample` per batch (bilinear), each image with its
+  own crop box (area in `aug.scale`, aspect ratio in [3/4, 4/3], 10 tries then the whole image, as
+  torchvision does) and flip sign;
+- colour jitter with probability `aug.color_jitter_p`: brightness, contrast, saturation and hue, in that
+  fixed order (torchvision shuffles the order per image), hue as a rotation of the chroma plane in YIQ
+  space (torchvision rotates H in HSV: close, not identical);
+- grayscale with probability `aug.grayscale_p`;
+- normalisation (the backbone's mean/std, or the reference code's x/255/255 for `input_scale: seed`).
+
+Random parameters are drawn on the CPU from a generator seeded by (seed, stream, step, view), so a batch's
+augmentation is the same on any device and with any number of processes (each rank slices the global
+batch's parameters).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# Per-image parameter columns: crop/flip affine (sx, sy, tx, ty), jitter factors (b, c, s, hue), gray flag.
+N_PARAMS = 9
+_GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
+_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_FROM_YIQ = torch.linalg.inv(_TO_YIQ)
+
+
+def norm_stats(backbone: str, input_scale: str) -> tuple[list[float], list[float]] | None:
+    """(mean, std) for normalisation after scaling to [0, 1]; None for input_scale 'seed' (x / 255 only)."""
+    if input_scale == "seed":
+        return None
+    import timm
+    try:
+        cfg = timm.models.get_pretrained_cfg(backbone)
+        mean, std = (cfg.mean, cfg.std) if cfg is not None else (None, None)
+    except Exception:
+        mean = std = None
+    return list(mean or (0.485, 0.456, 0.406)), list(std or (0.229, 0.224, 0.225))
+
+
+class BatchAugment:
+    """uint8 images [B, 3, S, S] (any memory format, on any device) -> float32 [B, 3, img_size, img_size]."""
+
+    def __init__(self, cfg: dict):
+        aug = cfg["aug"]
+        self.img_size = cfg["img_size"]
+        self.scale = tuple(aug["scale"])
+        self.hflip, self.jitter_p, self.gray_p = aug["hflip"], aug["color_jitter_p"], aug["grayscale_p"]
+        self.jitter = aug["color_jitter"]  # brightness, contrast, saturation, hue
+        self.stats = norm_stats(cfg["backbone"], cfg["input_scale"])
+
+    def params(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """Random parameters for n images: [n, N_PARAMS] float32 on the CPU."""
+        u = lambda *shape: torch.rand(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
+        # Crop box as fractions of the image side: 10 candidate boxes per image, the first that fits.
+        area = self.scale[0] + (self.scale[1] - self.scale[0]) * u(n, 10)
+        log_r = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u(n, 10)
+        w, h = (area * log_r.exp()).sqrt(), (area / log_r.exp()).sqrt()
+        fits = (w <= 1) & (h <= 1)
+        first = fits.double().argmax(dim=1, keepdim=True)
+        w = torch.where(fits.any(1), w.gather(1, first)[:, 0], torch.ones(n, dtype=torch.float64))
+        h = torch.where(fits.any(1), h.gather(1, first)[:, 0], torch.ones(n, dtype=torch.float64))
+        # Affine map from output to input coordinates in [-1, 1]: x_in = sx * x_out + tx.
+        flip = torch.where(u(n) < self.hflip, -1.0, 1.0)
+        tx, ty = (1 - w) * (2 * u(n) - 1), (1 - h) * (2 * u(n) - 1)
+        b, c, s, hue = self.jitter
+        on = u(n) < self.jitter_p
+
+        def factor(k: float) -> torch.Tensor:  # torchvision's range [max(0, 1 - k), 1 + k]; 1 when off
+            lo, hi = max(0.0, 1 - k), 1 + k
+            return torch.where(on, lo + (hi - lo) * u(n), 1.0)
+        hue_shift = torch.where(on, hue * (2 * u(n) - 1), 0.0)
+        gray = (u(n) < self.gray_p).double()
+        cols = [w * flip, h, tx, ty, factor(b), factor(c), factor(s), hue_shift, gray]
+        return torch.stack(cols, dim=1).float()  # [n, N_PARAMS]
+
+    def __call__(self, images: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """images: uint8 [B, 3, S, S]; p: [B, N_PARAMS] on the same device (from params())."""
+        bsz, size = images.shape[0], self.img_size
+        # Crop + flip: the affine map has no rotation, so the sampling grid is separable (cheaper than
+        # affine_grid): grid[b, i, j] = (sx_b * u_j + tx_b, sy_b * u_i + ty_b), u = pixel centres in [-1, 1].
+        u = (torch.arange(size, device=p.device, dtype=torch.float32) * 2 + 1) / size - 1  # [size]
+        gx = p[:, 0, None] * u + p[:, 2, None]  # [B, size]
+        gy = p[:, 1, None] * u + p[:, 3, None]  # [B, size]
+        grid = torch.empty(bsz, size, size, 2, device=p.device)  # [B, size, size, (x, y)]
+        grid[..., 0], grid[..., 1] = gx[:, None, :], gy[:, :, None]
+        x = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        x = x.view(bsz, 3, -1)  # [B, 3, size*size], still 0..255
+        # Colour jitter and grayscale are affine per image (brightness scales, contrast blends with the mean
+        # luma, saturation/hue/grayscale are 3x3 matrices that leave grey unchanged), and so is the
+        # normalisation: one batched matrix product and one clamp, in [0, 1] units mapped to normalised ones.
+        # (torchvision clamps after each operation; here the clamp comes once, at the end.)
+        gain = (p[:, 4] * p[:, 5] / 255).view(-1, 1, 1)  # brightness * contrast, and uint8 -> [0, 1]
+        luma = x.mean(dim=2) @ torch.tensor(_GRAY, device=x.device)  # [B] mean luma, 0..255
+        offset = (p[:, 4] * (1 - p[:, 5]) * luma / 255).view(-1, 1)  # [B, 1]
+        m = colour_matrix(p[:, 6], p[:, 7], p[:, 8]) * gain  # [B, 3, 3]
+        mean, std = self.stats if self.stats is not None else ([0.0] * 3, [255.0] * 3)
+        x = torch.bmm(m / torch.tensor(std, device=x.device).view(1, 3, 1), x)  # [B, 3, size*size]
+        # normalised = (clamp(m x + offset, 0, 1) - mean) / std, channel by channel (scalar bounds: fast)
+        for c in range(3):
+            x[:, c].add_((offset - mean[c]) / std[c]).clamp_(-mean[c] / std[c], (1 - mean[c]) / std[c])
+        x = x.view(bsz, 3, size, size)
+        # channels_last feeds the GPU's convolutions directly; on the CPU the first convolution converts.
+        return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] -> luma [B, 1, H, W]."""
+    w = torch.tensor(_GRAY, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def colour_matrix(saturation: torch.Tensor, hue: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
+    """Per-image RGB matrices [B, 3, 3]: saturation (blend with luma), hue (rotation of the chroma plane by
+    2*pi*hue in YIQ space), then grayscale where gray is 1. Factors [B]; 1, 0, 0 = identity."""
+    dev, b = saturation.device, saturation.shape[0]
+    eye = torch.eye(3, device=dev).expand(b, 3, 3)
+    luma = torch.tensor(_GRAY, device=dev).expand(3, 3)  # every row = luma weights: RGB -> (Y, Y, Y)
+    sat = torch.lerp(luma, eye, saturation.view(-1, 1, 1))  # [B, 3, 3]
+    cos, sin = (2 * math.pi * hue).cos(), (2 * math.pi * hue).sin()
+    one, zero = torch.ones_like(cos), torch.zeros_like(cos)
+    rot = torch.stack([one, zero, zero, zero, cos, -sin, zero, sin, cos], dim=1).view(b, 3, 3)
+    hue_m = _FROM_YIQ.to(dev) @ rot @ _TO_YIQ.to(dev)  # [B, 3, 3]
+    to_gray = torch.lerp(eye, luma.expand(b, 3, 3), gray.view(-1, 1, 1))
+    return to_gray @ hue_m @ sat
