@@ -108,6 +108,20 @@ def mpl_step(m: MPLPair, x_l: torch.Tensor, x_l2: torch.Tensor, y_l: torch.Tenso
             "s_cls": s_cls_loss.detach(), "h": h, "pseudo_fake": pseudo.float().mean(), "pseudo": pseudo}
 
 
+def mpl_step_fn(run: Run, pair: MPLPair, lab, unl, device: torch.device) -> Callable[[int], dict]:
+    """The training loop's MPL step: the next labeled and unlabeled batches (two views each), mpl_step,
+    and what it logs."""
+    def step(i: int) -> dict:
+        x_l, x_l2, y_l = (t.to(device, non_blocking=True) for t in run.batch(lab))
+        x_uw, x_us, y_u = (t.to(device, non_blocking=True) for t in run.batch(unl))  # y_u: logging only
+        out = mpl_step(pair, x_l, x_l2, y_l, x_uw, x_us, lambda opt, loss, name: run.update(opt, loss, name, i))
+        # Agreement of the pseudo labels with the unlabeled set's true labels (never used for training).
+        out["pseudo_acc"] = (out.pop("pseudo") == y_u).float().mean()
+        out["images"] = 2 * (x_l.shape[0] + x_uw.shape[0])
+        return out
+    return step
+
+
 def teacher_paths(cfg: dict) -> tuple[Path, Path]:
     mc, teacher_dir = cfg["mpl"], run_folder(cfg, "supcon")
     enc = resolve_path(mc["teacher_encoder"]) if mc["teacher_encoder"] else teacher_dir / "supcon_encoder.tar"
@@ -166,16 +180,7 @@ def train(cfg: dict, resume: bool = False) -> dict:
     lab = train_batches(labeled, cfg, mc["batch_labeled"], 2, balance, "mpl-labeled", run.start_of(0), device)
     unl = train_batches(unlabeled, cfg, mc["batch_unlabeled"], 2, False, "mpl-unlabeled", run.start_of(0), device)
 
-    def step(i: int) -> dict:
-        x_l, x_l2, y_l = (t.to(device, non_blocking=True) for t in run.batch(lab))
-        x_uw, x_us, y_u = (t.to(device, non_blocking=True) for t in run.batch(unl))  # y_u: logging only
-        out = mpl_step(pair, x_l, x_l2, y_l, x_uw, x_us, lambda opt, loss, name: run.update(opt, loss, name, i))
-        # Agreement of the pseudo labels with the unlabeled set's true labels (never used for training).
-        out["pseudo_acc"] = (out.pop("pseudo") == y_u).float().mean()
-        out["images"] = 2 * (x_l.shape[0] + x_uw.shape[0])
-        return out
-
-    run.stage(0, "mpl", mc["steps"], step)
+    run.stage(0, "mpl", mc["steps"], mpl_step_fn(run, pair, lab, unl, device))
 
     # Stages 1-2: fine-tune the student on the labeled data: SupCon, then its classifier on the frozen encoder
     pairs = train_batches(labeled, cfg, sc["batch_size"], 2, balance, "finetune", run.start_of(1), device)

@@ -53,6 +53,17 @@ class BatchAugment:
         self.hflip, self.jitter_p, self.gray_p = aug["hflip"], aug["color_jitter_p"], aug["grayscale_p"]
         self.jitter = aug["color_jitter"]  # brightness, contrast, saturation, hue
         self.stats = norm_stats(cfg["backbone"], cfg["input_scale"])
+        self._consts: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    def consts(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """Constant tensors, copied to each device once (a copy from host memory would wait for the GPU)."""
+        if device not in self._consts:
+            mean, std = self.stats if self.stats is not None else ([0.0] * 3, [255.0] * 3)
+            self._consts[device] = {k: v.to(device) for k, v in {
+                "gray": torch.tensor(_GRAY), "to_yiq": _TO_YIQ, "from_yiq": _FROM_YIQ,
+                "inv_std": 1 / torch.tensor(std).view(1, 3, 1)}.items()}
+            self._consts[device]["mean_std"] = list(zip(mean, std))
+        return self._consts[device]
 
     def params(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """Random parameters for n images: [n, N_PARAMS] float32 on the CPU."""
@@ -95,36 +106,32 @@ class BatchAugment:
         # luma, saturation/hue/grayscale are 3x3 matrices that leave grey unchanged), and so is the
         # normalisation: one batched matrix product and one clamp, in [0, 1] units mapped to normalised ones.
         # (torchvision clamps after each operation; here the clamp comes once, at the end.)
+        k = self.consts(x.device)
         gain = (p[:, 4] * p[:, 5] / 255).view(-1, 1, 1)  # brightness * contrast, and uint8 -> [0, 1]
-        luma = x.mean(dim=2) @ torch.tensor(_GRAY, device=x.device)  # [B] mean luma, 0..255
+        luma = x.mean(dim=2) @ k["gray"]  # [B] mean luma, 0..255
         offset = (p[:, 4] * (1 - p[:, 5]) * luma / 255).view(-1, 1)  # [B, 1]
-        m = colour_matrix(p[:, 6], p[:, 7], p[:, 8]) * gain  # [B, 3, 3]
-        mean, std = self.stats if self.stats is not None else ([0.0] * 3, [255.0] * 3)
-        x = torch.bmm(m / torch.tensor(std, device=x.device).view(1, 3, 1), x)  # [B, 3, size*size]
+        m = colour_matrix(p[:, 6], p[:, 7], p[:, 8], k) * gain  # [B, 3, 3]
+        x = torch.bmm(m * k["inv_std"], x)  # [B, 3, size*size]
         # normalised = (clamp(m x + offset, 0, 1) - mean) / std, channel by channel (scalar bounds: fast)
-        for c in range(3):
-            x[:, c].add_((offset - mean[c]) / std[c]).clamp_(-mean[c] / std[c], (1 - mean[c]) / std[c])
+        for c, (mean, std) in enumerate(k["mean_std"]):
+            x[:, c].add_((offset - mean) / std).clamp_(-mean / std, (1 - mean) / std)
         x = x.view(bsz, 3, size, size)
         # channels_last feeds the GPU's convolutions directly; on the CPU the first convolution converts.
         return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
 
 
-def grayscale(x: torch.Tensor) -> torch.Tensor:
-    """[B, 3, H, W] -> luma [B, 1, H, W]."""
-    w = torch.tensor(_GRAY, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
-
-
-def colour_matrix(saturation: torch.Tensor, hue: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
+def colour_matrix(saturation: torch.Tensor, hue: torch.Tensor, gray: torch.Tensor,
+                  k: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per-image RGB matrices [B, 3, 3]: saturation (blend with luma), hue (rotation of the chroma plane by
-    2*pi*hue in YIQ space), then grayscale where gray is 1. Factors [B]; 1, 0, 0 = identity."""
+    2*pi*hue in YIQ space), then grayscale where gray is 1. Factors [B]; 1, 0, 0 = identity.
+    k: BatchAugment.consts() of the device."""
     dev, b = saturation.device, saturation.shape[0]
     eye = torch.eye(3, device=dev).expand(b, 3, 3)
-    luma = torch.tensor(_GRAY, device=dev).expand(3, 3)  # every row = luma weights: RGB -> (Y, Y, Y)
+    luma = k["gray"].expand(3, 3)  # every row = luma weights: RGB -> (Y, Y, Y)
     sat = torch.lerp(luma, eye, saturation.view(-1, 1, 1))  # [B, 3, 3]
     cos, sin = (2 * math.pi * hue).cos(), (2 * math.pi * hue).sin()
     one, zero = torch.ones_like(cos), torch.zeros_like(cos)
     rot = torch.stack([one, zero, zero, zero, cos, -sin, zero, sin, cos], dim=1).view(b, 3, 3)
-    hue_m = _FROM_YIQ.to(dev) @ rot @ _TO_YIQ.to(dev)  # [B, 3, 3]
+    hue_m = k["from_yiq"] @ rot @ k["to_yiq"]  # [B, 3, 3]
     to_gray = torch.lerp(eye, luma.expand(b, 3, 3), gray.view(-1, 1, 1))
     return to_gray @ hue_m @ sat

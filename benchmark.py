@@ -1,0 +1,420 @@
+"""Benchmark the training steps and the data path, ours against a reference-style implementation.
+
+  python benchmark.py                                    # reference settings: resnet50, 64 px, 64 + 448 (MPL), 512
+  python benchmark.py --config configs/demo.yaml         # the demo's backbone, image size and batch sizes
+  python benchmark.py --device cpu --pipelines mpl --steps 10
+
+In one run it
+- generates source images (PNG face-crop stand-ins, --source-size px) once under --data, and packs them;
+- times the training step of each pipeline (pt = baseline, supcon, mpl) as the training scripts run it
+  (packed batches, batched augmentation on the device, mixed precision on CUDA, channels_last, fused
+  Adam), after --warmup steps: median step time over windows of --window steps, steps/s, images/s,
+  FLOPs per step (counted by torch.utils.flop_counter) and their rate, peak device and host memory, and
+  the memory in use after warm-up and at the end (nothing may grow with the number of steps);
+- times the reference-style step of each pipeline (bench/reference.py: PIL per image in DataLoader
+  workers, fp32, default memory format, non-fused Adam, three student-encoder passes in MPL) with the same
+  models and batch sizes, and prints our speed-up over it;
+- times the data path alone (images/s delivered, and per CPU core) for each configuration and
+  worker count: PIL per image, our per-image path from files (cv2 + torchvision v2), and the pack with
+  batched augmentation;
+- writes a Markdown report (--out) and ends with `SupCon-MPL step speed-up over reference-style: <ratio>x`.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from utils import Run, RunLogger, UserError, get_device, load_config, run_cli
+
+PIPELINES = ("pt", "supcon", "mpl")
+# Dense bf16 tensor-core peaks (vendor datasheets, SXM parts), TFLOP/s, by device-name fragment.
+BF16_PEAK = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "A10": 125.0, "L4": 121.0}
+
+
+# ----------------------------------------------------------------------------------------------- set-up
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="benchmark.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="take backbone, img_size, aug and batch sizes from this config")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--backbone", help="timm model (default: resnet50, or the config's)")
+    p.add_argument("--img-size", type=int, help="training image size (default: 64, or the config's)")
+    p.add_argument("--batch-labeled", type=int, help="MPL labeled batch (default 64, or the config's)")
+    p.add_argument("--batch-unlabeled", type=int, help="MPL unlabeled batch (default 448, or the config's)")
+    p.add_argument("--batch", type=int, help="baseline and SupCon batch (default 512, or the config's)")
+    p.add_argument("--pipelines", default="pt,supcon,mpl", help="which steps to time (pt, supcon, mpl)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per pipeline")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    p.add_argument("--window", type=int, default=5, help="steps per timing window (median over windows)")
+    p.add_argument("--ref-steps", type=int, default=10, help="timed reference-style steps per pipeline")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="DataLoader workers of the reference-style steps (default: all cores)")
+    p.add_argument("--data-workers", default=None,
+                   help="worker counts for the data-path table (default: 0 and --workers)")
+    p.add_argument("--data-batches", type=int, default=10, help="batches per data-path measurement")
+    p.add_argument("--images", type=int, default=2048, help="source images to generate")
+    p.add_argument("--source-size", type=int, default=128, help="side of the generated source images (px)")
+    p.add_argument("--data", default=".cache/bench", help="folder for the generated images and pack")
+    p.add_argument("--amp-dtype", default="auto", choices=("auto", "bf16", "fp16"))
+    p.add_argument("--compile", action="store_true", help="torch.compile our networks (not the reference's)")
+    p.add_argument("--no-reference", action="store_true", help="skip the reference-style steps")
+    p.add_argument("--no-data-path", action="store_true", help="skip the data-path table")
+    p.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for the utilisation column")
+    p.add_argument("--out", help="write the Markdown report here (default: bench/results-<device>.md)")
+    return p.parse_args(argv)
+
+
+def bench_config(args: argparse.Namespace) -> dict:
+    cfg = load_config(args.config) if args.config else load_config(None)
+    if not args.config:
+        cfg.update(backbone="resnet50", img_size=64)
+        cfg["pt"]["batch_size"] = cfg["supcon"]["batch_size"] = 512
+    for key, value in (("backbone", args.backbone), ("img_size", args.img_size)):
+        if value is not None:
+            cfg[key] = value
+    if args.batch is not None:
+        cfg["pt"]["batch_size"] = cfg["supcon"]["batch_size"] = args.batch
+    if args.batch_labeled is not None:
+        cfg["mpl"]["batch_labeled"] = args.batch_labeled
+    if args.batch_unlabeled is not None:
+        cfg["mpl"]["batch_unlabeled"] = args.batch_unlabeled
+    cfg.update(pretrained="none", amp=True, amp_dtype=args.amp_dtype, compile=args.compile, device=args.device)
+    return cfg
+
+
+def make_images(folder: Path, n: int, size: int, seed: int = 0) -> list[tuple[str, int]]:
+    """n PNG images (half real/, half fake/): smooth colour fields plus sensor-like noise, so that they
+    decode like photographs rather than flat colour. Written once; later runs reuse them."""
+    import cv2
+    marker = folder / f"images-{n}-{size}.done"
+    items = [(str(folder / ("real" if i % 2 == 0 else "fake") / f"{i:06d}.png"), i % 2) for i in range(n)]
+    if marker.is_file():
+        return items
+    rng = np.random.default_rng(seed)
+    for sub in ("real", "fake"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for path, _ in items:
+        low = rng.uniform(0, 255, (6, 6, 3)).astype(np.float32)
+        img = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC) + rng.normal(0, 6, (size, size, 3))
+        cv2.imwrite(path, np.clip(img, 0, 255).astype(np.uint8))
+    marker.touch()
+    return items
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (MB)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # kB on Linux
+
+
+def time_steps(step: Callable[[int], object], warmup: int, steps: int, window: int, device: torch.device) -> dict:
+    """Median seconds per step over windows of `window` steps (synchronised at window ends), and the
+    memory in use after warm-up and at the end."""
+    for i in range(warmup):
+        step(i)
+    sync(device)
+    mem0 = (rss_mb(), torch.cuda.memory_allocated(device) / 1e6 if device.type == "cuda" else 0.0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times, i = [], warmup
+    while i < warmup + steps:
+        n = min(window, warmup + steps - i)
+        start = time.perf_counter()
+        for _ in range(n):
+            step(i)
+            i += 1
+        sync(device)
+        times.append((time.perf_counter() - start) / n)
+    mem1 = (rss_mb(), torch.cuda.memory_allocated(device) / 1e6 if device.type == "cuda" else 0.0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "rss_start_mb": mem0[0], "rss_end_mb": mem1[0], "dev_start_mb": mem0[1], "dev_end_mb": mem1[1],
+            "dev_peak_mb": torch.cuda.max_memory_allocated(device) / 1e6 if device.type == "cuda" else 0.0,
+            "rss_peak_mb": peak_rss_mb()}
+
+
+def count_syncs(step: Callable[[int], object], steps: int = 3) -> float | None:
+    """CUDA: host-device synchronisations per step (torch.cuda.set_sync_debug_mode), else None."""
+    if not torch.cuda.is_available():
+        return None
+    import warnings
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for i in range(steps):
+                step(i)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    found = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+    if found:
+        print(f"host syncs: {len(found)} in {steps} steps, e.g. {found[0]}", file=sys.stderr)
+    return len(found) / steps
+
+
+def count_flops(step: Callable[[int], object]) -> float:
+    """FLOPs of one step (matrix products and convolutions, forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(10 ** 6)
+    return float(counter.get_total_flops())
+
+
+# ----------------------------------------------------------------------------------------------- steps
+def our_step(pipeline: str, cfg: dict, samples: list, device: torch.device, run: Run) -> tuple[Callable, int]:
+    """The training scripts' step for `pipeline` on packed data, and the images it consumes."""
+    import train_pt
+    import train_supcon
+    import train_supconmpl
+    from datasets import train_batches
+    from losses import SupConLoss
+    from models import LinearClassifier, SupConNet, build_baseline
+    from utils import distribute, make_optimizer
+    if pipeline == "pt":
+        model = distribute(build_baseline(cfg["backbone"], "none"), device, cfg)
+        opt = make_optimizer(model.parameters(), 1e-4)
+        batches = train_batches(samples, cfg, cfg["pt"]["batch_size"], 1, True, "pt", 0, device)
+        return train_pt.pt_step(run, model, opt, batches, device, cfg), cfg["pt"]["batch_size"]
+    if pipeline == "supcon":
+        net = distribute(SupConNet(cfg["backbone"], "none"), device, cfg)
+        opt = make_optimizer(net.parameters(), 1e-4)
+        pairs = train_batches(samples, cfg, cfg["supcon"]["batch_size"], 2, True, "supcon", 0, device)
+        return (train_supcon.supcon_step(run, net, opt, pairs, SupConLoss(0.1), device, cfg),
+                2 * cfg["supcon"]["batch_size"])
+    mc = cfg["mpl"]
+    teacher, student = SupConNet(cfg["backbone"], "none"), SupConNet(cfg["backbone"], "none")
+    mods = (teacher, LinearClassifier(teacher.dim), student, LinearClassifier(student.dim))
+    pair = train_supconmpl.MPLPair(*(distribute(mod, device, cfg) for mod in mods), cfg, device)
+    lab = train_batches(samples, cfg, mc["batch_labeled"], 2, True, "mpl-labeled", 0, device)
+    unl = train_batches(samples, cfg, mc["batch_unlabeled"], 2, False, "mpl-unlabeled", 0, device)
+    return train_supconmpl.mpl_step_fn(run, pair, lab, unl, device), 2 * (mc["batch_labeled"] + mc["batch_unlabeled"])
+
+
+def reference_step(pipeline: str, cfg: dict, items: list, device: torch.device, workers: int) -> Callable:
+    from bench import reference
+    from losses import SupConLoss
+    from models import LinearClassifier, SupConNet, build_baseline
+    adam = lambda mod: torch.optim.Adam(mod.parameters(), lr=1e-4)  # noqa: E731  (default: not fused)
+    if pipeline == "pt":
+        model = build_baseline(cfg["backbone"], "none").to(device).train()
+        opt, batches = adam(model), reference.pil_batches(items, cfg, cfg["pt"]["batch_size"], 1, workers)
+        return lambda i: reference.pt_step(model, opt, batches, device)
+    if pipeline == "supcon":
+        net = SupConNet(cfg["backbone"], "none").to(device).train()
+        opt, pairs = adam(net), reference.pil_batches(items, cfg, cfg["supcon"]["batch_size"], 2, workers)
+        crit = SupConLoss(0.1)
+        return lambda i: reference.supcon_step(net, opt, pairs, device, crit)
+    import train_supconmpl
+    mc = cfg["mpl"]
+    teacher, student = SupConNet(cfg["backbone"], "none"), SupConNet(cfg["backbone"], "none")
+    pair = train_supconmpl.MPLPair(teacher.to(device), LinearClassifier(teacher.dim).to(device), student.to(device),
+                                   LinearClassifier(student.dim).to(device), cfg, device)
+    pair.opt_t, pair.opt_t_cls, pair.opt_s, pair.opt_s_cls = (adam(mod) for mod in (pair.teacher, pair.t_cls,
+                                                                                    pair.student, pair.s_cls))
+    lab = reference.pil_batches(items, cfg, mc["batch_labeled"], 2, workers)
+    unl = reference.pil_batches(items, cfg, mc["batch_unlabeled"], 2, workers)
+    return lambda i: reference.mpl_step(pair, lab, unl, device)
+
+
+# ----------------------------------------------------------------------------------------------- data path
+def data_path(cfg: dict, items: list, samples: list, device: torch.device, workers: list[int], batches: int,
+              batch: int) -> list[dict]:
+    """Images/s delivered (two views per image counted as two) by each loader, with one torch thread."""
+    from bench.reference import pil_batches
+    from datasets import train_batches
+    rows = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per-core figures: one thread of arithmetic in the main process
+    try:
+        for w in workers:
+            for name, make in (
+                ("PIL per image (reference-style)", lambda: pil_batches(items, cfg, batch, 2, w)),
+                ("files, cv2 + v2 per image (ours, no pack)",
+                 lambda: train_batches(samples, {**cfg, "workers": w, "data": {**cfg["data"], "packed": None}},
+                                       batch, 2, False, "bench", 0, device)),
+            ):
+                rows.append(_time_loader(name, w, make(), batches, batch, device))
+        where = "GPU" if device.type == "cuda" else "CPU"
+        rows.append(_time_loader(f"pack + batched augmentation on the {where} (ours)", 0,
+                                 train_batches(samples, cfg, batch, 2, False, "bench", 0, device),
+                                 batches, batch, device))
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
+def _time_loader(name: str, workers: int, it, batches: int, batch: int, device: torch.device) -> dict:
+    """Images/s, and images per CPU-second: this process's CPU time (all its threads) with 0 workers;
+    with workers, the wall rate per worker (their CPU time is not visible from here)."""
+    next(it)  # start-up (workers, thread) not timed
+    sync(device)
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(batches):
+        next(it)
+    sync(device)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    images = 2 * batch * batches
+    with contextlib.suppress(Exception):
+        it.close()
+    per_core = images / cpu if workers == 0 else images / wall / workers
+    return {"name": name, "workers": workers, "images_per_s": images / wall, "per_core": per_core}
+
+
+# ----------------------------------------------------------------------------------------------- report
+def machine(device: torch.device) -> dict:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info = {"cpu": f"{cpu}, {os.cpu_count()} cores", "torch": torch.__version__, "python": platform.python_version()}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs"
+    return info
+
+
+def peak_tflops(args: argparse.Namespace, device: torch.device) -> float | None:
+    if args.peak_tflops:
+        return args.peak_tflops
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in BF16_PEAK.items() if k in name), None)
+
+
+def report(args, cfg, device, info, results, ref, data_rows, flops, peak) -> str:
+    mc = cfg["mpl"]
+    lines = ["# Benchmark", "", f"Command: `python {' '.join(sys.argv)}`", ""]
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    lines += [f"- device: {device}; precision: {'bf16/fp16 autocast' if device.type == 'cuda' else 'fp32'} (ours), "
+              f"fp32 (reference-style); compile: {cfg['compile']}",
+              f"- backbone {cfg['backbone']}, {cfg['img_size']} px; batches: pt {cfg['pt']['batch_size']}, supcon "
+              f"{cfg['supcon']['batch_size']} x 2 views, mpl {mc['batch_labeled']} labeled + {mc['batch_unlabeled']} "
+              f"unlabeled x 2 views; source images {args.images} x {args.source_size} px PNG; reference-style "
+              f"DataLoader workers: {args.workers}",
+              f"- timing: {args.warmup} warm-up steps, then median over windows of {args.window} steps "
+              f"({args.steps} ours, {args.ref_steps} reference-style)", "",
+              "## Training steps", "",
+              "| pipeline | impl | ms/step | steps/s | images/s | speed-up | TFLOP/step | TFLOP/s | % bf16 peak "
+              "| peak dev MB | dev MB start→end | peak host MB | host MB start→end |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        rr = ref.get(name)
+        for impl, x in (("ours", r), ("reference-style", rr)):
+            if x is None:
+                continue
+            ms = 1e3 * x["median_s"]
+            speed = f"{rr['median_s'] / r['median_s']:.2f}x" if (impl == "ours" and rr) else ""
+            tf = flops.get(name, 0) / 1e12
+            rate = tf / x["median_s"] if tf else 0
+            util = f"{100 * rate / peak:.1f}" if (peak and impl == "ours" and tf) else "-"
+            lines.append(f"| {name} | {impl} | {ms:.1f} | {1 / x['median_s']:.2f} | {x['images'] / x['median_s']:.0f} "
+                         f"| {speed} | {tf:.3f} | {rate:.1f} | {util} | {x['dev_peak_mb']:.0f} "
+                         f"| {x['dev_start_mb']:.0f}→{x['dev_end_mb']:.0f} | {x['rss_peak_mb']:.0f} "
+                         f"| {x['rss_start_mb']:.0f}→{x['rss_end_mb']:.0f} |")
+    lines += ["", "FLOPs: matrix products and convolutions of one step, forward and backward (torch.utils.flop_counter); "
+              "the reference-style MPL step does the same plus one more student-encoder pass on the labeled batch. "
+              f"% bf16 peak: against {peak} TFLOP/s dense." if peak else "", "",
+              "## Data path", "", "| loader | workers | images/s | images/s per core |", "|---|---|---|---|"]
+    for row in data_rows:
+        lines.append(f"| {row['name']} | {row['workers']} | {row['images_per_s']:.0f} | {row['per_core']:.0f} |")
+    syncs = {k: r["syncs"] for k, r in results.items() if r.get("syncs") is not None}
+    if syncs:
+        lines.insert(lines.index("## Data path"), "Host-device synchronisations per step of ours (CUDA sync debug "
+                     "mode, 3 steps): " + ", ".join(f"{k} {v:g}" for k, v in syncs.items()) + "\n")
+    if data_rows:
+        pil = next((r for r in data_rows if r["name"].startswith("PIL") and r["workers"] == 0), None)
+        packed = data_rows[-1]
+        if pil:
+            lines += ["", f"Pack + batched augmentation per core over PIL per image (0 workers, one core each): "
+                          f"{packed['per_core'] / pil['per_core']:.1f}x"]
+    lines += ["", "Images/s count each view of each image; batch = the MPL unlabeled batch. One torch thread. "
+              "Per core: images per CPU-second of this process (all its threads: the pack's loader thread "
+              "included) for 0 workers; images/s per worker otherwise."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    device = get_device(args.device)
+    pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
+    if not pipelines or set(pipelines) - set(PIPELINES):
+        raise UserError(f"--pipelines takes pt, supcon and/or mpl, got {args.pipelines!r}")
+    cfg = bench_config(args)
+    from datasets.sources import Sample
+    from preprocess.pack import build_pack
+    data = Path(args.data)
+    items = make_images(data / f"src{args.source_size}", args.images, args.source_size)
+    pack_dir = data / f"pack-src{args.source_size}-{cfg['img_size']}"
+    start = time.time()
+    build_pack([p for p, _ in items], pack_dir, cfg["img_size"], workers=min(8, os.cpu_count() or 1), quiet=True)
+    print(f"images and pack ready in {time.time() - start:.1f} s: {pack_dir}", file=sys.stderr)
+    cfg["data"]["packed"] = str(pack_dir)
+    samples = [Sample(p, y, "real" if y == 0 else "fake", None, "folder") for p, y in items]
+    need = max(cfg["pt"]["batch_size"], cfg["supcon"]["batch_size"], cfg["mpl"]["batch_unlabeled"])
+    if need > len(items):
+        raise UserError(f"--images {args.images} is smaller than the largest batch ({need})")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    info, results, ref, flops = machine(device), {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in pipelines:
+            run = Run(Path(tmp) / name, cfg, RunLogger(Path(tmp) / name))
+            step, images = our_step(name, cfg, samples, device, run)
+            results[name] = {**time_steps(step, args.warmup, args.steps, args.window, device), "images": images}
+            flops[name] = count_flops(step)
+            if device.type == "cuda":
+                results[name]["syncs"] = count_syncs(step)
+            run.check_nonfinite(0)
+            print(f"{name}: ours {1e3 * results[name]['median_s']:.1f} ms/step", file=sys.stderr, flush=True)
+            del step
+            if not args.no_reference:
+                rstep = reference_step(name, cfg, items, device, args.workers)
+                ref[name] = {**time_steps(rstep, min(args.warmup, 3), args.ref_steps, args.window, device),
+                             "images": images}
+                print(f"{name}: reference-style {1e3 * ref[name]['median_s']:.1f} ms/step", file=sys.stderr,
+                      flush=True)
+                del rstep
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    workers = sorted({0, args.workers} if args.data_workers is None else
+                     {int(w) for w in args.data_workers.split(",") if w.strip()})
+    data_rows = [] if args.no_data_path else data_path(cfg, items, samples, device, workers, args.data_batches,
+                                                        cfg["mpl"]["batch_unlabeled"])
+    text = report(args, cfg, device, info, results, ref, data_rows, flops, peak_tflops(args, device))
+    out = Path(args.out or f"bench/results-{device.type}.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+    print(f"report written to {out}")
+    if "mpl" in ref:
+        print(f"SupCon-MPL step speed-up over reference-style: {ref['mpl']['median_s'] / results['mpl']['median_s']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
