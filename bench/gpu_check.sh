@@ -17,7 +17,7 @@ if [ -n "${QUICK:-}" ]; then
 fi
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true; } >"$OUT/env.txt" 2>&1
-$PY - >>"$OUT/env.txt" 2>&1 <<'EOF'
+"$PY" - >>"$OUT/env.txt" 2>&1 <<'EOF'
 import time, torch, timm, torchvision
 print("torch", torch.__version__, "torchvision", torchvision.__version__, "timm", timm.__version__)
 if torch.cuda.is_available():
@@ -34,11 +34,11 @@ EOF
 cat "$OUT/env.txt"
 
 echo "== benchmark, reference settings"
-timeout 280 $PY benchmark.py --device "$DEVICE" "${small[@]}" --out "$OUT/results.md" >"$OUT/bench.log" 2>&1
+timeout 280 "$PY" benchmark.py --device "$DEVICE" "${small[@]}" --out "$OUT/results.md" >"$OUT/bench.log" 2>&1
 echo "rc=$?"
 
 echo "== fp16 + loss scaler path (MPL step only)"
-timeout 50 $PY benchmark.py --device "$DEVICE" "${small[@]}" --pipelines mpl --amp-dtype fp16 --no-reference \
+timeout 50 "$PY" benchmark.py --device "$DEVICE" "${small[@]}" --pipelines mpl --amp-dtype fp16 --no-reference \
     --no-data-path --steps 10 --out "$OUT/results-fp16.md" >"$OUT/fp16.log" 2>&1
 echo "rc=$?"; grep -E "^\| mpl|Error|error" "$OUT/fp16.log" | head -5
 
@@ -52,7 +52,7 @@ echo "== demo end to end on the device, from a pack"
 tail -n 12 "$OUT/demo.log"
 
 echo "== torch.compile (MPL step only)"
-timeout 100 $PY benchmark.py --device "$DEVICE" "${small[@]}" --pipelines mpl --compile --no-reference \
+timeout 100 "$PY" benchmark.py --device "$DEVICE" "${small[@]}" --pipelines mpl --compile --no-reference \
     --no-data-path --steps 20 --out "$OUT/results-compile.md" >"$OUT/compile.log" 2>&1
 echo "rc=$?"; grep -E "^\| mpl" "$OUT/compile.log" | head -3
 
