@@ -20,7 +20,7 @@ from datasets import prepare_data, train_batches
 from datasets.protocols import protocol_sets, record_splits, role_samples
 from losses import SupConLoss, mpl_feedback, teacher_mpl_loss
 from models import LinearClassifier, SupConNet
-from utils import (Run, UserError, autocast, check_batch, config_from_args, config_parser, distribute, gather,
+from utils import (Run, UserError, autocast, check_batch, is_main_process, config_from_args, config_parser, distribute, gather,
                    load_weights, make_optimizer, mean_over_ranks, prepare_run, resolve_path, run_cli, run_folder,
                    save_checkpoint, seed_everything, setup_device, unwrap)
 
@@ -148,8 +148,9 @@ def train(cfg: dict, resume: bool = False) -> dict:
     if not (enc_path.is_file() and cls_path.is_file()):
         if mc["teacher_encoder"] or mc["teacher_classifier"]:
             raise UserError(f"teacher checkpoint not found: {enc_path if not enc_path.is_file() else cls_path}")
-        print(f"SupCon teacher not found at {enc_path.parent}: training it first (train_supcon.py)",
-              file=sys.stderr, flush=True)
+        if is_main_process():
+            print(f"SupCon teacher not found at {enc_path.parent}: training it first (train_supcon.py)",
+                  file=sys.stderr, flush=True)
         train_supcon.train(cfg, resume)
 
     seed_everything(cfg["seed"])  # the same MPL run whether or not the teacher was trained just now

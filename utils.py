@@ -307,6 +307,8 @@ def world_size() -> int:
 def setup_device(cfg: dict) -> torch.device:
     """This process's device; under torchrun also joins the process group (NCCL on GPUs, gloo on CPUs)."""
     device = get_device(cfg["device"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest convolutions
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device
     if device.type == "cuda":
@@ -342,15 +344,32 @@ def barrier() -> None:
 def gather(t: torch.Tensor) -> torch.Tensor:
     """Concatenate every rank's t along dim 0 (rank order), keeping the gradient to this rank's part:
     the backward sums the gradients of all ranks' losses, so with DDP's averaging a loss on gathered
-    features trains exactly like the single-process loss on the whole batch."""
+    features trains exactly like the single-process loss on the whole batch. Equal sizes on every rank."""
     if world_size() == 1:
         return t
     if not t.requires_grad:  # labels, detached tensors
+        return _GatherWithGrad.forward(None, t)
+    return _GatherWithGrad.apply(t)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather forward; backward: the sum over ranks of the gradient, this rank's rows (a reduce-scatter
+    written with all_reduce, which every backend has)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
         parts = [torch.empty_like(t) for _ in range(world_size())]
         torch.distributed.all_gather(parts, t.contiguous())
-        return torch.cat(parts, dim=0)
-    import torch.distributed.nn.functional as dist_fn
-    return torch.cat(dist_fn.all_gather(t.contiguous()), dim=0)
+        if ctx is not None:
+            ctx.rows = t.shape[0]
+        return torch.cat(parts, dim=0)  # [world * n, ...]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad)
+        start = torch.distributed.get_rank() * ctx.rows
+        return grad[start:start + ctx.rows]
 
 
 def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
@@ -569,7 +588,7 @@ class Run:
             clock, since, images = time.time(), start, 0
             for step in bar:
                 out = step_fn(step)
-                images += int(out.pop("images", 0))
+                images += int(out.pop("images", 0)) * world_size()  # every rank trains on its part
                 done = step + 1
                 if done % log_every == 0 or done == steps:
                     self.check_nonfinite(done)
@@ -746,7 +765,7 @@ def _set_rng_state(state: dict) -> None:
 
 # ----------------------------------------------------------------------------------------------- checkpoints
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: ranks may write at once
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -778,7 +797,7 @@ def save_checkpoint(path: Path, module: torch.nn.Module, cfg: dict, kind: str, s
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file, fsync, then rename over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: ranks may write at once
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)

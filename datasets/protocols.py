@@ -98,6 +98,8 @@ def write_splits(path: Path, sets: dict[str, tuple[str, str | None, list[Sample]
 def record_splits(sets: dict, run_dir: Path, logger) -> None:
     """Write <run>/splits.csv and warn if a video or identity is shared between roles. Training scripts
     build `sets` (protocol_sets) before anything else, so that a missing test root fails before training."""
+    if not logger.main:  # rank 0 writes and warns
+        return
     write_splits(run_dir / "splits.csv", sets)
     shared = overlapping_videos(sets)
     if shared:

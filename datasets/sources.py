@@ -147,7 +147,7 @@ def cached(key: dict, data_cfg: dict, build: Callable[[Scan], list[Sample]]) -> 
     rows = ((s.path, s.label, s.source, s.domain, s.video or "") for s in samples)  # streamed, not listed
     for path, header, body in ((index_file, [("path", "label", "source", "domain", "video")], rows),
                                (dirs_file, [], scan.dirs)):
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: ranks may write at once
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerows(header)

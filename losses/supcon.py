@@ -53,9 +53,9 @@ class SupConLoss(nn.Module):
         logits = logits - logits.max(dim=1, keepdim=True).values.detach()  # numerical stability
 
         mask = mask.repeat(n_anchor_views, v)  # [A, V*B]
-        self_mask = torch.ones_like(mask)
-        idx = torch.arange(anchors.shape[0], device=device)
-        self_mask[idx, idx] = 0  # an anchor is never its own positive nor in its denominator
+        # An anchor is never its own positive nor in its denominator. (1 - eye, not an indexed assignment:
+        # that would make the GPU wait for the host.)
+        self_mask = 1 - torch.eye(*mask.shape, device=device, dtype=dtype)  # [A, V*B]
         mask = mask * self_mask
 
         exp_logits = torch.exp(logits) * self_mask
