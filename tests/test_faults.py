@@ -139,3 +139,24 @@ def test_impossible_config_values_are_rejected_up_front(tiny_config_file, overri
     assert res.returncode == 2 and "Traceback" not in res.stderr
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], res.stderr
+
+
+def test_fused_optimizer_skips_non_finite_updates_on_the_device_and_reports_them_later(tmp_path):
+    from utils import make_optimizer
+    cfg = {**DEFAULTS, "max_nonfinite_steps": 2}
+    r = Run(tmp_path, cfg, RunLogger(tmp_path))
+    model = torch.nn.Linear(3, 1)
+    opt = make_optimizer(model.parameters(), 0.1)  # fused Adam: no host sync per update
+    r.register(model=model, opt=opt)
+    before = model.weight.detach().clone()
+    x = torch.randn(4, 3)
+    r.update(opt, model(x).sum() * float("nan"), "test loss", 0)
+    r.update(opt, model(x).sum() * float("inf"), "test loss", 1)
+    assert torch.equal(model.weight, before) and int(opt.state[model.weight]["step"]) == 0
+    r.check_nonfinite(2)  # what the loop does when it logs or saves
+    assert "non-finite test loss: 2 update(s) skipped up to step 2" in (tmp_path / "log.txt").read_text()
+    r.update(opt, model(x).sum(), "test loss", 2)
+    assert not torch.equal(model.weight, before)
+    r.update(opt, model(x).sum() * float("nan"), "test loss", 3)
+    with pytest.raises(TrainingStopped, match="3 non-finite losses"):
+        r.check_nonfinite(4)

@@ -72,7 +72,8 @@ def test_every_config_loads():
 def test_shell_scripts_train_on_the_first_line_then_evaluate():
     for method in ("pt", "supcon", "supconmpl"):
         lines = (REPO / f"train_{method}_model.sh").read_text().splitlines()
-        assert lines[0].startswith(f"python train_{method}.py \"$@\"")
+        # NPROC=N puts torchrun in front of the same command (one code path for 1 or N processes)
+        assert f"python train_{method}.py \"$@\" || exit 1" in lines[0] and lines[0].startswith("${NPROC:+")
         assert any(line.startswith(f"python evaluate.py --method {method}") for line in lines[1:])
 
 
@@ -83,6 +84,6 @@ def test_shell_scripts_pass_shellcheck():
     import pytest
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck not installed")
-    scripts = [str(p) for p in sorted(REPO.glob("*.sh"))] + [str(REPO / ".ci" / "run")]
+    scripts = [str(p) for p in sorted(REPO.glob("*.sh")) + sorted(REPO.glob("bench/*.sh"))] + [str(REPO / ".ci" / "run")]
     res = subprocess.run(["shellcheck", "-S", "warning", *scripts], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout
