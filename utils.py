@@ -625,10 +625,11 @@ class Run:
         found_inf flag as under a loss scaler, with no host sync: skipped updates are counted on the device
         and reported when the loop next logs or saves (check_nonfinite). Other optimizers check at once.
         fp16 autocast: the loss is scaled by a per-optimizer GradScaler (which skips overflows itself).
+        Returns False when the update is known at once to be skipped (host check), else True.
         """
         opt.zero_grad(set_to_none=True)
         finite = all_ranks_true(torch.isfinite(loss.detach()))
-        scaler = self._scaler(name, opt)
+        scaler = self._scaler(opt)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -675,7 +676,7 @@ class Run:
             raise TrainingStopped(f"stopping: {self.nonfinite} non-finite losses (last: {last}); "
                                   f"last good checkpoint: {found[-1] if found else 'none'}")
 
-    def _scaler(self, name: str, opt: torch.optim.Optimizer):
+    def _scaler(self, opt: torch.optim.Optimizer):
         """A GradScaler for fp16 autocast on CUDA (one per optimizer), else None."""
         if opt in self.scalers:
             return self.scalers[opt]

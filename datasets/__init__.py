@@ -70,7 +70,7 @@ def eval_transform(img_size: int, backbone: str, input_scale: str) -> v2.Transfo
     return v2.Compose([v2.Resize((img_size, img_size), antialias=True), normalisation(backbone, input_scale)])
 
 
-def _stream_seed(*parts: Any) -> int:
+def stream_seed(*parts: Any) -> int:
     """A 63-bit seed from the run seed, a stream name and step/slot numbers (stable across processes)."""
     import zlib
     text = "/".join(str(p) for p in parts).encode()
@@ -98,16 +98,17 @@ class StepBatchSampler:
         if self.by_class is not None and any(len(c) == 0 for c in self.by_class):
             self.by_class = None  # one class only: nothing to balance
 
-    def _indices(self, step: int) -> np.ndarray:
+    def indices(self, step: int) -> np.ndarray:
+        """The global batch of `step`: sample indices [batch_size] (every rank draws the same)."""
         if self.by_class is not None:
-            rng = np.random.default_rng(_stream_seed(self.seed, self.stream, "step", step))
+            rng = np.random.default_rng(stream_seed(self.seed, self.stream, "step", step))
             cls = rng.integers(0, 2, self.batch_size)
             return np.array([self.by_class[c][rng.integers(len(self.by_class[c]))] for c in cls])
         first = step * self.batch_size
         positions = np.arange(first, first + self.batch_size)
         out = np.empty(self.batch_size, dtype=np.int64)
         for epoch in np.unique(positions // self.n):
-            perm = np.random.default_rng(_stream_seed(self.seed, self.stream, "epoch", epoch)).permutation(self.n)
+            perm = np.random.default_rng(stream_seed(self.seed, self.stream, "epoch", epoch)).permutation(self.n)
             sel = positions // self.n == epoch
             out[sel] = perm[positions[sel] % self.n]
         return out
@@ -115,8 +116,8 @@ class StepBatchSampler:
     def __iter__(self):
         step = self.start_step
         while True:
-            idx = self._indices(step)
-            items = [(int(i), _stream_seed(self.seed, self.stream, "aug", step, slot)) for slot, i in enumerate(idx)]
+            idx = self.indices(step)
+            items = [(int(i), stream_seed(self.seed, self.stream, "aug", step, slot)) for slot, i in enumerate(idx)]
             yield items[self.slots]
             step += 1
 

@@ -130,7 +130,7 @@ class PackedBatches:
 
     def __init__(self, pack: Pack, samples: list[Sample], cfg: dict, batch_size: int, views: int, balance: bool,
                  stream: str, start_step: int, device: torch.device, what: str = "training"):
-        from datasets import StepBatchSampler, _stream_seed
+        from datasets import StepBatchSampler, stream_seed
         self.pack, self.views, self.device = pack, views, device
         self.rank, self.world = _rank_world()
         if batch_size % self.world:
@@ -145,7 +145,7 @@ class PackedBatches:
         self.substitute = ok[nxt % len(ok)]  # [N] index of the first readable sample at or after i (cyclic)
         self.labels = np.array([s.label for s in samples], dtype=np.int64)
         self.sampler = StepBatchSampler(self.labels, batch_size, cfg["seed"], stream, balance, start_step)
-        self.seed_of = lambda step, view: _stream_seed(cfg["seed"], stream, "batch-aug", step, view)  # noqa: E731
+        self.seed_of = lambda step, view: stream_seed(cfg["seed"], stream, "batch-aug", step, view)  # noqa: E731
         self.augment = BatchAugment(cfg)
         self.step = start_step
         self.pin = device.type == "cuda"
@@ -156,7 +156,7 @@ class PackedBatches:
     def host_batch(self, step: int) -> tuple:
         """The rank's part of the batch of `step` on the host: uint8 images, labels, augmentation
         parameters [views, b, N_PARAMS] and the unreadable paths replaced in it."""
-        idx = self.sampler._indices(step)  # [global B]
+        idx = self.sampler.indices(step)  # [global B]
         gen = torch.Generator()
         params = []
         for v in range(self.views):  # drawn for the global batch, then sliced: same on any number of ranks
