@@ -326,7 +326,7 @@ def distribute(module: torch.nn.Module, device: torch.device, cfg: dict) -> torc
     module = module.to(device).to(memory_format=torch.channels_last)
     if cfg["compile"]:
         # In place (Module.compile): parameter names, and so checkpoints, stay as they are.
-        (getattr(module, "encoder", None) or module).compile()
+        getattr(module, "encoder", module).compile()
     if world_size() == 1 or not any(p.requires_grad for p in module.parameters()):
         return module
     if cfg["sync_bn"] and device.type == "cuda":
@@ -348,8 +348,14 @@ def gather(t: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
         return t
     if not t.requires_grad:  # labels, detached tensors
-        return _GatherWithGrad.forward(None, t)
+        return _all_gather(t)
     return _GatherWithGrad.apply(t)
+
+
+def _all_gather(t: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(t) for _ in range(world_size())]
+    torch.distributed.all_gather(parts, t.contiguous())
+    return torch.cat(parts, dim=0)  # [world * n, ...]
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -358,11 +364,8 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, t: torch.Tensor) -> torch.Tensor:
-        parts = [torch.empty_like(t) for _ in range(world_size())]
-        torch.distributed.all_gather(parts, t.contiguous())
-        if ctx is not None:
-            ctx.rows = t.shape[0]
-        return torch.cat(parts, dim=0)  # [world * n, ...]
+        ctx.rows = t.shape[0]
+        return _all_gather(t)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:

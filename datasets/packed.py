@@ -26,6 +26,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from datasets import StepBatchSampler, stream_seed
 from datasets.augment import BatchAugment
 from datasets.sources import Sample
 from utils import UserError, atomic_write_text
@@ -130,7 +131,6 @@ class PackedBatches:
 
     def __init__(self, pack: Pack, samples: list[Sample], cfg: dict, batch_size: int, views: int, balance: bool,
                  stream: str, start_step: int, device: torch.device, what: str = "training"):
-        from datasets import StepBatchSampler, stream_seed
         self.pack, self.views, self.device = pack, views, device
         self.rank, self.world = _rank_world()
         if batch_size % self.world:
@@ -145,7 +145,7 @@ class PackedBatches:
         self.substitute = ok[nxt % len(ok)]  # [N] index of the first readable sample at or after i (cyclic)
         self.labels = np.array([s.label for s in samples], dtype=np.int64)
         self.sampler = StepBatchSampler(self.labels, batch_size, cfg["seed"], stream, balance, start_step)
-        self.seed_of = lambda step, view: stream_seed(cfg["seed"], stream, "batch-aug", step, view)  # noqa: E731
+        self.seed, self.stream = cfg["seed"], stream
         self.augment = BatchAugment(cfg)
         self.step = start_step
         self.pin = device.type == "cuda"
@@ -160,7 +160,7 @@ class PackedBatches:
         gen = torch.Generator()
         params = []
         for v in range(self.views):  # drawn for the global batch, then sliced: same on any number of ranks
-            gen.manual_seed(self.seed_of(step, v))
+            gen.manual_seed(stream_seed(self.seed, self.stream, "batch-aug", step, v))
             params.append(self.augment.params(len(idx), gen))
         lo, hi = self.rank * self.local, (self.rank + 1) * self.local
         idx = idx[lo:hi]
