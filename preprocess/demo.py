@@ -31,15 +31,20 @@ test videos come from disjoint pixels of each photograph (left and right parts) 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from utils import UserError
 
 FF_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 POSTGEN = "StyleGAN"
@@ -264,14 +269,10 @@ def _write(path: Path, img: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def generate(out: str | os.PathLike, seed: int = 0, size: int = 64, train_ids: int = 100, test_ids: int = 20,
-             frames: int = 8, quiet: bool = False) -> Path:
-    """Write the demo benchmark under `out` (replacing it) and return its root."""
-    out = Path(out)
-    params = dict(version=DEMO_VERSION, seed=seed, size=size, train_ids=train_ids, test_ids=test_ids, frames=frames)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    start = time.time()
+def _write_tree(tmp: Path, params: dict) -> None:
+    """Every file of the demo under `tmp` (a fresh folder nobody else writes to); DEMO.json last."""
+    seed, size, frames = params["seed"], params["size"], params["frames"]
+    train_ids, test_ids = params["train_ids"], params["test_ids"]
     photos = load_photos()
     rng = np.random.default_rng(seed)
     ctx = _context(photos, size, rng)
@@ -298,43 +299,148 @@ def generate(out: str | os.PathLike, seed: int = 0, size: int = 64, train_ids: i
                 if subset == "test_set":
                     fake = post_generation(frame, donor, vrng, ctx)
                     _write(tmp / POSTGEN / f"{vid:03d}_{f:04d}.png", _compress(fake, quality))
-    (tmp / "DEMO.json").write_text(json.dumps(params, indent=2) + "\n")
     (tmp / "README.txt").write_text(__doc__)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    # The marker goes last: a folder without it was never completed.
+    (tmp / MARKER).write_text(json.dumps({"generator": GENERATOR, **params}, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------- guarding the target
+MARKER = "DEMO.json"
+GENERATOR = "supcon-mpl preprocess.demo"
+# Every file the generator writes, relative to the demo root (used to recognise a demo before replacing it).
+_DEMO_FILE = re.compile(r"(FaceForensics\+\+/(train_set|test_set)/(Real/\d+|(%s)/\d+_\d+)/\d+\.png"
+                        r"|%s/\d+_\d+\.png|DEMO\.json|README\.txt)" % ("|".join(FF_METHODS), POSTGEN))
+
+
+def demo_params(root: Path) -> dict | None:
+    """The parameters of the complete demo at `root`, or None if `root` is not one (or not complete)."""
+    try:
+        params = json.loads((root / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(params, dict):
+        return None
+    # Demos written before the marker named its generator (version <= 3) carry the same parameter keys.
+    ours = params.get("generator") == GENERATOR or (
+        params.get("generator") is None and {"version", "seed", "size", "train_ids"} <= set(params))
+    return params if ours else None
+
+
+def _foreign_file(root: Path) -> str | None:
+    """The first file or link under `root` that the demo generator does not write, or None."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            if os.path.islink(path) or not _DEMO_FILE.fullmatch(rel):
+                return rel
+    return None
+
+
+def _check_replaceable(out: Path) -> None:
+    """`out` may be replaced only if it is a demo this project wrote and holds nothing else (or is empty)."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise UserError(f"{out} exists and is not a demo benchmark folder: refusing to replace it "
+                        "(choose another data.demo / --out)")
+    if not any(out.iterdir()):
+        return
+    if demo_params(out) is None:
+        raise UserError(f"{out} exists and is not a complete demo benchmark written by this project: refusing to "
+                        "replace it (choose another data.demo / --out, or move that folder away)")
+    foreign = _foreign_file(out)
+    if foreign is not None:
+        raise UserError(f"{out} holds a demo benchmark plus other files (e.g. {foreign}): refusing to replace it")
+
+
+@contextlib.contextmanager
+def _demo_lock(out: Path):
+    """An exclusive lock for generating the demo at `out` (a lock file beside it; released on exit, also when
+    the process dies)."""
+    import fcntl
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that is generating the demo benchmark at {out}", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def generate(out: str | os.PathLike, seed: int = 0, size: int = 64, train_ids: int = 100, test_ids: int = 20,
+             frames: int = 8, quiet: bool = False, replace: bool = True) -> Path:
+    """Write the demo benchmark at `out` and return it. Written into a private temporary sibling under a lock,
+    then renamed into place, so a reader never sees a partial demo and two writers never mix. An existing
+    demo with the same parameters is kept (replace=False) or replaced (replace=True); anything at `out`
+    that is not a demo written by this project is never touched (UserError)."""
+    out = Path(out).absolute()
+    params = dict(version=DEMO_VERSION, seed=seed, size=size, train_ids=train_ids, test_ids=test_ids, frames=frames)
+    with _demo_lock(out):
+        current = demo_params(out)
+        if not replace and current is not None and {k: current.get(k) for k in params} == params:
+            return out  # another process wrote it while this one waited for the lock
+        _check_replaceable(out)
+        for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by killed runs (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        start = time.time()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        try:
+            _write_tree(tmp, params)
+            if out.exists():
+                # Checked above: a demo of ours and nothing else (or an empty folder). Moved aside first, so
+                # that `out` is always either the old complete demo or the new one.
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+                os.replace(out, old / "demo")
+                os.replace(tmp, out)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     if not quiet:
         print(f"demo benchmark written to {out} in {time.time() - start:.1f}s", file=sys.stderr)
     return out
 
 
 def ensure_demo(root: str | os.PathLike, seed: int = 0) -> Path:
-    """Generate the demo benchmark under `root` unless a complete one with the same parameters is there."""
+    """The demo benchmark at `root`, generated first unless a complete one with the same version and seed is
+    there. Safe with several processes at once (they wait for one writer)."""
     root = Path(root)
-    marker = root / "DEMO.json"
-    if marker.exists():
-        params = json.loads(marker.read_text())
-        if params.get("version") == DEMO_VERSION and params.get("seed") == seed:
-            return root
+    params = demo_params(root)
+    if params is not None and params.get("version") == DEMO_VERSION and params.get("seed") == seed:
+        return root
+    _check_replaceable(root.absolute())  # before saying anything: a folder that is not ours is refused
     print(f"demo benchmark not found at {root}: generating it (takes a few seconds)", file=sys.stderr)
-    return generate(root, seed=seed)
+    return generate(root, seed=seed, replace=False)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m preprocess.demo",
-        description="Generate the embedded demo benchmark (synthetic stand-ins for FF++; offline, seeded).",
+        description="Generate the embedded demo benchmark (synthetic stand-ins for FF++; offline, seeded). "
+                    "Only a folder that holds a demo written by this command is ever replaced.",
         epilog="example: python -m preprocess.demo --out data/demo --seed 0")
-    parser.add_argument("--out", default="data/demo", help="output root (replaced if present; default: data/demo)")
+    parser.add_argument("--out", default="data/demo",
+                        help="output root (an earlier demo there is replaced; anything else is refused; "
+                             "default: data/demo)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=64, help="frame size in pixels (default: 64)")
     parser.add_argument("--train-ids", type=int, default=100, help="videos per method in train_set (default: 100)")
     parser.add_argument("--test-ids", type=int, default=20, help="videos per method in test_set (default: 20)")
     parser.add_argument("--frames", type=int, default=8, help="frames per video (default: 8)")
     args = parser.parse_args(argv)
+    for name in ("size", "train_ids", "test_ids", "frames"):
+        if getattr(args, name) < (8 if name == "size" else 2 if name.endswith("ids") else 1):
+            raise UserError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
     generate(args.out, args.seed, args.size, args.train_ids, args.test_ids, args.frames)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils import run_cli
+    run_cli(main)
