@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -36,11 +35,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from utils import Run, RunLogger, UserError, get_device, load_config, run_cli
+from config import load_config
+from engine.amp import autocast, needs_loss_scaler
+from engine.batches import BadImages, feed
+from engine.dist import get_device
+from engine.logger import RunLogger
+from engine.update import Updater
+from bench.report import machine, peak_tflops, report
+from utils import UserError, run_cli
 
 PIPELINES = ("pt", "supcon", "mpl")
-# Dense bf16 tensor-core peaks (vendor datasheets, SXM parts), TFLOP/s, by device-name fragment.
-BF16_PEAK = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "A10": 125.0, "L4": 121.0}
 
 
 # ----------------------------------------------------------------------------------------------- set-up
@@ -184,33 +188,40 @@ def count_flops(step: Callable[[int], object]) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- steps
-def our_step(pipeline: str, cfg: dict, samples: list, device: torch.device, run: Run) -> tuple[Callable, int]:
-    """The training scripts' step for `pipeline` on packed data, and the images it consumes."""
-    import train_pt
-    import train_supcon
-    import train_supconmpl
-    from datasets import train_batches
+def our_step(pipeline: str, cfg: dict, samples: list, device: torch.device, tmp: Path) -> tuple[Callable, int, Updater]:
+    """The training scripts' step for `pipeline` on packed data, the images it consumes, and its Updater."""
+    from datasets.loaders import train_batches
+    from engine.dist import distribute
+    from engine.update import make_optimizer
     from losses import SupConLoss
+    from methods import pt, supcon, supconmpl
     from models import LinearClassifier, SupConNet, build_baseline
-    from utils import distribute, make_optimizer
+    logger = RunLogger(tmp)
+    amp = autocast(device, cfg["amp"], cfg["amp_dtype"])
+    bad = BadImages(tmp, cfg["data"]["max_bad_images"], logger)
+    batches = lambda n, views, stream, role="labeled": feed(  # noqa: E731
+        train_batches(samples, cfg, n, views, stream != "mpl-unlabeled", stream, 0, device, role), bad, device)
     if pipeline == "pt":
         model = distribute(build_baseline(cfg["backbone"], "none"), device, cfg)
-        opt = make_optimizer(model.parameters(), 1e-4)
-        batches = train_batches(samples, cfg, cfg["pt"]["batch_size"], 1, True, "pt", 0, device)
-        return train_pt.pt_step(run, model, opt, batches, device, cfg), cfg["pt"]["batch_size"]
+        optimizers = {"opt": make_optimizer(model.parameters(), 1e-4)}
+        update = Updater(optimizers, needs_loss_scaler(device, cfg["amp"], cfg["amp_dtype"]), 10, logger.info)
+        step = pt.pt_step(model, optimizers["opt"], batches(cfg["pt"]["batch_size"], 1, "pt"), update, amp)
+        return step, cfg["pt"]["batch_size"], update
     if pipeline == "supcon":
         net = distribute(SupConNet(cfg["backbone"], "none"), device, cfg)
-        opt = make_optimizer(net.parameters(), 1e-4)
-        pairs = train_batches(samples, cfg, cfg["supcon"]["batch_size"], 2, True, "supcon", 0, device)
-        return (train_supcon.supcon_step(run, net, opt, pairs, SupConLoss(0.1), device, cfg),
-                2 * cfg["supcon"]["batch_size"])
+        optimizers = {"opt": make_optimizer(net.parameters(), 1e-4)}
+        update = Updater(optimizers, needs_loss_scaler(device, cfg["amp"], cfg["amp_dtype"]), 10, logger.info)
+        step = supcon.supcon_step(net, optimizers["opt"], batches(cfg["supcon"]["batch_size"], 2, "supcon"),
+                                  SupConLoss(0.1), update, amp)
+        return step, 2 * cfg["supcon"]["batch_size"], update
     mc = cfg["mpl"]
     teacher, student = SupConNet(cfg["backbone"], "none"), SupConNet(cfg["backbone"], "none")
     mods = (teacher, LinearClassifier(teacher.dim), student, LinearClassifier(student.dim))
-    pair = train_supconmpl.MPLPair(*(distribute(mod, device, cfg) for mod in mods), cfg, device)
-    lab = train_batches(samples, cfg, mc["batch_labeled"], 2, True, "mpl-labeled", 0, device)
-    unl = train_batches(samples, cfg, mc["batch_unlabeled"], 2, False, "mpl-unlabeled", 0, device)
-    return train_supconmpl.mpl_step_fn(run, pair, lab, unl, device), 2 * (mc["batch_labeled"] + mc["batch_unlabeled"])
+    pair = supconmpl.MPLPair(*(distribute(mod, device, cfg) for mod in mods), mc, amp)
+    update = Updater(pair.optimizers(), needs_loss_scaler(device, cfg["amp"], cfg["amp_dtype"]), 10, logger.info)
+    step = supconmpl.mpl_step_fn(pair, batches(mc["batch_labeled"], 2, "mpl-labeled"),
+                                 batches(mc["batch_unlabeled"], 2, "mpl-unlabeled", "unlabeled"), update)
+    return step, 2 * (mc["batch_labeled"] + mc["batch_unlabeled"]), update
 
 
 def reference_step(pipeline: str, cfg: dict, items: list, device: torch.device, workers: int) -> Callable:
@@ -227,11 +238,11 @@ def reference_step(pipeline: str, cfg: dict, items: list, device: torch.device, 
         opt, pairs = adam(net), reference.pil_batches(items, cfg, cfg["supcon"]["batch_size"], 2, workers)
         crit = SupConLoss(0.1)
         return lambda i: reference.supcon_step(net, opt, pairs, device, crit)
-    import train_supconmpl
+    from methods.supconmpl import MPLPair
     mc = cfg["mpl"]
     teacher, student = SupConNet(cfg["backbone"], "none"), SupConNet(cfg["backbone"], "none")
-    pair = train_supconmpl.MPLPair(teacher.to(device), LinearClassifier(teacher.dim).to(device), student.to(device),
-                                   LinearClassifier(student.dim).to(device), cfg, device)
+    pair = MPLPair(teacher.to(device), LinearClassifier(teacher.dim).to(device), student.to(device),
+                   LinearClassifier(student.dim).to(device), mc, contextlib.nullcontext())
     pair.opt_t, pair.opt_t_cls, pair.opt_s, pair.opt_s_cls = (adam(mod) for mod in (pair.teacher, pair.t_cls,
                                                                                     pair.student, pair.s_cls))
     lab = reference.pil_batches(items, cfg, mc["batch_labeled"], 2, workers)
@@ -244,7 +255,7 @@ def data_path(cfg: dict, items: list, samples: list, device: torch.device, worke
               batch: int) -> list[dict]:
     """Images/s delivered (two views per image counted as two) by each loader, with one torch thread."""
     from bench.reference import pil_batches
-    from datasets import train_batches
+    from datasets.loaders import train_batches
     rows = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per-core figures: one thread of arithmetic in the main process
@@ -283,82 +294,6 @@ def _time_loader(name: str, workers: int, it, batches: int, batch: int, device: 
     return {"name": name, "workers": workers, "images_per_s": images / wall, "per_core": per_core}
 
 
-# ----------------------------------------------------------------------------------------------- report
-def machine(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    info = {"cpu": f"{cpu}, {os.cpu_count()} cores", "torch": torch.__version__, "python": platform.python_version()}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs"
-    return info
-
-
-def peak_tflops(args: argparse.Namespace, device: torch.device) -> float | None:
-    if args.peak_tflops:
-        return args.peak_tflops
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in BF16_PEAK.items() if k in name), None)
-
-
-def report(args, cfg, device, info, results, ref, data_rows, flops, peak) -> str:
-    mc = cfg["mpl"]
-    lines = ["# Benchmark", "", f"Command: `python {' '.join(sys.argv)}`", ""]
-    lines += [f"- {k}: {v}" for k, v in info.items()]
-    lines += [f"- device: {device}; precision: {'bf16/fp16 autocast' if device.type == 'cuda' else 'fp32'} (ours), "
-              f"fp32 (reference-style); compile: {cfg['compile']}",
-              f"- backbone {cfg['backbone']}, {cfg['img_size']} px; batches: pt {cfg['pt']['batch_size']}, supcon "
-              f"{cfg['supcon']['batch_size']} x 2 views, mpl {mc['batch_labeled']} labeled + {mc['batch_unlabeled']} "
-              f"unlabeled x 2 views; source images {args.images} x {args.source_size} px PNG; reference-style "
-              f"DataLoader workers: {args.workers}",
-              f"- timing: {args.warmup} warm-up steps, then median over windows of {args.window} steps "
-              f"({args.steps} ours, {args.ref_steps} reference-style)", "",
-              "## Training steps", "",
-              "| pipeline | impl | ms/step | steps/s | images/s | speed-up | TFLOP/step | TFLOP/s | % bf16 peak "
-              "| peak dev MB | dev MB start→end | peak host MB | host MB start→end |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, r in results.items():
-        rr = ref.get(name)
-        for impl, x in (("ours", r), ("reference-style", rr)):
-            if x is None:
-                continue
-            ms = 1e3 * x["median_s"]
-            speed = f"{rr['median_s'] / r['median_s']:.2f}x" if (impl == "ours" and rr) else ""
-            tf = flops.get(name, 0) / 1e12
-            rate = tf / x["median_s"] if tf else 0
-            util = f"{100 * rate / peak:.1f}" if (peak and impl == "ours" and tf) else "-"
-            lines.append(f"| {name} | {impl} | {ms:.1f} | {1 / x['median_s']:.2f} | {x['images'] / x['median_s']:.0f} "
-                         f"| {speed} | {tf:.3f} | {rate:.1f} | {util} | {x['dev_peak_mb']:.0f} "
-                         f"| {x['dev_start_mb']:.0f}→{x['dev_end_mb']:.0f} | {x['rss_peak_mb']:.0f} "
-                         f"| {x['rss_start_mb']:.0f}→{x['rss_end_mb']:.0f} |")
-    lines += ["", "FLOPs: matrix products and convolutions of one step, forward and backward (torch.utils.flop_counter); "
-              "the reference-style MPL step does the same plus one more student-encoder pass on the labeled batch. "
-              f"% bf16 peak: against {peak} TFLOP/s dense." if peak else "", "",
-              "## Data path", "", "| loader | workers | images/s | images/s per core |", "|---|---|---|---|"]
-    for row in data_rows:
-        lines.append(f"| {row['name']} | {row['workers']} | {row['images_per_s']:.0f} | {row['per_core']:.0f} |")
-    syncs = {k: r["syncs"] for k, r in results.items() if r.get("syncs") is not None}
-    if syncs:
-        lines.insert(lines.index("## Data path"), "Host-device synchronisations per step of ours (CUDA sync debug "
-                     "mode, 3 steps): " + ", ".join(f"{k} {v:g}" for k, v in syncs.items()) + "\n")
-    if data_rows:
-        pil = next((r for r in data_rows if r["name"].startswith("PIL") and r["workers"] == 0), None)
-        packed = data_rows[-1]
-        if pil:
-            lines += ["", f"Pack + batched augmentation per core over PIL per image (0 workers, one core each): "
-                          f"{packed['per_core'] / pil['per_core']:.1f}x"]
-    lines += ["", "Images/s count each view of each image; batch = the MPL unlabeled batch. One torch thread. "
-              "Per core: images per CPU-second of this process (all its threads: the pack's loader thread "
-              "included) for 0 workers; images/s per worker otherwise."]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     device = get_device(args.device)
@@ -366,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if not pipelines or set(pipelines) - set(PIPELINES):
         raise UserError(f"--pipelines takes pt, supcon and/or mpl, got {args.pipelines!r}")
     cfg = bench_config(args)
-    from datasets.sources import Sample
+    from datasets.index import Sample
     from preprocess.pack import build_pack
     data = Path(args.data)
     items = make_images(data / f"src{args.source_size}", args.images, args.source_size)
@@ -384,13 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     info, results, ref, flops = machine(device), {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in pipelines:
-            run = Run(Path(tmp) / name, cfg, RunLogger(Path(tmp) / name))
-            step, images = our_step(name, cfg, samples, device, run)
+            step, images, update = our_step(name, cfg, samples, device, Path(tmp) / name)
             results[name] = {**time_steps(step, args.warmup, args.steps, args.window, device), "images": images}
             flops[name] = count_flops(step)
             if device.type == "cuda":
                 results[name]["syncs"] = count_syncs(step)
-            run.check_nonfinite(0)
+            update.check(0)
             print(f"{name}: ours {1e3 * results[name]['median_s']:.1f} ms/step", file=sys.stderr, flush=True)
             del step
             if not args.no_reference:
@@ -406,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                      {int(w) for w in args.data_workers.split(",") if w.strip()})
     data_rows = [] if args.no_data_path else data_path(cfg, items, samples, device, workers, args.data_batches,
                                                         cfg["mpl"]["batch_unlabeled"])
-    text = report(args, cfg, device, info, results, ref, data_rows, flops, peak_tflops(args, device))
+    text = report(args, cfg, device, info, results, ref, data_rows, flops, peak_tflops(args.peak_tflops, device))
     out = Path(args.out or f"bench/results-{device.type}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -15,43 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets import eval_loader, prepare_data, test_sets
-from models import EncoderClassifier, LinearClassifier, SupConNet, build_baseline
-from utils import (UserError, atomic_write_csv, atomic_write_text, autocast, binary_metrics, format_table, get_device,
-                   load_checkpoint, load_config, load_weights, resolve_path, run_cli, run_folder)
-
-CHECKPOINTS = {"pt": ("pt.tar", None), "supcon": ("supcon_encoder.tar", "supcon_classifier.tar"),
-               "supconmpl": ("mpl_supcon_encoder.tar", "mpl_supcon_classifier.tar")}
-
-
-def build_model(method: str, backbone: str, weights: Path | None, encoder: Path | None,
-                classifier: Path | None, loaded: dict | None = None) -> torch.nn.Module:
-    """The model of `method` with its checkpoints loaded (strict; a mismatch is a one-line error).
-    `loaded`: the contents of `weights` (pt) or `encoder`, if already read (see checkpoint_settings)."""
-    if method == "pt":
-        model = build_baseline(backbone, "none")
-        load_weights(model, weights, loaded)
-        return model
-    loaded = loaded if loaded is not None else load_checkpoint(encoder)
-    state = loaded["model_state_dict"]
-    feat_dim = state["head.2.weight"].shape[0] if "head.2.weight" in state else 128
-    net = SupConNet(backbone, "none", feat_dim)
-    load_weights(net, encoder, loaded)
-    cls = LinearClassifier(net.dim)
-    load_weights(cls, classifier)
-    return EncoderClassifier(net.encoder, cls)
-
-
-def checkpoint_settings(path: Path, args: argparse.Namespace, defaults: dict) -> tuple[dict, str, int, str]:
-    """The checkpoint's contents and its backbone, image size and input scale: the command line first, then
-    what our checkpoints record about their training (the authors' files record nothing), then `defaults`."""
-    loaded = load_checkpoint(path)
-    backbone = args.backbone or loaded.get("backbone") or defaults["backbone"]
-    img_size = args.img_size or loaded.get("img_size") or defaults["img_size"]
-    input_scale = args.input_scale or loaded.get("input_scale") or defaults["input_scale"]
-    if img_size <= 0:
-        raise UserError(f"--img-size must be positive, got {img_size}")
-    return loaded, backbone, img_size, input_scale
+from config import config_from_args, config_parser
+from datasets.loaders import eval_loader
+from datasets.protocols import prepare_data, test_sets
+from engine.amp import autocast
+from engine.dist import get_device
+from engine.release import RELEASE, build_model, checkpoint_settings, release_paths, run_folder
+from metrics import binary_metrics, format_table, video_metrics
+from utils import UserError, atomic_write_csv, atomic_write_text, resolve_path, run_cli
 
 
 @torch.no_grad()
@@ -69,22 +40,6 @@ def score(model: torch.nn.Module, loader, device: torch.device, amp: bool, desc:
     if not scores:
         return np.zeros(0), np.zeros(0, dtype=bool)
     return torch.cat(scores).numpy(), torch.cat(readable).numpy().astype(bool)
-
-
-def video_metrics(samples: list, scores: np.ndarray, rule: str = "mean") -> dict:
-    """Video-level metrics: frame scores aggregated per video id by `rule` (mean: the average P(fake) of its
-    frames; max: the largest). Frames without a video id count as one-frame videos."""
-    per_video: dict[str, list[float]] = {}
-    label_of: dict[str, int] = {}
-    for s, p in zip(samples, scores):
-        key = s.video or s.path
-        per_video.setdefault(key, []).append(float(p))
-        label_of[key] = s.label
-    agg = np.mean if rule == "mean" else np.max
-    keys = sorted(per_video)
-    video_scores = np.array([agg(per_video[k]) for k in keys])
-    labels = np.array([label_of[k] for k in keys])
-    return {**binary_metrics(labels, video_scores), "n": len(keys), "rule": rule}
 
 
 def evaluate(model: torch.nn.Module, sets: dict, img_size: int, backbone: str, input_scale: str,
@@ -154,16 +109,14 @@ def write_outputs(results: dict, predictions: list, json_path: Path, csv_path: P
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(
-        prog="evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-               "  python evaluate.py --method supconmpl --config configs/demo.yaml\n"
-               "  python evaluate.py --method pt --weights W.tar --test folder:DIR --img-size 64 --json out.json\n"
-               "  python evaluate.py --method supcon --encoder weights/supcon_encoder.tar "
-               "--classifier weights/supcon_classifier.tar --input-scale seed --test folder:DIR")
-    p.add_argument("--method", required=True, choices=sorted(CHECKPOINTS), help="which kind of model")
-    p.add_argument("--config", help="config whose test sets and run folder to use (default: configs/demo.yaml "
-                                    "unless --test is given)")
+    p = config_parser(
+        "evaluate.py", __doc__,
+        "python evaluate.py --method supconmpl --config configs/demo.yaml\n"
+        "  python evaluate.py --method pt --weights W.tar --test folder:DIR --img-size 64 --json out.json\n"
+        "  python evaluate.py --method supcon --encoder weights/supcon_encoder.tar "
+        "--classifier weights/supcon_classifier.tar --input-scale seed --test folder:DIR",
+        default_config=None, resume=False)
+    p.add_argument("--method", required=True, choices=sorted(RELEASE), help="which kind of model")
     p.add_argument("--weights", help="baseline checkpoint (pt)")
     p.add_argument("--encoder", help="SupCon network checkpoint (supcon, supconmpl)")
     p.add_argument("--classifier", help="linear classifier checkpoint (supcon, supconmpl)")
@@ -179,45 +132,40 @@ def parse_args(argv):
                    help="how frame scores become a video score: mean (default) or max of P(fake)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--no-plots", action="store_true", help="skip roc.png / training_curves.png / embedding.png")
-    p.add_argument("--device", help="cpu, cuda or cuda:N")
-    p.add_argument("--out", help="folder of run folders (same as out_dir=...)")
-    p.add_argument("--seed", type=int, help="seed (same as seed=...; picks the images of embedding.png)")
-    p.add_argument("--run-name", help="run folder name (same as run_name=...)")
-    p.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)  # passed through by the .sh scripts
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (as for training)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    return args
+
+
+def weight_paths(args: argparse.Namespace, cfg: dict) -> dict[str, Path]:
+    """The checkpoint files to evaluate: --weights / --encoder / --classifier, else the run folder's."""
+    paths = release_paths(cfg, args.method)
+    if args.method == "pt":
+        return {"weights": resolve_path(args.weights) if args.weights else paths["weights"]}
+    if args.weights:
+        raise UserError("--weights is for --method pt; use --encoder and --classifier")
+    return {"encoder": resolve_path(args.encoder) if args.encoder else paths["encoder"],
+            "classifier": resolve_path(args.classifier) if args.classifier else paths["classifier"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = args.config or (None if args.test else "configs/demo.yaml")
-    overrides = list(args.overrides)
-    for key, value in (("device", args.device), ("out_dir", args.out), ("run_name", args.run_name),
-                       ("seed", args.seed)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    cfg = load_config(config, overrides)
+    cfg = config_from_args(args, args.config or (None if args.test else "configs/demo.yaml"))
     run_dir = run_folder(cfg, args.method)
-    enc_name, cls_name = CHECKPOINTS[args.method]
-    if args.method == "pt":
-        weights = resolve_path(args.weights) if args.weights else run_dir / enc_name
-        first, encoder, classifier = weights, None, None
-    else:
-        if args.weights:
-            raise UserError("--weights is for --method pt; use --encoder and --classifier")
-        encoder = resolve_path(args.encoder) if args.encoder else run_dir / enc_name
-        classifier = resolve_path(args.classifier) if args.classifier else run_dir / cls_name
-        first, weights = encoder, None
+    paths = weight_paths(args, cfg)
+    first = next(iter(paths.values()))
     loaded, backbone, img_size, input_scale = checkpoint_settings(first, args, cfg)
 
     device = get_device(cfg["device"])
     torch.manual_seed(cfg["seed"])
     if not args.test:
         prepare_data(cfg)
-    sets = test_sets(cfg, args.test)
-    model = build_model(args.method, backbone, weights, encoder, classifier, loaded)
+    sets = test_sets(cfg, args.test or None)
+    model = build_model(args.method, backbone, paths, loaded)
     results, predictions, bad, curves = evaluate(model, sets, img_size, backbone, input_scale, device, args.batch_size,
-                                         0 if device.type == "cpu" else cfg["workers"], cfg["amp"], args.video_rule)
+                                                 0 if device.type == "cpu" else cfg["workers"], cfg["amp"],
+                                                 args.video_rule)
     json_path = resolve_path(args.json) if args.json else run_dir / "results.json"
     csv_path = resolve_path(args.predictions) if args.predictions else run_dir / "predictions.csv"
     write_outputs(results, predictions, json_path, csv_path)
@@ -228,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     figures = [] if args.no_plots else write_plots(args.method, model, sets, curves, run_dir, json_path.parent,
                                                      img_size, backbone, input_scale, device, cfg["seed"])
-    title = f"{args.method} ({backbone}, {img_size}px, weights {first}) — metrics in %"
-    print(format_table(results, title))
+    print(format_table(results, f"{args.method} ({backbone}, {img_size}px, weights {first}) — metrics in %"))
     print(f"\nmetrics: {json_path}\npredictions: {csv_path}")
     if figures:
         print("plots: " + ", ".join(str(p) for p in figures))

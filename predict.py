@@ -16,11 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets import IMG_EXTS, eval_transform, read_image, BadImageError
-from evaluate import CHECKPOINTS, build_model, checkpoint_settings
+from config import DEFAULTS
+from datasets.augment import eval_transform
+from datasets.images import IMG_EXTS, BadImageError, read_image
+from engine.amp import autocast
+from engine.dist import get_device
+from engine.release import RELEASE, build_model, checkpoint_settings
 from preprocess.extract_faces import VIDEO_EXTS, crop_box, load_detector, read_frames
-from utils import (DEFAULTS, UserError, atomic_write_csv, atomic_write_text, autocast, get_device, resolve_path,
-                   run_cli)
+from utils import UserError, atomic_write_csv, atomic_write_text, resolve_path, run_cli
 
 
 def expand(inputs: list[str]) -> list[Path]:
@@ -77,7 +80,7 @@ def parse_args(argv):
                "  python predict.py media/ --method pt --weights weights/resnet50_state_dict_ff.tar "
                "--input-scale seed --json out.json")
     p.add_argument("inputs", nargs="+", help="images, videos or folders")
-    p.add_argument("--method", required=True, choices=sorted(CHECKPOINTS))
+    p.add_argument("--method", required=True, choices=sorted(RELEASE))
     p.add_argument("--weights", help="baseline checkpoint (pt)")
     p.add_argument("--encoder", help="SupCon network checkpoint (supcon, supconmpl)")
     p.add_argument("--classifier", help="linear classifier checkpoint (supcon, supconmpl)")
@@ -113,9 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     first = resolve_path(args.weights or args.encoder)
     loaded, backbone, img_size, input_scale = checkpoint_settings(first, args, DEFAULTS)
     device = get_device(args.device)
-    model = build_model(args.method, backbone, resolve_path(args.weights) if args.weights else None,
-                        resolve_path(args.encoder) if args.encoder else None,
-                        resolve_path(args.classifier) if args.classifier else None, loaded).to(device).eval()
+    paths = {role: resolve_path(getattr(args, role)) for role in RELEASE[args.method]}
+    model = build_model(args.method, backbone, paths, loaded).to(device).eval()
     transform = eval_transform(img_size, backbone, input_scale)
     detector = load_detector("cuda" if device.type == "cuda" else "cpu")
 

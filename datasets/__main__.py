@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from datasets.protocols import describe, format_description, protocol_config
-from datasets.sources import prepare_data
+from datasets.protocols import describe, format_description, prepare_data, protocol_config
 from utils import atomic_write_text, resolve_path, run_cli
 
 

@@ -1,7 +1,14 @@
-"""Batched training augmentation on the training device, for packed data (datasets/packed.py).
+"""Training augmentation, per role, in its two implementations from one spec (AugSpec).
 
-The same augmentation as datasets.train_transform, applied to a whole uint8 batch at once instead of one
-image at a time in DataLoader workers:
+A role's spec is the config's `aug` section, with `aug.unlabeled_weak` / `aug.unlabeled_strong` overriding
+keys for the two views of unlabeled images (by default nothing is overridden: the authors drew both
+unlabeled views from the labeled augmentation). Each spec is applied either
+
+- per image (`train_transform`, torchvision v2, in DataLoader workers) when training from image files:
+  RandomResizedCrop, horizontal flip, colour jitter with probability `color_jitter_p`, grayscale with
+  probability `grayscale_p`, normalisation; or
+- batched on the training device (`BatchAugment`) when training from a pack (datasets/packed.py), on a
+  whole uint8 batch at once:
 
 - RandomResizedCrop + horizontal flip: one affine `grid_sample` per batch (bilinear), each image with its
   own crop box (area in `aug.scale`, aspect ratio in [3/4, 4/3], 10 tries then the whole image, as
@@ -19,9 +26,11 @@ batch's parameters).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import v2
 
 # Per-image parameter columns: crop/flip affine (sx, sy, tx, ty), jitter factors (b, c, s, hue), gray flag.
 N_PARAMS = 9
@@ -43,16 +52,75 @@ def norm_stats(backbone: str, input_scale: str) -> tuple[list[float], list[float
     return list(mean or (0.485, 0.456, 0.406)), list(std or (0.229, 0.224, 0.225))
 
 
+@dataclass(frozen=True)
+class AugSpec:
+    """One role's training augmentation and the input it produces."""
+    img_size: int
+    backbone: str
+    input_scale: str
+    scale: tuple[float, float] = (0.5, 1.0)
+    hflip: float = 0.5
+    color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    color_jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+
+
+ROLES = ("labeled", "unlabeled_weak", "unlabeled_strong")
+
+
+def aug_spec(cfg: dict, role: str = "labeled") -> AugSpec:
+    """The spec of `role` (one of ROLES): `aug`, with `aug.<role>` overrides for the unlabeled views."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    aug = {**cfg["aug"], **(cfg["aug"].get(role) or {} if role != "labeled" else {})}
+    spec = AugSpec(cfg["img_size"], cfg["backbone"], cfg["input_scale"])
+    return replace(spec, scale=tuple(aug["scale"]), hflip=aug["hflip"], color_jitter=tuple(aug["color_jitter"]),
+                   color_jitter_p=aug["color_jitter_p"], grayscale_p=aug["grayscale_p"])
+
+
+def view_specs(cfg: dict, data_role: str, views: int) -> list[AugSpec]:
+    """The spec of each view of a training batch: labeled data use `aug` for every view; the two views of
+    unlabeled data are the weak and the strong one."""
+    if data_role == "unlabeled" and views == 2:
+        return [aug_spec(cfg, "unlabeled_weak"), aug_spec(cfg, "unlabeled_strong")]
+    return [aug_spec(cfg, "labeled")] * views
+
+
+def normalisation(backbone: str, input_scale: str) -> v2.Transform:
+    """uint8 -> float. project: [0, 1] then the backbone's mean/std. seed: the reference code's
+    ToTensor() followed by another /255 (inputs in [0, 1/255], no mean/std), needed for the authors' weights."""
+    to_float = v2.ToDtype(torch.float32, scale=True)
+    stats = norm_stats(backbone, input_scale)
+    if stats is None:
+        return v2.Compose([to_float, v2.Lambda(lambda x: x / 255.0)])
+    return v2.Compose([to_float, v2.Normalize(mean=stats[0], std=stats[1])])
+
+
+def train_transform(spec: AugSpec) -> v2.Transform:
+    """The per-image path: RandomResizedCrop, flip, colour jitter (p), grayscale (p), normalisation."""
+    return v2.Compose([
+        v2.RandomResizedCrop(spec.img_size, scale=spec.scale, antialias=True),
+        v2.RandomHorizontalFlip(spec.hflip),
+        v2.RandomApply([v2.ColorJitter(*spec.color_jitter)], p=spec.color_jitter_p),
+        v2.RandomGrayscale(spec.grayscale_p),
+        normalisation(spec.backbone, spec.input_scale),
+    ])
+
+
+def eval_transform(img_size: int, backbone: str, input_scale: str) -> v2.Transform:
+    """Evaluation: resize only."""
+    return v2.Compose([v2.Resize((img_size, img_size), antialias=True), normalisation(backbone, input_scale)])
+
+
 class BatchAugment:
     """uint8 images [B, 3, S, S] (any memory format, on any device) -> float32 [B, 3, img_size, img_size]."""
 
-    def __init__(self, cfg: dict):
-        aug = cfg["aug"]
-        self.img_size = cfg["img_size"]
-        self.scale = tuple(aug["scale"])
-        self.hflip, self.jitter_p, self.gray_p = aug["hflip"], aug["color_jitter_p"], aug["grayscale_p"]
-        self.jitter = aug["color_jitter"]  # brightness, contrast, saturation, hue
-        self.stats = norm_stats(cfg["backbone"], cfg["input_scale"])
+    def __init__(self, spec: AugSpec):
+        self.img_size = spec.img_size
+        self.scale = spec.scale
+        self.hflip, self.jitter_p, self.gray_p = spec.hflip, spec.color_jitter_p, spec.grayscale_p
+        self.jitter = spec.color_jitter  # brightness, contrast, saturation, hue
+        self.stats = norm_stats(spec.backbone, spec.input_scale)
         self._consts: dict[torch.device, dict[str, torch.Tensor]] = {}
 
     def consts(self, device: torch.device) -> dict[str, torch.Tensor]:

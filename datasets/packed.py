@@ -26,9 +26,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from datasets import StepBatchSampler, stream_seed
-from datasets.augment import BatchAugment
-from datasets.sources import Sample
+from datasets.augment import BatchAugment, view_specs
+from datasets.index import Sample
+from datasets.sampling import StepBatchSampler, stream_seed
+from engine.dist import rank_world
 from utils import UserError, atomic_write_text
 
 FORMAT, VERSION = "supcon-mpl-pack", 1
@@ -114,12 +115,6 @@ def write_pack_files(folder: Path, meta: dict, index: dict[str, tuple[int, int]]
 
 
 # ----------------------------------------------------------------------------------------------- batches
-def _rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 class PackedBatches:
     """Endless training batches from a pack, the same samples and order as the folder path's loader
     (StepBatchSampler), augmented on `device`. Yields (*views, labels, bad) like the DataLoader path:
@@ -130,9 +125,9 @@ class PackedBatches:
     """
 
     def __init__(self, pack: Pack, samples: list[Sample], cfg: dict, batch_size: int, views: int, balance: bool,
-                 stream: str, start_step: int, device: torch.device, what: str = "training"):
+                 stream: str, start_step: int, device: torch.device, what: str = "training", role: str = "labeled"):
         self.pack, self.views, self.device = pack, views, device
-        self.rank, self.world = _rank_world()
+        self.rank, self.world = rank_world()
         if batch_size % self.world:
             raise UserError(f"batch size {batch_size} is not divisible by the number of processes ({self.world})")
         self.local = batch_size // self.world
@@ -146,7 +141,7 @@ class PackedBatches:
         self.labels = np.array([s.label for s in samples], dtype=np.int64)
         self.sampler = StepBatchSampler(self.labels, batch_size, cfg["seed"], stream, balance, start_step)
         self.seed, self.stream = cfg["seed"], stream
-        self.augment = BatchAugment(cfg)
+        self.augments = [BatchAugment(spec) for spec in view_specs(cfg, role, views)]  # one per view
         self.step = start_step
         self.pin = device.type == "cuda"
         self.queue: queue.Queue = queue.Queue(maxsize=3)
@@ -161,7 +156,7 @@ class PackedBatches:
         params = []
         for v in range(self.views):  # drawn for the global batch, then sliced: same on any number of ranks
             gen.manual_seed(stream_seed(self.seed, self.stream, "batch-aug", step, v))
-            params.append(self.augment.params(len(idx), gen))
+            params.append(self.augments[v].params(len(idx), gen))
         lo, hi = self.rank * self.local, (self.rank + 1) * self.local
         idx = idx[lo:hi]
         bad = [self.paths[i] for i in idx if self.row[i] < 0]
@@ -213,5 +208,5 @@ class PackedBatches:
         images = images.to(self.device, non_blocking=True)
         p = p.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
-        views = [self.augment(images, p[v]) for v in range(self.views)]
+        views = [self.augments[v](images, p[v]) for v in range(self.views)]
         return (*views, labels, ["\n".join(bad)])

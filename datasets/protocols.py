@@ -1,11 +1,19 @@
-"""Protocols (named configs) seen as data: per-set counts, the split file, and the overlap check."""
+"""Protocols (named configs) seen as data: their sets by role, per-set counts, the split file, and the check
+that no video or identity is shared between roles."""
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
-from datasets.sources import Sample, build_set, identity_groups, test_set_name
-from utils import ROOT, UserError, atomic_write_csv, load_config
+from config import load_config
+from datasets.index import Sample
+from datasets.sources import build_set, test_set_name
+from datasets.splits import identity_groups
+from engine.dist import barrier, is_main_process
+from utils import ROOT, UserError, atomic_write_csv, resolve_path
+
+# Set names the training roles use: a test set may not take them.
+RESERVED = ("labeled", "unlabeled", "val")
 
 
 def protocol_config(name: str, overrides: list[str] = ()) -> dict:
@@ -19,26 +27,60 @@ def protocol_config(name: str, overrides: list[str] = ()) -> dict:
     return load_config(str(path), overrides)
 
 
-def protocol_sets(cfg: dict) -> dict[str, tuple[str, str | None, list[Sample]]]:
-    """{set name: (role, split, samples)} for the labeled, unlabeled and test sets of a config."""
+def protocol_sets(cfg: dict, tests: list | None = None, training: bool = True) -> dict[str, tuple[str, str | None, list[Sample]]]:
+    """{set name: (role, split, samples)} for the labeled and unlabeled sets of a config (training=True) and
+    its test sets (or `tests`, e.g. evaluate.py --test folder:DIR). Test sets need unique names that are
+    not a role's; split is known, unknown or unset."""
     sets: dict[str, tuple[str, str | None, list[Sample]]] = {}
-    for role in ("labeled", "unlabeled"):
+    for role in ("labeled", "unlabeled") if training else ():
         specs = cfg["data"][role]
         if specs:
             sets[role] = (role, None, [s for spec in specs for s in build_set(spec, cfg["data"], cfg["seed"])])
-    for i, spec in enumerate(cfg["data"]["test"]):
+    for i, spec in enumerate(cfg["data"]["test"] if tests is None else tests):
+        name = test_set_name(spec, i)
         split = spec.get("split") if isinstance(spec, dict) else None
-        sets[test_set_name(spec, i)] = ("test", split, build_set(spec, cfg["data"], cfg["seed"]))
+        if split not in (None, "known", "unknown"):
+            raise UserError(f"test set '{name}': split must be known or unknown, got {split!r}")
+        if name in sets or name in RESERVED:
+            what = "is the name of a training role" if name in RESERVED else "is used twice"
+            raise UserError(f"test set name '{name}' {what}: give each test set its own `name` "
+                            "(for --test folder:DIR, the folder's name)")
+        sets[name] = ("test", split, build_set(spec, cfg["data"], cfg["seed"]))
     return sets
 
 
-def role_samples(sets: dict[str, tuple[str, str | None, list[Sample]]], role: str) -> list[Sample]:
-    """The labeled or unlabeled samples of protocol_sets(...); a missing or empty one is a UserError."""
+def test_sets(cfg: dict, tests: list | None = None) -> dict[str, tuple[str | None, list[Sample]]]:
+    """{name: (split, samples)} of the config's test sets (or of `tests`); none at all is a UserError."""
+    sets = {name: (split, samples) for name, (_, split, samples) in protocol_sets(cfg, tests, training=False).items()}
+    if not sets:
+        raise UserError("no test sets: configure data.test or pass --test folder:PATH")
+    return sets
+
+
+def training_sets(cfg: dict) -> dict[str, tuple[str, str | None, list[Sample]]]:
+    """protocol_sets of a training run, which may not start if a video or identity is in two roles."""
+    sets = protocol_sets(cfg)
+    shared = overlapping_videos(sets)
+    if shared:
+        raise UserError(f"{len(shared)} videos share an identity group across labeled/unlabeled/test (e.g. "
+                        f"{shared[0]}): training would see test identities; fix the config (see `python -m "
+                        "datasets describe`)")
+    return sets
+
+
+def role_samples(sets: dict[str, tuple[str, str | None, list[Sample]]], role: str,
+                 batches: dict[str, int] | None = None) -> list[Sample]:
+    """The labeled or unlabeled samples of protocol_sets(...); a missing or empty one, or a batch (config key
+    -> size) larger than it, is a UserError."""
     if role not in sets:
         raise UserError(f"no {role} data configured (data.{role} is empty)")
     samples = sets[role][2]
     if not samples:
         raise UserError(f"the {role} split is empty")
+    for key, size in (batches or {}).items():
+        # Batches are drawn without repeats within a pass: a batch larger than the set is impossible.
+        if size > len(samples):
+            raise UserError(f"config key '{key}' = {size} is larger than the {role} set ({len(samples)} images)")
     return samples
 
 
@@ -95,13 +137,16 @@ def write_splits(path: Path, sets: dict[str, tuple[str, str | None, list[Sample]
                      ((*key, n) for key, n in sorted(rows.items())))
 
 
-def record_splits(sets: dict, run_dir: Path, logger) -> None:
-    """Write <run>/splits.csv and warn if a video or identity is shared between roles. Training scripts
-    build `sets` (protocol_sets) before anything else, so that a missing test root fails before training."""
-    if not logger.main:  # rank 0 writes and warns
-        return
-    write_splits(run_dir / "splits.csv", sets)
-    shared = overlapping_videos(sets)
-    if shared:
-        logger.info(f"WARNING: {len(shared)} videos share an identity group across labeled/unlabeled/test "
-                    f"(e.g. {shared[0]}); see {run_dir / 'splits.csv'} and `python -m datasets describe`")
+def record_splits(sets: dict, run_dir: Path) -> None:
+    """Write <run>/splits.csv (rank 0): keep it with your results."""
+    if is_main_process():
+        write_splits(run_dir / "splits.csv", sets)
+
+
+def prepare_data(cfg: dict) -> None:
+    """Generate the embedded demo benchmark first if the config asks for it and it is missing."""
+    if cfg["data"].get("demo"):
+        from preprocess.demo import ensure_demo
+        if is_main_process():  # one process writes it; the others wait for it
+            ensure_demo(resolve_path(cfg["data"]["demo"]))
+        barrier()

@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils import UserError, load_checkpoint
+from engine.checkpoint import load_checkpoint
+from utils import UserError
 
 
 def _create(name: str, num_classes: int) -> nn.Module:

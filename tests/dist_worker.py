@@ -13,12 +13,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from config import DEFAULTS
 from datasets import train_batches
-from datasets.sources import Sample
+from datasets.index import Sample
+from engine.amp import autocast
+from engine.dist import distribute, gather, setup_device, unwrap, world_size
 from losses import SupConLoss
+from methods.supconmpl import MPLPair, mpl_step
 from models import LinearClassifier
-from train_supconmpl import MPLPair, mpl_step
-from utils import DEFAULTS, distribute, gather, setup_device, unwrap, world_size
 
 B_L, B_U, STEPS = 4, 8, 3
 
@@ -81,7 +83,7 @@ def main(out: str, pack: str | None) -> None:
     # 2. A short MPL run: h, the teacher classifier after each step, and every parameter at the end.
     torch.manual_seed(0)
     modules = (TinyNet(), LinearClassifier(8), TinyNet(), LinearClassifier(8))
-    pair = MPLPair(*(distribute(m, device, cfg) for m in modules), cfg, device)
+    pair = MPLPair(*(distribute(m, device, cfg) for m in modules), cfg["mpl"], autocast(device, False))
     steps = []
     for step in range(STEPS):
         gs = torch.Generator().manual_seed(100 + step)

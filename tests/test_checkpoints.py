@@ -6,7 +6,8 @@ import torch
 import torchvision
 
 from models import EncoderClassifier, LinearClassifier, SupConNet, build_baseline
-from utils import UserError, load_weights, save_checkpoint, DEFAULTS
+from engine.checkpoint import load_weights
+from utils import UserError
 
 from conftest import PY, run
 
@@ -63,12 +64,17 @@ def test_mismatched_and_corrupt_checkpoints_are_one_line_errors(tmp_path):
         load_weights(LinearClassifier(4), tmp_path / "missing.tar")
 
 
-def test_our_checkpoint_is_self_describing(tmp_path):
-    net = SupConNet("test_resnet")
-    save_checkpoint(tmp_path / "a.tar", net, DEFAULTS, "supcon_encoder", 7)
-    state = torch.load(tmp_path / "a.tar", weights_only=True)
-    assert {"model_state_dict", "kind", "backbone", "step", "config", "img_size"} <= set(state)
-    assert state["step"] == 7 and not (tmp_path / "a.tar.tmp").exists()
+def test_our_release_checkpoints_are_self_describing_and_belong_together(tiny_config_file):
+    res = run([PY, "train_supcon.py", "--config", str(tiny_config_file)])
+    assert res.returncode == 0, res.stderr
+    folder = tiny_config_file.parent / "runs" / "tiny" / "supcon"
+    enc = torch.load(folder / "supcon_encoder.tar", weights_only=True)
+    cls = torch.load(folder / "supcon_classifier.tar", weights_only=True)
+    assert {"model_state_dict", "kind", "backbone", "step", "config", "img_size", "run_id"} <= set(enc)
+    assert enc["kind"] == "supcon_encoder" and enc["step"] == 2 and enc["backbone"] == "test_resnet"
+    assert set(cls["model_state_dict"]) == {"fc.weight", "fc.bias"} and cls["run_id"] == enc["run_id"]
+    assert cls["belongs_to"]["file"] == "supcon_encoder.tar"
+    assert not list(folder.rglob("*.tmp"))
 
 
 def test_evaluate_authors_weights_with_seed_input_scale(tmp_path, tiny_demo):

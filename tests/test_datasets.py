@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import (FF_METHODS, ImageDataset, build_samples, build_source, eval_transform, split_by_video,
-                      target_id, train_transform)
+from config import DEFAULTS, load_config
+from datasets import (FF_METHODS, ImageDataset, build_source, eval_transform, split_by_video, target_id,
+                      train_transform)
+from datasets.augment import aug_spec
+from datasets.protocols import role_samples
 from preprocess.demo import generate
-from utils import DEFAULTS, UserError, load_config
+from utils import UserError
 
 DATA = DEFAULTS["data"]
 
@@ -27,7 +30,7 @@ def test_folder_dataset_recursive_and_labelled(tmp_path):
     (tmp_path / "fake" / "notes.txt").write_text("not an image")
     samples = build_source(f"folder:{tmp_path}", DATA, 0)
     assert sorted((s.label, s.path.split("/")[-1]) for s in samples) == [(0, "0.png"), (0, "a.jpg"), (1, "1.PNG")]
-    ds = ImageDataset(samples, eval_transform(16, "resnet50", "project"))
+    ds = ImageDataset(samples, [eval_transform(16, "resnet50", "project")])
     x, y, bad = ds[2]
     assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and y == 1 and bad == ""
 
@@ -55,7 +58,7 @@ def test_two_views_are_independent_draws(tiny_demo):
     cfg = load_config(None, ["backbone=test_resnet", "img_size=32"])
     samples = build_source({"kind": "ff", "root": str(tiny_demo / "FaceForensics++"), "subset": "train_set",
                             "methods": ["Real"]}, DATA, 0)
-    v1, v2, label, _ = ImageDataset(samples, train_transform(cfg), views=2)[(0, 123)]
+    v1, v2, label, _ = ImageDataset(samples, [train_transform(aug_spec(cfg))] * 2)[(0, 123)]
     assert v1.shape == v2.shape == (3, 32, 32) and label == 0 and not torch.equal(v1, v2)
 
 
@@ -73,8 +76,9 @@ def test_split_by_video_never_splits_a_target(tiny_demo):
 
 def test_empty_split_is_an_error(tiny_demo):
     spec = {"kind": "ff", "root": str(tiny_demo / "FaceForensics++"), "subset": "train_set", "videos": "labeled"}
+    empty = build_source(spec, {**DATA, "labeled_fraction": 0.0}, 0)
     with pytest.raises(UserError, match="split is empty"):
-        build_samples([spec], {**DATA, "labeled_fraction": 0.0}, 0, "labeled")
+        role_samples({"labeled": ("labeled", None, empty)}, "labeled")
 
 
 def test_demo_layout(tiny_demo):

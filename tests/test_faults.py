@@ -9,7 +9,8 @@ import yaml
 
 from conftest import PY, run, tiny_config
 from datasets import BadImageError, read_image
-from utils import DEFAULTS, Run, RunLogger, TrainingStopped
+from engine.update import Updater, make_optimizer
+from utils import TrainingStopped
 
 
 def make_set(root, n=6, size=32):
@@ -106,24 +107,23 @@ def test_mislabelled_ff_folder_stops(tiny_demo, tmp_path):
     assert "not named like FaceForensics++ real videos" in res.stderr and fake.name in res.stderr
 
 
-def test_non_finite_loss_skips_the_update_and_stops_after_the_limit(tmp_path):
-    cfg = {**DEFAULTS, "max_nonfinite_steps": 2}
-    r = Run(tmp_path, cfg, RunLogger(tmp_path))
+def test_non_finite_loss_skips_the_update_and_stops_after_the_limit():
     model = torch.nn.Linear(3, 1)
-    opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    r.register(model=model, opt=opt)
-    r.save(0, 0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)  # not fused: checked on the host at once
+    log = []
+    update = Updater({"opt": opt}, False, 2, log.append, last_checkpoint=lambda: "ckpt-00-00000000.tar")
     before = model.weight.detach().clone()
     x = torch.randn(4, 3)
-    assert r.update(opt, model(x).sum() * float("nan"), "test loss", 0) is False
-    assert r.update(opt, model(x).sum() * float("inf"), "test loss", 1) is False
+    assert update(opt, model(x).sum() * float("nan"), "test loss") is False
+    update.step = 1
+    assert update(opt, model(x).sum() * float("inf"), "test loss") is False
     assert torch.equal(model.weight, before)
-    log = (tmp_path / "log.txt").read_text()
-    assert "non-finite test loss" in log and "update skipped" in log
-    with pytest.raises(TrainingStopped, match="3 non-finite losses .*last good checkpoint: .*ckpt-00-00000000.tar"):
-        r.update(opt, model(x).sum() * float("nan"), "test loss", 2)
-    assert r.update(opt, model(x).sum(), "test loss", 3) is True
+    assert "non-finite test loss" in log[0] and "update skipped" in log[0] and "at step 2" in log[1]
+    with pytest.raises(TrainingStopped, match="3 non-finite losses .*last good checkpoint: ckpt-00-00000000.tar"):
+        update(opt, model(x).sum() * float("nan"), "test loss")
+    assert update(opt, model(x).sum(), "test loss") is True
     assert not torch.equal(model.weight, before)
+    assert update.state_dict()["nonfinite"] == 3
 
 
 @pytest.mark.parametrize("override, message", [
@@ -141,22 +141,21 @@ def test_impossible_config_values_are_rejected_up_front(tiny_config_file, overri
     assert len(lines) == 1 and message in lines[0], res.stderr
 
 
-def test_fused_optimizer_skips_non_finite_updates_on_the_device_and_reports_them_later(tmp_path):
-    from utils import make_optimizer
-    cfg = {**DEFAULTS, "max_nonfinite_steps": 2}
-    r = Run(tmp_path, cfg, RunLogger(tmp_path))
+def test_fused_optimizer_skips_non_finite_updates_on_the_device_and_reports_them_later():
     model = torch.nn.Linear(3, 1)
     opt = make_optimizer(model.parameters(), 0.1)  # fused Adam: no host sync per update
-    r.register(model=model, opt=opt)
+    log = []
+    update = Updater({"opt": opt}, False, 2, log.append)
     before = model.weight.detach().clone()
     x = torch.randn(4, 3)
-    r.update(opt, model(x).sum() * float("nan"), "test loss", 0)
-    r.update(opt, model(x).sum() * float("inf"), "test loss", 1)
+    update(opt, model(x).sum() * float("nan"), "test loss")
+    update(opt, model(x).sum() * float("inf"), "test loss")
     assert torch.equal(model.weight, before) and int(opt.state[model.weight]["step"]) == 0
-    r.check_nonfinite(2)  # what the loop does when it logs or saves
-    assert "non-finite test loss: 2 update(s) skipped up to step 2" in (tmp_path / "log.txt").read_text()
-    r.update(opt, model(x).sum(), "test loss", 2)
+    assert not log
+    update.check(2)  # what the loop does when it logs or saves
+    assert "non-finite test loss: 2 update(s) skipped up to step 2" in log[0]
+    update(opt, model(x).sum(), "test loss")
     assert not torch.equal(model.weight, before)
-    r.update(opt, model(x).sum() * float("nan"), "test loss", 3)
+    update(opt, model(x).sum() * float("nan"), "test loss")
     with pytest.raises(TrainingStopped, match="3 non-finite losses"):
-        r.check_nonfinite(4)
+        update.check(4)

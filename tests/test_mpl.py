@@ -1,12 +1,13 @@
 """The SupCon-MPL step: which parameters each sub-step moves, and the h-weighted teacher feedback."""
+import contextlib
 import copy
 
 import torch
 import torch.nn.functional as F
 
 from models import LinearClassifier, SupConNet
-from train_supconmpl import MPLPair, mpl_step
-from utils import DEFAULTS
+from config import DEFAULTS
+from methods.supconmpl import MPLPair, mpl_step
 
 
 def make_pair(seed=0):
@@ -14,8 +15,8 @@ def make_pair(seed=0):
     cfg = copy.deepcopy(DEFAULTS)
     cfg["mpl"].update(teacher_lr=1e-2, student_lr=1e-2)
     teacher, student = SupConNet("test_resnet", "none", 16), SupConNet("test_resnet", "none", 16)
-    pair = MPLPair(teacher, LinearClassifier(teacher.dim), student, LinearClassifier(student.dim), cfg,
-                   torch.device("cpu"))
+    pair = MPLPair(teacher, LinearClassifier(teacher.dim), student, LinearClassifier(student.dim), cfg["mpl"],
+                   contextlib.nullcontext())
     return pair
 
 

@@ -10,11 +10,12 @@ import yaml
 from torchvision.transforms.v2 import functional as TF
 
 from conftest import PY, run, tiny_config
+from config import DEFAULTS
 from datasets import read_image, train_batches
-from datasets.augment import N_PARAMS, BatchAugment
+from datasets.augment import N_PARAMS, BatchAugment, aug_spec
+from datasets.index import Sample
 from datasets.packed import Pack
-from datasets.sources import Sample
-from utils import DEFAULTS, UserError
+from utils import UserError
 
 
 def _cfg(**kw) -> dict:
@@ -78,12 +79,12 @@ def test_packed_pixels_are_the_decoded_images_and_bad_files_are_listed(tiny_demo
 
 
 def test_batched_augmentation_with_identity_parameters_only_normalises():
-    aug = BatchAugment(_cfg())
+    aug = BatchAugment(aug_spec(_cfg()))
     x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
     out = aug(x, identity(4))
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in aug.stats)
     torch.testing.assert_close(out, (x.float() / 255 - mean) / std, atol=1e-5, rtol=1e-5)
-    seed = BatchAugment(_cfg(input_scale="seed"))(x, identity(4))
+    seed = BatchAugment(aug_spec(_cfg(input_scale="seed")))(x, identity(4))
     torch.testing.assert_close(seed, x.float() / 255 / 255)  # the reference code's double division
 
 
@@ -98,13 +99,13 @@ def test_each_colour_operation_matches_torchvision(column, value, reference):
     x = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
     p = identity(3)
     p[:, column] = value
-    ours = BatchAugment(cfg)(x, p) * 255
+    ours = BatchAugment(aug_spec(cfg))(x, p) * 255
     torch.testing.assert_close(ours, reference(x.float() / 255), atol=1e-4, rtol=1e-4)
 
 
 def test_crop_flip_and_parameter_ranges():
     cfg = _cfg(aug={"scale": [0.3, 0.6], "hflip": 0.5, "color_jitter_p": 0.8, "grayscale_p": 0.2})
-    aug = BatchAugment(cfg)
+    aug = BatchAugment(aug_spec(cfg))
     x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
     p = identity(2)
     p[:, 0] = -1.0  # flip
@@ -147,5 +148,6 @@ def test_training_from_a_pack(pack_cli):
     assert res.returncode == 0, res.stderr[-2000:]
     ff = yaml.safe_load(cfg_file.read_text())["data"]["labeled"][0]["root"]
     test_set = f"data.labeled=[{{kind: ff, root: {ff}, subset: test_set, methods: [Real, Deepfakes]}}]"
-    missing = run([PY, "train_pt.py", "--config", str(cfg_file), f"data.packed={out}", test_set, "--run-name", "other"])
+    missing = run([PY, "train_pt.py", "--config", str(cfg_file), f"data.packed={out}", test_set, "data.test=[]",
+                   "--run-name", "other"])
     assert missing.returncode == 2 and "are not in pack" in missing.stderr and "Traceback" not in missing.stderr

@@ -7,7 +7,8 @@ import torch
 
 from conftest import PY, run
 from models import build_baseline
-from utils import DEFAULTS, save_checkpoint
+from config import DEFAULTS
+from engine.release import save_release
 
 pytest.importorskip("facenet_pytorch", reason="pip install --no-deps facenet-pytorch==2.6.0 (done by .ci/run)")
 from test_extract_faces import photo, write_video  # noqa: E402
@@ -22,7 +23,7 @@ def media(tmp_path_factory):
     (root / "broken.png").write_bytes(b"not an image at all")
     torch.manual_seed(0)
     cfg = {**DEFAULTS, "backbone": "test_resnet", "img_size": 32}
-    save_checkpoint(root / "pt.tar", build_baseline("test_resnet"), cfg, "pt", 0)
+    save_release(root / "pt.tar", build_baseline("test_resnet"), cfg, "pt", 0)
     return root
 
 

@@ -8,7 +8,8 @@ import yaml
 
 from conftest import PY, run
 from datasets.protocols import describe, protocol_config
-from datasets.sources import build_source, identity_groups
+from datasets.sources import build_source
+from datasets.splits import identity_groups
 from utils import UserError
 
 METHODS = ("Real", "Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")

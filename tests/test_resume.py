@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from conftest import PY, REPO, run, tiny_config
-from utils import DEFAULTS, Run, RunLogger, load_checkpoint
+from engine.checkpoint import Checkpointer, load_checkpoint
 
 STEPS = {"supcon": {"steps": 4, "batch_size": 8, "classifier_steps": 3, "classifier_batch_size": 8},
          "mpl": {"steps": 4, "batch_labeled": 4, "batch_unlabeled": 8, "finetune_steps": 3,
@@ -100,18 +100,15 @@ def test_sigterm_saves_a_checkpoint_that_resumes_to_the_same_result(tiny_demo, t
                         final_state(tmp_path / "cut" / "tiny" / "pt", ["pt.tar"]))
 
 
-def make_run(tmp_path, **cfg_extra):
-    cfg = {**DEFAULTS, "keep_checkpoints": 2, **cfg_extra}
-    run_ = Run(tmp_path, cfg, RunLogger(tmp_path))
+def make_checkpointer(tmp_path):
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.Adam(model.parameters())
-    run_.register(model=model, opt=opt)
-    return run_, model, opt
+    return Checkpointer(tmp_path / "checkpoints", 2, ["a", "b"], model=model, opt=opt), model, opt
 
 
 def test_crash_inside_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_path, monkeypatch):
-    run_, model, _ = make_run(tmp_path)
-    first = run_.save(0, 1)
+    ckpt, model, _ = make_checkpointer(tmp_path)
+    first = ckpt.save("a", 1, {})
     good = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         model.weight.add_(1.0)
@@ -122,18 +119,19 @@ def test_crash_inside_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_pa
 
     monkeypatch.setattr(torch, "save", crashing_save)
     with pytest.raises(OSError, match="injected"):
-        run_.save(0, 2)
+        ckpt.save("a", 2, {})
     monkeypatch.undo()
-    assert run_.checkpoints() == [first] and not list(tmp_path.rglob("*.tmp"))
-    state = load_checkpoint(first, key="modules")
-    assert all(torch.equal(state["modules"]["model"][k], v) for k, v in good.items())
+    assert ckpt.checkpoints() == [first] and not list(tmp_path.rglob("*.tmp"))
+    assert ckpt.restore(ckpt.read(first)) == ("a", 1)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in good.items())
 
 
-def test_only_the_last_k_checkpoints_are_kept(tmp_path):
-    run_, _, _ = make_run(tmp_path)
-    for step in range(1, 6):
-        run_.save(0, step)
-    assert [p.name for p in run_.checkpoints()] == ["ckpt-00-00000004.tar", "ckpt-00-00000005.tar"]
+def test_only_the_last_k_checkpoints_are_kept_in_stage_order(tmp_path):
+    ckpt, _, _ = make_checkpointer(tmp_path)
+    for stage, step in (("a", 1), ("a", 2), ("b", 1), ("b", 2)):
+        ckpt.save(stage, step, {})
+    assert [p.name for p in ckpt.checkpoints()] == ["ckpt-01-00000001.tar", "ckpt-01-00000002.tar"]
+    assert ckpt.latest().name == "ckpt-01-00000002.tar"
 
 
 def test_resume_with_another_config_is_refused(tiny_demo, tmp_path):

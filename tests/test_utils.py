@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from utils import UserError, binary_metrics, format_table, load_config
+from config import load_config
+from metrics import binary_metrics, format_table
+from utils import UserError
 
 
 def test_metrics_on_a_known_case():

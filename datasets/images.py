@@ -1,0 +1,29 @@
+"""Image files: decoding to uint8 RGB tensors, and the error for files that cannot be decoded."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+IMG_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class BadImageError(OSError):
+    """An image file that cannot be decoded (empty, truncated, not an image)."""
+
+
+def read_image(path: str) -> torch.Tensor:
+    """An image file as a uint8 RGB tensor [3, H, W] (grayscale and alpha converted)."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise BadImageError(f"cannot read image {path}: {err.strerror}") from None
+    # A truncated JPEG still decodes (grey bottom rows): require its end-of-image marker.
+    if path.lower().endswith((".jpg", ".jpeg")) and b"\xff\xd9" not in data[-64:].tobytes():
+        raise BadImageError(f"truncated JPEG {path}")
+    # IMREAD_COLOR converts grayscale, RGBA (alpha dropped) and 16-bit images to 8-bit BGR.
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise BadImageError(f"cannot decode image {path}")
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return torch.from_numpy(img).permute(2, 0, 1).contiguous()  # [H, W, 3] -> [3, H, W]

@@ -1,0 +1,118 @@
+"""The stage loop: each stage of a run is a number of steps of a step function, run with a progress bar,
+logging, checkpoints and signal handling. Stages are named; a resumed run skips what it finished.
+
+    stage = loop.stage("supcon", steps)                      # where it starts: 0, a checkpoint's step, or done
+    batches = train_batches(..., start_step=stage.start)    # the data position is the step
+    stage.run(step_fn)                                       # step_fn(i) -> {name: tensor, "images": n}
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import Callable
+
+import torch
+
+from engine.checkpoint import Checkpointer
+from engine.dist import world_size
+from engine.logger import RunLogger
+from engine.update import Updater
+
+DONE = 1 << 40  # the start step of a finished stage
+
+
+class Loop:
+    """Runs the stages of a run in order (see the module docstring). `resumed`: (stage, step) of the
+    checkpoint a resumed run continues from, else None. `meta()` gives what checkpoints store beside
+    the states (run id, config, data fingerprint)."""
+
+    def __init__(self, cfg: dict, logger: RunLogger, checkpointer: Checkpointer, updater: Updater,
+                 meta: Callable[[], dict], resumed: tuple[str, int] | None = None):
+        self.cfg, self.logger, self.checkpointer, self.updater, self.meta = cfg, logger, checkpointer, updater, meta
+        self.resumed = resumed
+        self.signal: int | None = None
+
+    def stage(self, name: str, steps: int) -> "Stage":
+        return Stage(self, name, steps, min(self._start_of(name), steps))
+
+    def _start_of(self, name: str) -> int:
+        """The step stage `name` starts at: 0, its checkpointed step, or DONE if it is finished."""
+        if self.resumed is None:
+            return 0
+        order = self.checkpointer.stages
+        here, there = order.index(name), order.index(self.resumed[0])
+        return DONE if here < there else (self.resumed[1] if here == there else 0)
+
+    def save(self, stage: str, step: int) -> None:
+        self.updater.check(step)
+        self.checkpointer.save(stage, step, self.meta())
+
+    def log(self, stage: str, step: int, steps: int, out: dict, since: tuple[float, int, int]) -> tuple[float, int, int]:
+        """One log line, JSON row and TensorBoard scalars; returns the new (clock, step, images) origin."""
+        clock, first, images = since
+        self.updater.check(step)
+        values = {k: float(v) for k, v in out.items()}  # host sync only when logging
+        elapsed = max(time.time() - clock, 1e-9)
+        rates = {"steps_per_s": (step - first) / elapsed, "images_per_s": images / elapsed}
+        lrs = {f"lr_{k}": o.param_groups[0]["lr"] for k, o in self.updater.optimizers.items()}
+        self.logger.scalars(stage, step, {**values, **rates, **lrs})
+        self.logger.info(f"{stage} step {step}/{steps} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()) +
+                         f" ({rates['images_per_s']:.0f} img/s)")
+        return time.time(), step, 0
+
+
+class Stage:
+    """One stage of a Loop: `start` is the first step to run; `run(step_fn)` runs steps [start, steps)."""
+
+    def __init__(self, loop: Loop, name: str, steps: int, start: int):
+        self.loop, self.name, self.steps, self.start = loop, name, steps, start
+
+    def run(self, step_fn: Callable[[int], dict[str, torch.Tensor]]) -> None:
+        from tqdm import tqdm
+        loop, name, steps = self.loop, self.name, self.steps
+        if self.start >= steps and steps > 0:
+            return
+        every, log_every = loop.cfg["checkpoint_every"], loop.cfg["log_every"]
+        # Not a terminal (CI, nohup, a log file): no bar, only the periodic log lines.
+        bar = tqdm(range(self.start, steps), desc=name, initial=self.start, total=steps, dynamic_ncols=True,
+                   disable=not loop.logger.main or steps == 0 or not sys.stderr.isatty(), mininterval=1.0,
+                   file=sys.stderr)
+        with _signals_to(loop):
+            since = (time.time(), self.start, 0)
+            for step in bar:
+                loop.updater.step = step
+                out = step_fn(step)
+                since = (since[0], since[1], since[2] + int(out.pop("images", 0)) * world_size())
+                done = step + 1
+                if done % log_every == 0 or done == steps:
+                    since = loop.log(name, done, steps, out, since)
+                    bar.set_postfix({k: f"{float(v):.3f}" for k, v in out.items()}, refresh=False)
+                if done % every == 0 or done == steps or loop.signal is not None:
+                    loop.save(name, done)
+                if loop.signal is not None:
+                    loop.logger.info(f"received signal {loop.signal}: checkpoint saved at {name} step {done}; "
+                                     "continue with --resume")
+                    raise SystemExit(128 + int(loop.signal))
+        if steps == 0:
+            loop.save(name, 0)
+
+
+@contextlib.contextmanager
+def _signals_to(loop: Loop):
+    """SIGINT/SIGTERM set loop.signal (the stage saves and exits after the current step)."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set from there
+        yield
+        return
+
+    def handler(signum, _frame):
+        loop.signal = signum
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)

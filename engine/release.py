@@ -1,0 +1,83 @@
+"""A run's outputs: its folder, the release checkpoints it ends with (the authors' file names and
+`model_state_dict` layout), and the loading of a detector from them for evaluate.py and predict.py."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import torch
+
+from engine.checkpoint import atomic_torch_save, load_checkpoint, load_weights
+from engine.dist import is_main_process, unwrap
+from utils import UserError, resolve_path
+
+# The release files of each method, by role: what evaluate.py and predict.py load.
+RELEASE = {
+    "pt": {"weights": "pt.tar"},
+    "supcon": {"encoder": "supcon_encoder.tar", "classifier": "supcon_classifier.tar"},
+    "supconmpl": {"encoder": "mpl_supcon_encoder.tar", "classifier": "mpl_supcon_classifier.tar"},
+}
+
+
+def run_folder(cfg: dict, method: str) -> Path:
+    """<out_dir>/<run_name>/<method>: everything a run of `method` writes."""
+    return resolve_path(cfg["out_dir"]) / str(cfg["run_name"]) / method
+
+
+def release_paths(cfg: dict, method: str) -> dict[str, Path]:
+    return {role: run_folder(cfg, method) / name for role, name in RELEASE[method].items()}
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_release(path: Path, module: torch.nn.Module, cfg: dict, kind: str, step: int,
+                 optimizer: torch.optim.Optimizer | None = None, **extra) -> None:
+    """Write {'model_state_dict', ...} atomically, with what the weights are (kind, backbone, image size,
+    input scale, step, config) and `extra` (the run id, the hash of a file it belongs with)."""
+    if not is_main_process():
+        return
+    state = {
+        "model_state_dict": {k: v.detach().cpu() for k, v in unwrap(module).state_dict().items()},
+        "kind": kind, "backbone": cfg["backbone"], "img_size": cfg["img_size"],
+        "input_scale": cfg["input_scale"], "step": step, "config": cfg, "metrics": {}, **extra,
+    }
+    if optimizer is not None:
+        state["optimizer_state_dict"] = optimizer.state_dict()
+    atomic_torch_save(state, path)
+
+
+def build_model(method: str, backbone: str, paths: dict[str, Path], loaded: dict | None = None) -> torch.nn.Module:
+    """The detector of `method` with its release checkpoints loaded (strict; a mismatch is a one-line
+    error). `loaded`: the contents of the first file (weights or encoder), if already read."""
+    from models import EncoderClassifier, LinearClassifier, SupConNet, build_baseline
+    if method == "pt":
+        model = build_baseline(backbone, "none")
+        load_weights(model, paths["weights"], loaded)
+        return model
+    loaded = loaded if loaded is not None else load_checkpoint(paths["encoder"])
+    state = loaded["model_state_dict"]
+    feat_dim = state["head.2.weight"].shape[0] if "head.2.weight" in state else 128
+    net = SupConNet(backbone, "none", feat_dim)
+    load_weights(net, paths["encoder"], loaded)
+    cls = LinearClassifier(net.dim)
+    load_weights(cls, paths["classifier"])
+    return EncoderClassifier(net.encoder, cls)
+
+
+def checkpoint_settings(path: Path, args: argparse.Namespace, defaults: dict) -> tuple[dict, str, int, str]:
+    """The checkpoint's contents and its backbone, image size and input scale: the command line first, then
+    what our checkpoints record about their training (the authors' files record nothing), then `defaults`."""
+    loaded = load_checkpoint(path)
+    backbone = args.backbone or loaded.get("backbone") or defaults["backbone"]
+    img_size = args.img_size or loaded.get("img_size") or defaults["img_size"]
+    input_scale = args.input_scale or loaded.get("input_scale") or defaults["input_scale"]
+    if img_size <= 0:
+        raise UserError(f"--img-size must be positive, got {img_size}")
+    return loaded, backbone, img_size, input_scale

@@ -1,0 +1,104 @@
+"""The SupCon teacher: (a) encoder + projection head trained with the supervised contrastive loss on two
+augmented views of each labeled image, (b) a linear classifier trained with cross-entropy on the frozen
+encoder. Its step functions serve the SupCon-MPL student's fine-tuning too."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from datasets.loaders import train_batches
+from datasets.protocols import prepare_data, record_splits, role_samples, training_sets
+from engine.amp import autocast
+from engine.dist import barrier, distribute, gather, setup_device, unwrap
+from engine.run import start_run
+from engine.update import make_optimizer
+from losses import SupConLoss
+from models import LinearClassifier, SupConNet
+from utils import seed_everything
+
+STAGES = ["supcon", "classifier"]
+
+
+def supcon_features(net: nn.Module, views: list[torch.Tensor], amp) -> torch.Tensor:
+    """The network's features of V views of a batch, stacked per sample and gathered over ranks:
+    [B_global, V, D] (this rank's rows keep their gradient)."""
+    b = views[0].shape[0]
+    x = torch.cat(views)  # [V*B, 3, H, W], view-major
+    with amp:
+        z = net(x)  # [V*B, D]
+    return gather(torch.stack(z.float().split(b), dim=1))  # [B, V, D] -> [B_global, V, D]
+
+
+def supcon_step(net: nn.Module, opt: torch.optim.Optimizer, next_batch: Callable, criterion: SupConLoss,
+                update: Callable, amp) -> Callable[[int], dict]:
+    """A step of SupCon on two views of each labeled image, over the global batch; trains encoder and head."""
+    def step(i: int) -> dict:
+        net.train()
+        v1, v2, y = next_batch()
+        features = supcon_features(net, [v1, v2], amp)  # [B_global, 2, D]
+        loss = criterion(features, gather(y))
+        update(opt, loss, "supcon loss")
+        return {"loss": loss.detach(), "images": 2 * y.shape[0]}
+    return step
+
+
+def classifier_step(encoder: nn.Module, classifier: nn.Module, opt: torch.optim.Optimizer, next_batch: Callable,
+                    update: Callable, amp) -> Callable[[int], dict]:
+    """A step of cross-entropy on frozen encoder features (encoder in eval mode, no gradient)."""
+    def step(i: int) -> dict:
+        encoder.eval()
+        classifier.train()
+        x, y = next_batch()
+        with torch.no_grad(), amp:
+            feats = encoder(x)  # [B, F]
+        logits = classifier(feats.float())  # [B, 2]
+        loss = F.cross_entropy(logits, y)
+        update(opt, loss, "classifier loss")
+        return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean(), "images": y.shape[0]}
+    return step
+
+
+def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> dict:
+    """Both stages of the SupCon teacher; returns the paths written."""
+    device = setup_device(cfg)
+    seed_everything(cfg["seed"])
+    sc, balance = cfg["supcon"], cfg["data"]["balance"]
+    amp = autocast(device, cfg["amp"], cfg["amp_dtype"])
+
+    # Data (checked before anything is written; test sets too, so that a missing root fails now)
+    prepare_data(cfg)
+    sets = training_sets(cfg)
+    labeled = role_samples(sets, "labeled", {"supcon.batch_size": sc["batch_size"],
+                                             "supcon.classifier_batch_size": sc["classifier_batch_size"]})
+
+    # Models, loss, optimizers, run
+    net = distribute(SupConNet(cfg["backbone"], cfg["pretrained"], sc["feat_dim"]), device, cfg)
+    classifier = distribute(LinearClassifier(unwrap(net).dim), device, cfg)
+    criterion = SupConLoss(sc["temperature"])
+    opt_net = make_optimizer(net.parameters(), sc["lr"])
+    opt_cls = make_optimizer(classifier.parameters(), sc["classifier_lr"])
+    run = start_run(cfg, "supcon", STAGES, sets, device, resume, allow_data_change, net=net, classifier=classifier,
+                    opt_net=opt_net, opt_cls=opt_cls)
+    record_splits(sets, run.dir)
+    run.logger.info(f"SupCon teacher: backbone {cfg['backbone']}, {sc['steps']} + {sc['classifier_steps']} steps "
+                    f"on {device}; run folder {run.dir}; labeled: {len(labeled)} images")
+
+    # Stage (a): SupCon network
+    stage = run.stage("supcon", sc["steps"])
+    pairs = train_batches(labeled, cfg, sc["batch_size"], 2, balance, "supcon", stage.start, device)
+    stage.run(supcon_step(net, opt_net, run.feed(pairs, device), criterion, run.update, amp))
+    encoder_path = run.save_release("encoder", net, "supcon_encoder", sc["steps"], opt_net)
+
+    # Stage (b): linear classifier on the frozen encoder
+    stage = run.stage("classifier", sc["classifier_steps"])
+    singles = train_batches(labeled, cfg, sc["classifier_batch_size"], 1, balance, "classifier", stage.start, device)
+    stage.run(classifier_step(unwrap(net).encoder, classifier, opt_cls, run.feed(singles, device), run.update, amp))
+    classifier_path = run.save_release("classifier", classifier, "supcon_classifier", sc["classifier_steps"], opt_cls,
+                                       belongs_to=encoder_path)
+    run.finish()
+    barrier()  # every rank may read the saved files next (SupCon-MPL)
+    run.logger.info(f"saved {encoder_path} and {classifier_path}")
+    return {"encoder": encoder_path, "classifier": classifier_path}
