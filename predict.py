@@ -99,7 +99,38 @@ def parse_args(argv):
     p.add_argument("--margin", type=float, default=0.2, help="crop margin, as in preprocessing")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda if available)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name, ok, what in (("frames", args.frames > 0, "positive"), ("batch_size", args.batch_size > 0, "positive"),
+                           ("margin", args.margin >= 0, ">= 0"), ("threshold", 0 <= args.threshold <= 1, "in [0, 1]")):
+        if not ok:
+            raise UserError(f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}")
+    return args
+
+
+def shown(text: str) -> str:
+    """A file name as it can be printed, also when it is not valid UTF-8."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def predict_one(path: Path, args, detector, model, transform, device) -> dict:
+    """The result of one input: its faces and score, or its error; nothing that goes wrong with this input
+    stops the others."""
+    entry = {"faces": [], "score": None, "error": None}
+    try:
+        if not path.is_file():
+            raise OSError("no such file")
+        found = faces_of(path, detector, args.frames, args.all_faces, args.margin)
+        scores = score_crops(model, [c for _, _, c in found], transform, device, args.batch_size, True)
+        entry["faces"] = [{"frame": f, "box": b, "score": round(s, 6)} for (f, b, _), s in zip(found, scores)]
+        if scores:
+            video = path.suffix.lower() in VIDEO_EXTS
+            rule = args.rule if args.rule != "auto" else ("mean" if video else "max")
+            entry["score"] = round(float(np.mean(scores) if rule == "mean" else np.max(scores)), 6)
+    except (OSError, BadImageError) as err:
+        entry["error"] = str(err).split(": ")[-1] if isinstance(err, BadImageError) else str(err)
+    except Exception as err:  # e.g. the face detector on a 1x1 image: this input fails, the others go on
+        entry["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'failed'}"
+    return entry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json = args.json or str(Path(args.out) / "predictions.json")
         args.csv = args.csv or str(Path(args.out) / "faces.csv")
         Path(args.out).mkdir(parents=True, exist_ok=True)
-    if args.method == "pt" and not args.weights:
-        raise UserError("--method pt needs --weights")
-    if args.method != "pt" and not (args.encoder and args.classifier):
+    if "weights" in RELEASE[args.method] and not args.weights:
+        raise UserError(f"--method {args.method} needs --weights")
+    if "encoder" in RELEASE[args.method] and not (args.encoder and args.classifier):
         raise UserError(f"--method {args.method} needs --encoder and --classifier")
     first = resolve_path(args.weights or args.encoder)
     loaded, backbone, img_size, input_scale = checkpoint_settings(first, args, DEFAULTS)
@@ -123,19 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results, rows = {}, []
     for path in expand(args.inputs):
-        entry = {"faces": [], "score": None, "error": None}
-        try:
-            if not path.is_file():
-                raise OSError("no such file")
-            found = faces_of(path, detector, args.frames, args.all_faces, args.margin)
-            scores = score_crops(model, [c for _, _, c in found], transform, device, args.batch_size, True)
-            entry["faces"] = [{"frame": f, "box": b, "score": round(s, 6)} for (f, b, _), s in zip(found, scores)]
-            if scores:
-                video = path.suffix.lower() in VIDEO_EXTS
-                rule = args.rule if args.rule != "auto" else ("mean" if video else "max")
-                entry["score"] = round(float(np.mean(scores) if rule == "mean" else np.max(scores)), 6)
-        except (OSError, BadImageError) as err:
-            entry["error"] = str(err).split(": ")[-1] if isinstance(err, BadImageError) else str(err)
+        entry = predict_one(path, args, detector, model, transform, device)
         results[str(path)] = entry
         rows += [(str(path), f["frame"], i, *f["box"], f["score"]) for i, f in enumerate(entry["faces"])]
 
@@ -144,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         verdict = ("error: " + e["error"]) if e["error"] else ("no face" if e["score"] is None else
                                                                ("FAKE" if e["score"] >= args.threshold else "real"))
         score = "-" if e["score"] is None else f"{e['score']:.3f}"
-        print(f"{path[-49:]:<50}{len(e['faces']):>6}{score:>9}  {verdict}")
+        print(f"{shown(path)[-49:]:<50}{len(e['faces']):>6}{score:>9}  {verdict}")
     if args.json:
         atomic_write_text(resolve_path(args.json), json.dumps(results, indent=2) + "\n")
     if args.csv:

@@ -1,3 +1,4 @@
 ${NPROC:+python -m torch.distributed.run ${TORCHRUN_ARGS:---standalone} --nproc_per_node $NPROC --no-python} python train_supconmpl.py "$@" || exit 1
-python evaluate.py --method supcon "$@"
-python evaluate.py --method supconmpl "$@"
+python evaluate.py --method supcon "$@"; teacher=$?
+python evaluate.py --method supconmpl "$@" || exit
+exit "$teacher"

@@ -6,6 +6,7 @@ updates, checkpoints, run folders), metrics.py, datasets/, models/, losses/, met
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 import random
@@ -33,6 +34,12 @@ def run_cli(main: Callable[[list[str] | None], int]) -> None:
         code = main(None)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        code = 2
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(f"error: disk full ({err.filename or 'writing'}): free some space, then run the command again "
+              "(training: with --resume)", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

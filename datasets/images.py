@@ -18,8 +18,9 @@ def read_image(path: str) -> torch.Tensor:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
         raise BadImageError(f"cannot read image {path}: {err.strerror}") from None
-    # A truncated JPEG still decodes (grey bottom rows): require its end-of-image marker.
-    if path.lower().endswith((".jpg", ".jpeg")) and b"\xff\xd9" not in data[-64:].tobytes():
+    # A truncated JPEG still decodes (grey bottom rows): require an end-of-image marker after the last
+    # start-of-scan marker. Bytes after the end marker (appended by some cameras) are allowed.
+    if path.lower().endswith((".jpg", ".jpeg")) and not _jpeg_complete(data.tobytes()):
         raise BadImageError(f"truncated JPEG {path}")
     # IMREAD_COLOR converts grayscale, RGBA (alpha dropped) and 16-bit images to 8-bit BGR.
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
@@ -27,3 +28,8 @@ def read_image(path: str) -> torch.Tensor:
         raise BadImageError(f"cannot decode image {path}")
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     return torch.from_numpy(img).permute(2, 0, 1).contiguous()  # [H, W, 3] -> [3, H, W]
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    scan = data.rfind(b"\xff\xda")  # the last start-of-scan marker
+    return data.find(b"\xff\xd9", max(scan, 0)) != -1

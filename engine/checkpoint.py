@@ -31,8 +31,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        if err.errno == 28:  # ENOSPC
-            raise UserError(f"disk full while writing {path}: free some space and continue with --resume") from None
+        err.filename = err.filename or str(path)  # a full disk names the file it could not write
         raise
     finally:
         tmp.unlink(missing_ok=True)

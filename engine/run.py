@@ -42,7 +42,7 @@ class RunLock:
     the lock of a dead process never blocks anyone."""
 
     def __init__(self, folder: Path):
-        self.folder, self.file = folder, None
+        self.folder, self.file, self.exclusive = folder, None, False
 
     def acquire(self, exclusive: bool, what: str) -> "RunLock":
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -60,12 +60,13 @@ class RunLock:
             f.truncate()
             f.write(f"{what}, process {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
             f.flush()
-        self.file = f
+        self.file, self.exclusive = f, exclusive
         return self
 
     def release(self) -> None:
         if self.file is not None:
-            self.file.truncate(0)
+            if self.exclusive:
+                self.file.truncate(0)  # nobody holds it now
             self.file.close()
             self.file = None
 
@@ -165,6 +166,8 @@ def start_run(cfg: dict, method: str, stages: list[str], sets: dict, device: tor
     barrier()  # every rank has looked before rank 0 changes anything
 
     # Writes.
+    if main:
+        _remove_stale_temporaries(run_dir)
     if state is None:
         run_id = uuid.uuid4().hex[:16]
         if main:
@@ -183,6 +186,14 @@ def start_run(cfg: dict, method: str, stages: list[str], sets: dict, device: tor
     meta = {"run_id": run_id, "config": cfg, "data": fingerprint}
     loop = Loop(cfg, logger, ckpt, updater, lambda: meta, resumed)
     return Run(run_dir, cfg, logger, loop, updater, bad, ckpt, run_id, lock)
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Temporary files of saves that were killed (kill -9, a full disk): with the folder locked, nobody else
+    writes there."""
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for tmp in folder.glob("*.tmp") if folder.is_dir() else ():
+            tmp.unlink(missing_ok=True)
 
 
 def _clear(run_dir: Path, ckpt: Checkpointer, method: str) -> None:

@@ -58,25 +58,39 @@ def frame_indices(total: int, frames: int | None, stride: int | None) -> list[in
 
 
 def read_frames(path: Path, frames: int | None, stride: int | None) -> list[tuple[int, np.ndarray]]:
-    """(index, RGB frame) for the sampled frames; [] if the file cannot be decoded."""
+    """(index, RGB frame) for the sampled frames; [] if the file cannot be decoded. Frames are sampled from
+    the count the container's header gives; where the video holds fewer frames than it claims, they are
+    sampled again from the frames it really holds (a second pass), with a warning."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         return []
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    wanted = frame_indices(total, frames, stride)
+    out, held = _read_sampled(cap, frame_indices(total, frames, stride))
+    cap.release()
+    if 0 < held < total:
+        print(f"warning: {path}: the header claims {total} frames but the video holds {held}; sampled from "
+              f"the {held}", file=sys.stderr)
+        cap = cv2.VideoCapture(str(path))
+        out, _ = _read_sampled(cap, frame_indices(held, frames, stride))
+        cap.release()
+    if total <= 0 and frames and len(out) > frames:  # frame count was unknown: sample now
+        keep = set(np.linspace(0, len(out) - 1, frames).round().astype(int).tolist())
+        out = [f for j, f in enumerate(out) if j in keep]
+    return out
+
+
+def _read_sampled(cap, wanted: list[int] | None) -> tuple[list[tuple[int, np.ndarray]], int]:
+    """The frames of `wanted` (all if None), and how many frames the video held."""
+    keep = None if wanted is None else set(wanted)
     out, i = [], 0
     while True:
         ok, frame = cap.read()
         if not ok:
             break
-        if wanted is None or i in wanted:
+        if keep is None or i in keep:
             out.append((i, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
         i += 1
-    cap.release()
-    if wanted is None and frames and len(out) > frames:  # frame count was unknown: sample now
-        keep = set(np.linspace(0, len(out) - 1, frames).round().astype(int).tolist())
-        out = [f for j, f in enumerate(out) if j in keep]
-    return out
+    return out, i
 
 
 def crop_box(box: np.ndarray, margin: float, width: int, height: int) -> tuple[int, int, int, int]:

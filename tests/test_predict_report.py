@@ -1,7 +1,10 @@
 """predict.py on real photographs and videos of faces; report.py; plots and TensorBoard logs of a run."""
 import json
 
+import os
+
 import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -48,6 +51,22 @@ def test_predict_images_videos_and_a_broken_file(media, tmp_path):
     assert broken["score"] is None and broken["error"]
     assert "no face" in res.stdout and "1 input(s) could not be read" in res.stderr
     assert len((tmp_path / "faces.csv").read_text().splitlines()) == 1 + 5
+
+
+def test_every_input_gets_its_own_result_even_a_tiny_image_and_a_name_that_is_not_utf8(media, tmp_path):
+    cv2.imwrite(str(tmp_path / "dot.png"), np.zeros((1, 1, 3), np.uint8))  # the face detector fails on it
+    odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.png")  # not valid UTF-8
+    with open(odd, "wb") as f:  # (cv2.imwrite cannot take such a name)
+        f.write(cv2.imencode(".png", photo("astronaut.png"))[1].tobytes())
+    res = run([PY, "predict.py", str(tmp_path / "dot.png"), odd, "--method", "pt", "--weights",
+               str(media / "pt.tar"), "--json", str(tmp_path / "out.json"), "--csv", str(tmp_path / "faces.csv")])
+    assert res.returncode in (0, 1) and "Traceback" not in res.stderr, res.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert set(data) == {str(tmp_path / "dot.png"), odd}
+    assert data[odd]["error"] is None and len(data[odd]["faces"]) == 1
+    assert data[str(tmp_path / "dot.png")]["score"] is None and data[str(tmp_path / "dot.png")]["error"]
+    rows = (tmp_path / "faces.csv").read_bytes().splitlines()
+    assert len(rows) == 2 and rows[1].startswith(bytes(tmp_path) + b"/caf\xe9.png,")  # the name as on disk
 
 
 def test_predict_needs_weights():
