@@ -13,18 +13,20 @@ import yaml
 
 from utils import UserError
 
-# Every key a config may set. Values are the project's defaults; configs/*.yaml override them and
-# `key=value` arguments override the file.
+# Every key a config may set. Values are the project's defaults: the authors' recipe (their .sh scripts and
+# code, see README "Differences"); configs/*.yaml override them and `key=value` arguments override the file.
 DEFAULTS: dict[str, Any] = {
-    "seed": 0,
+    "seed": 777,
     "device": "auto",              # auto | cpu | cuda | cuda:N
     "out_dir": "runs",             # run folders go to <out_dir>/<run_name>/<method>
     "run_name": None,              # default: the config file's name
     "backbone": "resnet50",        # any timm model name (resnet50, resnet101, efficientnet_b4, ...)
-    "pretrained": "imagenet",      # imagenet | none | path to a state-dict file
+    "pretrained": "imagenet",      # imagenet (the authors' weights; never downloaded: models/weights.py) |
+                                   # none (random initialisation) | path to a state-dict file
+    "weights_dir": "weights",      # where `python -m models.fetch_weights` stores ImageNet weights
     "img_size": 64,
     "input_scale": "project",      # project: [0, 1] + backbone mean/std; seed: the reference code's x/255/255
-    "amp": True,                   # mixed precision on CUDA (ignored on CPU)
+    "amp": True,                   # mixed precision on CUDA, a speed choice (ignored on CPU); false: the authors' fp32
     "amp_dtype": "auto",           # auto (bf16 where the GPU has it, else fp16 with a loss scaler) | bf16 | fp16
     "compile": False,              # torch.compile the networks (slow start, faster steps on GPUs)
     "sync_bn": False,              # multi-GPU: batch-norm statistics over the global batch (SyncBatchNorm)
@@ -44,7 +46,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "data": {
         "demo": None,              # path: generate the embedded demo benchmark there when missing
-        "balance": True,           # sample real and fake labeled images equally often
+        "balance": False,          # true: sample real and fake labeled images equally often (ours; the
+                                   # authors shuffled plainly, FF++ labeled data being ~3 fake : 1 real)
         "labeled_fraction": 0.5,   # share of train videos (by target id) in the labeled part
         "frames_per_video": None,  # keep at most this many frames per video (evenly spaced)
         "max_bad_images": 100,     # unreadable images skipped (and listed) before the run stops
@@ -57,13 +60,13 @@ DEFAULTS: dict[str, Any] = {
         "unlabeled": [],
         "test": [],
     },
-    "pt": {"steps": 2000, "batch_size": 512, "lr": 1e-4, "weight_decay": 0.0},
+    "pt": {"steps": 1000, "batch_size": 512, "lr": 1e-4, "weight_decay": 0.0},
     "supcon": {
-        "steps": 2000, "batch_size": 512, "lr": 1e-4, "temperature": 0.1, "feat_dim": 128,
-        "classifier_steps": 500, "classifier_batch_size": 512, "classifier_lr": 1e-4,
+        "steps": 1000, "batch_size": 512, "lr": 1e-4, "temperature": 0.1, "feat_dim": 128,
+        "classifier_steps": 1000, "classifier_batch_size": 512, "classifier_lr": 1e-4,
     },
     "mpl": {
-        "steps": 2000, "batch_labeled": 64, "batch_unlabeled": 448,
+        "steps": 5000, "batch_labeled": 64, "batch_unlabeled": 448,   # --epochs 1000 --repeat 5
         "teacher_lr": 1e-4, "student_lr": 1e-4, "temperature": 0.1,
         "T": 1.0,                     # softmax temperature of the pseudo labels: no effect on hard labels
                                       # (argmax softmax(t / T) = argmax t), as in the authors' code
@@ -71,13 +74,21 @@ DEFAULTS: dict[str, Any] = {
         "teacher_encoder": None,      # default: <run>/supcon/supcon_encoder.tar
         "teacher_classifier": None,   # default: <run>/supcon/supcon_classifier.tar
         "student_pretrained": None,   # default: same as `pretrained`
-        "finetune_steps": 500, "finetune_classifier_steps": 500, "finetune_lr": 1e-4,
+        "finetune_steps": 1000, "finetune_classifier_steps": 1000, "finetune_lr": 1e-4,
+    },
+    "mpl_options": {                  # vanilla MPL (train_mpl.py) only; all off: Pham et al.'s plain MPL
+        "uda": False,                 # UDA consistency on the teacher (soft targets from its weak view)
+        "uda_threshold": 0.95,        # ... on unlabeled images whose weak-view confidence reaches this
+        "uda_weight": 1.0,            # ... with this weight,
+        "uda_warmup": 0,              # ... reached linearly over these steps
+        "h_baseline": 0.0,            # > 0: subtract a moving average of h (this decay) from h
+        "ema": 0.0,                   # > 0: keep an EMA of the student (this decay) and release it
     },
 }
 
 # Settings that may change between a run and its resumption without changing its result (they also do not
 # name the run folder).
-RESUME_FREE = {"device", "workers", "log_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps",
+RESUME_FREE = {"device", "weights_dir", "workers", "log_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps",
                "data.max_bad_images", "amp", "amp_dtype", "compile"}
 _FREE_SECTIONS = {"data.paths"}  # mappings whose keys the user chooses (dataset root names)
 AUG_ROLES = ("unlabeled_weak", "unlabeled_strong")  # sections of `aug` that override its keys for a role
@@ -158,6 +169,12 @@ def _check_values(cfg: dict) -> None:
     per_video = cfg["data"]["frames_per_video"]
     if per_video is not None and not (isinstance(per_video, int) and not isinstance(per_video, bool) and per_video > 0):
         raise UserError(f"config key 'data.frames_per_video' must be a positive integer or null, got {per_video!r}")
+    options = cfg["mpl_options"]
+    for key, hi in (("uda_threshold", 1.0), ("h_baseline", 0.999999), ("ema", 0.999999)):
+        if not 0 <= options[key] <= hi:
+            raise UserError(f"config key 'mpl_options.{key}' must be in [0, 1{']' if hi == 1.0 else ')'}, got {options[key]}")
+    if options["uda_weight"] < 0 or options["uda_warmup"] < 0:
+        raise UserError("config keys 'mpl_options.uda_weight' and 'mpl_options.uda_warmup' must be >= 0")
     _check_aug(cfg["aug"], "aug")
     for role in AUG_ROLES:
         section = cfg["aug"][role] or {}

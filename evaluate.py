@@ -3,7 +3,7 @@ set; score = softmax P(fake); ACC (threshold 0.5), AUC, F1 (fake positive), EER,
 
 Weights default to the run folder of the config (<out_dir>/<run_name>/<method>/); the authors' released
 .tar files work too (with --input-scale seed, the input scaling they were trained with).
-Writes a JSON of metrics per test set and a per-image predictions CSV (path,label,score), prints the table.
+Writes a JSON of metrics per test set and a per-image predictions CSV (set,path,video,label,score), prints the table.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from datasets.loaders import eval_loader
 from datasets.protocols import prepare_data, test_sets
 from engine.amp import autocast
 from engine.dist import get_device
-from engine.release import RELEASE, build_model, checkpoint_settings, release_paths, run_folder
+from engine.release import RELEASE, build_model, checkpoint_settings, release_paths, run_folder, verify_release
+from engine.run import RunLock
 from metrics import binary_metrics, format_table, video_metrics
 from utils import UserError, atomic_write_csv, atomic_write_text, resolve_path, run_cli
 
@@ -45,23 +46,26 @@ def score(model: torch.nn.Module, loader, device: torch.device, amp: bool, desc:
 def evaluate(model: torch.nn.Module, sets: dict, img_size: int, backbone: str, input_scale: str,
              device: torch.device, batch_size: int = 256, workers: int = 0, amp: bool = True,
              video_rule: str = "mean"):
-    """Metrics per test set, the per-image predictions [(path, label, score)] (each path once), the
-    unreadable files (skipped: not scored, not counted in n) and {name: (split, labels, scores)} curves."""
-    results, predictions, bad, curves = {}, {}, set(), {}
+    """Metrics per test set, the per-image predictions [(set, path, video, label, score)], the unreadable files
+    (skipped: not scored, not counted in n) and {name: (split, labels, scores)} curves. Every distinct
+    image is scored once, however many sets (pools) it belongs to."""
     model.to(device)
+    unique = list({s.path: s for _, samples in sets.values() for s in samples}.values())
+    scores, ok = score(model, eval_loader(unique, img_size, backbone, input_scale, batch_size, workers), device,
+                       amp, "test images")
+    score_of = {s.path: float(p) for s, p, good in zip(unique, scores, ok) if good}
+    results, predictions, curves = {}, [], {}
     for name, (split, samples) in sets.items():
-        loader = eval_loader(samples, img_size, backbone, input_scale, batch_size, workers)
-        scores, ok = score(model, loader, device, amp, name)
-        kept = [s for s, good in zip(samples, ok) if good]
-        bad |= {s.path for s, good in zip(samples, ok) if not good}
+        kept = [s for s in samples if s.path in score_of]
         labels = np.array([s.label for s in kept])
-        results[name] = {**binary_metrics(labels, scores[ok]), "n": int(len(kept)), "split": split}
-        curves[name] = (split, labels, scores[ok])
+        set_scores = np.array([score_of[s.path] for s in kept])
+        results[name] = {**binary_metrics(labels, set_scores), "n": int(len(kept)), "split": split}
+        curves[name] = (split, labels, set_scores)
         if any(s.video for s in kept):
-            results[name]["video"] = video_metrics(kept, scores[ok], video_rule)
-        for s, p in zip(kept, scores[ok]):
-            predictions[s.path] = (s.label, float(p))
-    return results, [(p, lab, sc) for p, (lab, sc) in predictions.items()], sorted(bad), curves
+            results[name]["video"] = video_metrics(kept, set_scores, video_rule)
+        predictions += [(name, s.path, s.video or "", s.label, score_of[s.path]) for s in kept]
+    bad = sorted(s.path for s in unique if s.path not in score_of)
+    return results, predictions, bad, curves
 
 
 @torch.no_grad()
@@ -88,11 +92,11 @@ def write_plots(method: str, model: torch.nn.Module, sets: dict, curves: dict, r
                 img_size: int, backbone: str, input_scale: str, device: torch.device, seed: int) -> list[Path]:
     """roc.png, training_curves.png (if the run's log is there) and, for SupCon models, embedding.png."""
     import plots
-    names = {"pt": "baseline", "supcon": "SupCon teacher", "supconmpl": "SupCon-MPL student"}
+    names = {"pt": "baseline", "supcon": "SupCon teacher", "supconmpl": "SupCon-MPL student", "mpl": "MPL student"}
     written = [plots.roc_plot(curves, out_dir / "roc.png", f"ROC — {names[method]}"),
                plots.training_curves(run_dir / "train_log.jsonl", out_dir / "training_curves.png",
                                      f"training — {names[method]}")]
-    if method != "pt":
+    if "encoder" in RELEASE[method]:
         samples = [s for _, ss in sets.values() for s in ss]
         feats, kept = encoder_features(model.encoder, samples, img_size, backbone, input_scale, device, seed=seed)
         written.append(plots.embedding_plot(feats, np.array([s.label for s in kept]), [s.domain for s in kept],
@@ -105,7 +109,8 @@ def write_outputs(results: dict, predictions: list, json_path: Path, csv_path: P
     json_path.parent.mkdir(parents=True, exist_ok=True)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
-    atomic_write_csv(csv_path, ["path", "label", "score"], ((p, lab, f"{sc:.6f}") for p, lab, sc in predictions))
+    atomic_write_csv(csv_path, ["set", "path", "video", "label", "score"],
+                     ((name, p, video, lab, f"{sc:.6f}") for name, p, video, lab, sc in predictions))
 
 
 def parse_args(argv):
@@ -141,10 +146,10 @@ def parse_args(argv):
 def weight_paths(args: argparse.Namespace, cfg: dict) -> dict[str, Path]:
     """The checkpoint files to evaluate: --weights / --encoder / --classifier, else the run folder's."""
     paths = release_paths(cfg, args.method)
-    if args.method == "pt":
+    if "weights" in paths:  # pt, mpl
         return {"weights": resolve_path(args.weights) if args.weights else paths["weights"]}
     if args.weights:
-        raise UserError("--weights is for --method pt; use --encoder and --classifier")
+        raise UserError("--weights is for --method pt or mpl; use --encoder and --classifier")
     return {"encoder": resolve_path(args.encoder) if args.encoder else paths["encoder"],
             "classifier": resolve_path(args.classifier) if args.classifier else paths["classifier"]}
 
@@ -154,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args, args.config or (None if args.test else "configs/demo.yaml"))
     run_dir = run_folder(cfg, args.method)
     paths = weight_paths(args, cfg)
+    own = any(p.parent == run_dir for p in paths.values())  # the run folder's own files: lock it while scoring
+    lock = RunLock(run_dir).acquire(False, "evaluation") if own and run_dir.is_dir() else None
+    weights = verify_release(args.method, paths, run_dir if own else None)
     first = next(iter(paths.values()))
     loaded, backbone, img_size, input_scale = checkpoint_settings(first, args, cfg)
 
@@ -168,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
                                                  args.video_rule)
     json_path = resolve_path(args.json) if args.json else run_dir / "results.json"
     csv_path = resolve_path(args.predictions) if args.predictions else run_dir / "predictions.csv"
-    write_outputs(results, predictions, json_path, csv_path)
+    for name, m in results.items():
+        if m["n"] == 0:
+            print(f"warning: test set '{name}' has no (readable) images: its metrics are empty", file=sys.stderr)
+    write_outputs({"weights": weights, **results}, predictions, json_path, csv_path)
     if bad:
         bad_list = json_path.with_name(json_path.stem + "_unreadable.txt")
         atomic_write_text(bad_list, "".join(p + "\n" for p in bad))
@@ -180,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nmetrics: {json_path}\npredictions: {csv_path}")
     if figures:
         print("plots: " + ", ".join(str(p) for p in figures))
+    if lock is not None:
+        lock.release()
     return 0
 
 

@@ -4,10 +4,17 @@ from __future__ import annotations
 import numpy as np
 
 
+def test_results(results: dict) -> dict[str, dict]:
+    """The per-test-set entries of a results.json (without its "weights" record)."""
+    return {name: m for name, m in results.items() if name != "weights"}
+
+
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float | None]:
     """ACC at `threshold`, AUC, F1 (fake = positive), EER and AP from P(fake) scores; fractions in [0, 1].
 
-    AUC, EER and AP need both classes: they are None for a one-class set.
+    `auc_hard` is the paper's AUC: the authors computed roc_auc_score on hard 0/1 predictions, which is the
+    balanced accuracy at `threshold` (why the paper's AUC and ACC nearly agree); `auc` is from the scores.
+    AUC, AUC-hard, EER and AP need both classes: they are None for a one-class set.
     """
     from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, roc_curve
 
@@ -17,10 +24,11 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.
     out: dict[str, float | None] = {
         "acc": float((pred == labels).mean()) if len(labels) else None,
         "f1": float(f1_score(labels, pred, zero_division=0)) if len(labels) else None,
-        "auc": None, "eer": None, "ap": None,
+        "auc": None, "auc_hard": None, "eer": None, "ap": None,
     }
     if len(np.unique(labels)) == 2:
         out["auc"] = float(roc_auc_score(labels, scores))
+        out["auc_hard"] = float(roc_auc_score(labels, pred))
         out["ap"] = float(average_precision_score(labels, scores))
         fpr, tpr, _ = roc_curve(labels, scores)
         fnr = 1 - tpr
@@ -39,11 +47,12 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.
 def format_table(results: dict[str, dict], title: str) -> str:
     """The paper's table shape: one row per test set (known/unknown), metrics in percent; video-level
     ACC/AUC beside them where the test sets have video ids."""
-    cols = ("acc", "auc", "f1", "eer", "ap")
+    cols = ("acc", "auc", "auc_hard", "f1", "eer", "ap")
+    names = {"auc_hard": "AUCh"}
     videos = any("video" in m for m in results.values())
     pct = lambda v: "-" if v is None else format(100 * v, ".2f")  # noqa: E731
     name_w = max([len("test set")] + [len(n) for n in results]) + 2
-    head = f"{'test set':<{name_w}}{'split':<9}" + "".join(f"{c.upper():>8}" for c in cols) + f"{'N':>8}"
+    head = f"{'test set':<{name_w}}{'split':<9}" + "".join(f"{names.get(c, c.upper()):>8}" for c in cols) + f"{'N':>8}"
     if videos:
         head += f"{'vACC':>8}{'vAUC':>8}{'videos':>8}"
     lines = [title, head, "-" * len(head)]
@@ -54,6 +63,7 @@ def format_table(results: dict[str, dict], title: str) -> str:
             v = m["video"]
             row += f"{pct(v.get('acc')):>8}{pct(v.get('auc')):>8}{v.get('n', 0):>8}"
         lines.append(row)
+    lines.append("AUCh: the paper's AUC, from hard 0/1 predictions (= balanced accuracy); AUC is from the scores")
     if videos:
         lines.append("vACC/vAUC: video level, frame scores averaged per video (evaluate.py --video-rule)")
     return "\n".join(lines)

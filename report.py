@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from metrics import test_results
 from utils import UserError, atomic_write_text, run_cli
 
 NAMES = {"pt": "Baseline", "supcon": "SupCon", "supconmpl": "SupCon-MPL"}
@@ -32,7 +33,7 @@ def method_folders(paths: list[str]) -> list[Path]:
 
 
 def render(folders: list[Path], out_dir: Path) -> str:
-    runs = [(f, json.loads((f / "results.json").read_text())) for f in folders]
+    runs = [(f, test_results(json.loads((f / "results.json").read_text()))) for f in folders]
     label = lambda f: f"{NAMES.get(f.name, f.name)} ({f.parent.name})" if len({x.parent for x, _ in runs}) > 1 \
         else NAMES.get(f.name, f.name)  # noqa: E731
     tests = list(dict.fromkeys(name for _, res in runs for name in res))

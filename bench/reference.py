@@ -85,17 +85,20 @@ def mpl_step(m, lab, unl, device) -> None:
     with torch.no_grad():
         t_feats = m.teacher.encoder(torch.cat([x_l, x_uw, x_us]))
     t_l, t_uw, t_us = m.t_cls(t_feats).split([b_l, b_u, b_u])
-    m.student.train()
+    m.student.eval()
     with torch.no_grad():
         s_old = F.cross_entropy(m.s_cls(m.student.encoder(x_l)), y_l)  # student encoder pass 1
     pseudo = torch.softmax(t_uw.detach() / m.T, dim=1).argmax(dim=1)
+    m.student.train()
     z = m.student(torch.cat([x_uw, x_us]))
     _update(m.opt_s, m.supcon(torch.stack(z.split(b_u), dim=1), pseudo))
+    m.student.eval()
     with torch.no_grad():
         feats = m.student.encoder(x_l)  # pass 2
     _update(m.opt_s_cls, F.cross_entropy(m.s_cls(feats), y_l))
     with torch.no_grad():
         s_new = F.cross_entropy(m.s_cls(m.student.encoder(x_l)), y_l)  # pass 3
+    m.student.train()
     h = mpl_feedback(s_old, s_new, m.sign)
     m.teacher.train()
     zt = m.teacher(torch.cat([x_l, x_l2]))

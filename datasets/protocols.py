@@ -13,7 +13,7 @@ from engine.dist import barrier, is_main_process
 from utils import ROOT, UserError, atomic_write_csv, resolve_path
 
 # Set names the training roles use: a test set may not take them.
-RESERVED = ("labeled", "unlabeled", "val")
+RESERVED = ("labeled", "unlabeled", "val", "weights")  # "weights": a key of results.json
 
 
 def protocol_config(name: str, overrides: list[str] = ()) -> dict:
@@ -144,9 +144,12 @@ def record_splits(sets: dict, run_dir: Path) -> None:
 
 
 def prepare_data(cfg: dict) -> None:
-    """Generate the embedded demo benchmark first if the config asks for it and it is missing."""
+    """Generate the embedded demo benchmark first if the config asks for it and it is missing (and its
+    pack, when the config trains from it)."""
     if cfg["data"].get("demo"):
         from preprocess.demo import ensure_demo
+        root = resolve_path(cfg["data"]["demo"])
+        packed = cfg["data"]["packed"] and resolve_path(cfg["data"]["packed"]) == root / "pack"
         if is_main_process():  # one process writes it; the others wait for it
-            ensure_demo(resolve_path(cfg["data"]["demo"]))
+            ensure_demo(root, pack_size=cfg["img_size"] if packed else None)
         barrier()

@@ -12,7 +12,8 @@ A *source* spec names images, their labels, domains and video ids:
                  fake_imgs / Celeb-synthesis (fake), one folder per video
   {kind: flat, root, label: real|fake, domain}  a flat folder of one class (StyleGAN = fake, CelebA = real)
 Every spec may add: videos: all|labeled|unlabeled (a seeded split by identity group: `labeled` is the first
-`data.labeled_fraction` of the groups, `unlabeled` the rest), frames_per_video, max_videos.
+`data.labeled_fraction` of the groups, `unlabeled` the rest), frames_per_video, max_videos, and max_images /
+every (keep the first max_images images of the source, then every `every`-th: the authors' StyleGAN pool).
 A root may be written "{ff}/..." to use a key of the paths file (configs/paths.yaml, env SUPCON_<KEY>,
 or paths.<key>=... on the command line).
 A *set* is one source, or {sources: [...]} for several; test sets add `name` and `split` (known|unknown).
@@ -28,7 +29,7 @@ from datasets.paths import resolve_root
 from datasets.splits import limit_frames, split_by_video
 from utils import UserError
 
-_COMMON_KEYS = {"kind", "videos", "frames_per_video", "max_videos"}
+_COMMON_KEYS = {"kind", "videos", "frames_per_video", "max_videos", "max_images", "every"}
 
 
 def build_source(spec: Any, data_cfg: dict, seed: int) -> list[Sample]:
@@ -55,7 +56,12 @@ def build_source(spec: Any, data_cfg: dict, seed: int) -> list[Sample]:
     links = kind.links(resolved) if kind.links else None
     samples = split_by_video(samples, spec.get("videos", "all"), data_cfg["labeled_fraction"], seed, links)
     per_video = spec.get("frames_per_video", data_cfg.get("frames_per_video"))
-    return limit_frames(samples, per_video, spec.get("max_videos"), seed)
+    samples = limit_frames(samples, per_video, spec.get("max_videos"), seed)
+    # The authors' post-generation pool: the first max_images images, then every `every`-th of them.
+    for key in ("max_images", "every"):
+        if spec.get(key) is not None and not (isinstance(spec[key], int) and spec[key] > 0):
+            raise UserError(f"'{key}' of a dataset spec must be a positive integer, got {spec[key]!r}")
+    return samples[: spec.get("max_images")][:: spec.get("every") or 1]
 
 
 def build_set(spec: Any, data_cfg: dict, seed: int) -> list[Sample]:

@@ -17,6 +17,7 @@ RELEASE = {
     "pt": {"weights": "pt.tar"},
     "supcon": {"encoder": "supcon_encoder.tar", "classifier": "supcon_classifier.tar"},
     "supconmpl": {"encoder": "mpl_supcon_encoder.tar", "classifier": "mpl_supcon_classifier.tar"},
+    "mpl": {"weights": "mpl.tar"},   # vanilla MPL: the baseline's network
 }
 
 
@@ -53,11 +54,35 @@ def save_release(path: Path, module: torch.nn.Module, cfg: dict, kind: str, step
     atomic_torch_save(state, path)
 
 
+def verify_release(method: str, paths: dict[str, Path], run_dir: Path | None = None) -> dict:
+    """Check that `paths` are the release files of one finished run, before anything is scored; returns what
+    results.json records about them: {"files": {path: sha256}, "run_id"}.
+
+    run_dir: the run folder, when its own files are evaluated: an unfinished run there is refused. Files of
+    two runs (different run ids), or a classifier trained on another encoder than the one given, are
+    refused. The authors' files carry neither, and pass."""
+    if run_dir is not None and any((run_dir / "checkpoints").glob("ckpt-*.tar")) \
+            and not (run_dir / "checkpoints" / "FINISHED").exists():
+        raise UserError(f"{run_dir} holds an unfinished run, whose files may mix two runs: continue it with "
+                        "--resume first (or name the weights files explicitly)")
+    states = {role: load_checkpoint(path) for role, path in paths.items()}
+    hashes = {role: sha256(path) for role, path in paths.items()}
+    ids = {states[role].get("run_id") for role in paths} - {None}
+    if len(ids) > 1:
+        raise UserError(f"{' and '.join(str(p) for p in paths.values())} come from different runs "
+                        f"({', '.join(sorted(ids))}): evaluate files of one run")
+    belongs = states.get("classifier", {}).get("belongs_to")
+    if belongs and "encoder" in paths and belongs.get("sha256") != hashes["encoder"]:
+        raise UserError(f"classifier {paths['classifier']} was trained on another {belongs.get('file')} than "
+                        f"{paths['encoder']}: evaluate files of one run")
+    return {"files": {str(paths[role]): hashes[role] for role in paths}, "run_id": next(iter(ids), None)}
+
+
 def build_model(method: str, backbone: str, paths: dict[str, Path], loaded: dict | None = None) -> torch.nn.Module:
     """The detector of `method` with its release checkpoints loaded (strict; a mismatch is a one-line
     error). `loaded`: the contents of the first file (weights or encoder), if already read."""
     from models import EncoderClassifier, LinearClassifier, SupConNet, build_baseline
-    if method == "pt":
+    if "weights" in RELEASE[method]:  # pt, mpl: the baseline's network
         model = build_baseline(backbone, "none")
         load_weights(model, paths["weights"], loaded)
         return model

@@ -44,7 +44,7 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     labeled = role_samples(sets, "labeled", {"pt.batch_size": pc["batch_size"]})
 
     # Model, optimizer, run
-    model = distribute(build_baseline(cfg["backbone"], cfg["pretrained"]), device, cfg)
+    model = distribute(build_baseline(cfg["backbone"], cfg["pretrained"], cfg["weights_dir"]), device, cfg)
     opt = make_optimizer(model.parameters(), pc["lr"], pc["weight_decay"])
     run = start_run(cfg, "pt", ["pt"], sets, device, resume, allow_data_change, model=model, opt=opt)
     record_splits(sets, run.dir)

@@ -75,7 +75,7 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
                                              "supcon.classifier_batch_size": sc["classifier_batch_size"]})
 
     # Models, loss, optimizers, run
-    net = distribute(SupConNet(cfg["backbone"], cfg["pretrained"], sc["feat_dim"]), device, cfg)
+    net = distribute(SupConNet(cfg["backbone"], cfg["pretrained"], sc["feat_dim"], cfg["weights_dir"]), device, cfg)
     classifier = distribute(LinearClassifier(unwrap(net).dim), device, cfg)
     criterion = SupConLoss(sc["temperature"])
     opt_net = make_optimizer(net.parameters(), sc["lr"])

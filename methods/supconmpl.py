@@ -79,24 +79,29 @@ def mpl_step(m: MPLPair, x_l: torch.Tensor, x_l2: torch.Tensor, y_l: torch.Tenso
     t_l, t_uw, t_us = t_logits.split([b_l, b_u, b_u])
     # 2. The teacher's supervised loss is part of its classifier loss in step 8.
 
-    # 3. Student's labeled loss before its update.
-    student.train()
+    # 3. Student's labeled loss before its update, in eval mode (running batch-norm statistics, which the
+    #    labeled batch does not update), as the authors.
+    student.eval()
     with torch.no_grad(), amp:
         s_old = mean_over_ranks(F.cross_entropy(unwrap(m.s_cls)(student.encoder(x_l).float()), y_l))
 
-    # 4. Pseudo labels from the weak view; student network learns them with SupCon on (weak, strong).
+    # 4. Pseudo labels from the weak view; student network (train mode) learns them with SupCon on (weak, strong).
     pseudo = torch.softmax(t_uw.detach() / m.T, dim=1).argmax(dim=1)  # [B_u]
+    student.train()
     z = supcon.supcon_features(m.student, [x_uw, x_us], amp)  # [B_u global, 2, D]
     s_loss = m.supcon(z, gather(pseudo))
     update(m.opt_s, s_loss, "student supcon loss")
 
-    # 5. Student classifier on features of the just-updated, frozen encoder; 6. the same features give s_new.
+    # 5. Student classifier on features of the just-updated, frozen encoder in eval mode; 6. the same
+    #    features give s_new (the encoder does not change in between). Then back to train mode.
+    student.eval()
     with torch.no_grad(), amp:
         s_feats = student.encoder(x_l).float()  # [B_l, F]
     s_cls_loss = F.cross_entropy(m.s_cls(s_feats), y_l)
     update(m.opt_s_cls, s_cls_loss, "student classifier loss")
     with torch.no_grad():
         s_new = mean_over_ranks(F.cross_entropy(unwrap(m.s_cls)(s_feats), y_l))
+    student.train()
     h = mpl_feedback(s_old, s_new, m.sign)
 
     # 7. Teacher network: SupCon on two views of the labeled batch (global batch).
@@ -170,7 +175,8 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     load_weights(teacher, enc_path)
     t_cls = LinearClassifier(teacher.dim)
     load_weights(t_cls, cls_path)
-    student = SupConNet(cfg["backbone"], mc["student_pretrained"] or cfg["pretrained"], sc["feat_dim"])
+    student = SupConNet(cfg["backbone"], mc["student_pretrained"] or cfg["pretrained"], sc["feat_dim"],
+                        cfg["weights_dir"])
     s_cls = LinearClassifier(student.dim)
     pair = MPLPair(*(distribute(mod, device, cfg) for mod in (teacher, t_cls, student, s_cls)), mc, amp)
     opt_ft = make_optimizer(student.parameters(), mc["finetune_lr"])

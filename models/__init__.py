@@ -6,7 +6,6 @@ the linear classifier is ``fc.*``; the baseline is the backbone itself with a 2-
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import timm
@@ -15,45 +14,53 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.checkpoint import load_checkpoint
+from models.weights import imagenet_state_dict
 from utils import UserError
+
+TORCHVISION_NETS = ("efficientnet_b4", "efficientnet_b5")  # the authors' EfficientNets: torchvision's models
+
+
+def _torchvision_efficientnet(name: str, num_classes: int) -> nn.Module:
+    """torchvision's EfficientNet as the authors used it: num_classes > 0 replaces the last linear layer
+    (keys `features.*`, `classifier.1.*`, as their checkpoints); 0 gives the pooled-feature encoder."""
+    import torchvision
+    model = getattr(torchvision.models, name)()
+    dim = model.classifier[1].in_features
+    if num_classes:
+        model.classifier[1] = nn.Linear(dim, num_classes)
+    else:
+        model.classifier = nn.Identity()  # the pooled features, no dropout
+    model.num_features, model.num_classes = dim, num_classes
+    return model
 
 
 def _create(name: str, num_classes: int) -> nn.Module:
+    if name in TORCHVISION_NETS:
+        return _torchvision_efficientnet(name, num_classes)
     try:
         return timm.create_model(name, pretrained=False, num_classes=num_classes)
     except RuntimeError as err:
-        if "Unknown model" in str(err):
+        if "Unknown model" in str(err) or "Invalid pretrained tag" in str(err):
             raise UserError(f"unknown backbone '{name}' (any timm model name, e.g. resnet50, efficientnet_b4)") from None
         raise
 
 
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """A quick connection probe, so that an offline machine does not wait through the hub's retries."""
-    import socket
+def _imagenet_backbone(name: str, num_classes: int, weights_dir: str) -> nn.Module:
+    """The backbone with the ImageNet weights of `name` (models/weights.py): from a local file, never the
+    network; looked up before the model is built, so a missing file stops at once."""
+    state, source, path = imagenet_state_dict(name, weights_dir)
+    if name in TORCHVISION_NETS:
+        model = _create(name, num_classes)
+        fitting = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        missing, unexpected = model.load_state_dict(fitting, strict=False)
+        if unexpected or any(not k.startswith("classifier.") for k in missing):
+            raise UserError(f"weights file {path} does not fit {name}")
+        return model
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _load_imagenet(model: nn.Module, name: str) -> None:
-    """ImageNet weights from the hub when online; offline, one line and random initialisation."""
-    if not _hub_reachable():
-        print(f"warning: offline, ImageNet weights for {name} cannot be downloaded; continuing from random "
-              "initialisation (set pretrained to a local weights file to use them offline)", file=sys.stderr)
-        return
-    try:
-        ref = timm.create_model(name, pretrained=True, num_classes=model_num_classes(model))
-    except Exception as err:  # no weights for this name, hub error
-        print(f"warning: ImageNet weights for {name} unavailable ({type(err).__name__}); "
-              "continuing from random initialisation", file=sys.stderr)
-        return
-    model.load_state_dict(ref.state_dict(), strict=False)
-
-
-def model_num_classes(model: nn.Module) -> int:
-    return getattr(model, "num_classes", 0)
+        return timm.create_model(source.tag, pretrained=True, num_classes=num_classes,
+                                 pretrained_cfg_overlay=dict(state_dict=state))
+    except RuntimeError as err:
+        raise UserError(f"weights file {path} does not fit {name}: {str(err).splitlines()[0][:200]}") from None
 
 
 def _load_local(model: nn.Module, path: str) -> None:
@@ -66,29 +73,31 @@ def _load_local(model: nn.Module, path: str) -> None:
     model.load_state_dict(fitting, strict=False)
 
 
-def build_backbone(name: str, pretrained: str | None = "none", num_classes: int = 0) -> nn.Module:
-    """A timm model; num_classes=0 gives the pooled-feature encoder (`.num_features` wide).
+def build_backbone(name: str, pretrained: str | None = "none", num_classes: int = 0,
+                   weights_dir: str = "weights") -> nn.Module:
+    """A backbone; num_classes=0 gives the pooled-feature encoder (`.num_features` wide).
 
-    pretrained: 'imagenet' (hub, only when online), 'none', or a path to a local weights file.
+    pretrained: 'imagenet' (the authors' ImageNet weights for their backbones, timm's for other names;
+    from a local file: models/weights.py), 'none' (random initialisation), or a path to a weights file.
     """
+    if pretrained == "imagenet":
+        return _imagenet_backbone(name, num_classes, weights_dir)
     model = _create(name, num_classes)
     if pretrained in (None, "none", False):
         return model
-    if pretrained == "imagenet":
-        _load_imagenet(model, name)
-    elif Path(str(pretrained)).is_file():
+    if Path(str(pretrained)).is_file():
         _load_local(model, str(pretrained))
-    else:
-        raise UserError(f"pretrained must be 'imagenet', 'none' or an existing file, got '{pretrained}'")
-    return model
+        return model
+    raise UserError(f"pretrained must be 'imagenet', 'none' or an existing file, got '{pretrained}'")
 
 
 class SupConNet(nn.Module):
     """Encoder + MLP projection head; forward returns L2-normalised `feat_dim`-d features [B, feat_dim]."""
 
-    def __init__(self, backbone: str = "resnet50", pretrained: str | None = "none", feat_dim: int = 128):
+    def __init__(self, backbone: str = "resnet50", pretrained: str | None = "none", feat_dim: int = 128,
+                 weights_dir: str = "weights"):
         super().__init__()
-        self.encoder = build_backbone(backbone, pretrained, num_classes=0)
+        self.encoder = build_backbone(backbone, pretrained, num_classes=0, weights_dir=weights_dir)
         dim = self.encoder.num_features
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, feat_dim))
 
@@ -111,9 +120,9 @@ class LinearClassifier(nn.Module):
         return self.fc(features)
 
 
-def build_baseline(backbone: str = "resnet50", pretrained: str | None = "none") -> nn.Module:
+def build_baseline(backbone: str = "resnet50", pretrained: str | None = "none", weights_dir: str = "weights") -> nn.Module:
     """The pretrained baseline: the backbone with a 2-way classifier (torchvision-style `fc` for ResNets)."""
-    return build_backbone(backbone, pretrained, num_classes=2)
+    return build_backbone(backbone, pretrained, num_classes=2, weights_dir=weights_dir)
 
 
 class EncoderClassifier(nn.Module):

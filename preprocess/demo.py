@@ -48,7 +48,9 @@ from preprocess.demo_fakes import FAMILIES, POSTGEN, context, post_generation
 from utils import UserError
 
 FF_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
-DEMO_VERSION = 3
+DEMO_VERSION = 4
+PRETRAINED = "pretrained-test_resnet.pth"  # the demo's stand-in for ImageNet weights (demo_pretrain.py)
+PACK = "pack"  # the demo's training images, packed (datasets/packed.py)
 
 # Colour photographs that ship inside installed packages (file name, package).
 _PHOTOS = [
@@ -165,6 +167,11 @@ def _write_tree(tmp: Path, params: dict) -> None:
                     fake = post_generation(frame, donor, vrng, ctx)
                     _write(tmp / POSTGEN / f"{vid:03d}_{f:04d}.png", _compress(fake, quality))
     (tmp / "README.txt").write_text(__doc__)
+    if params.get("pretrained"):
+        from preprocess.demo_pretrain import pretrain
+        capture = {"video_track": _video_track, "crop": _crop, "add_sensor_noise": _add_sensor_noise,
+                   "compress": _compress}
+        pretrain(tmp / PRETRAINED, photos, capture, size=size, seed=seed)
     # The marker goes last: a folder without it was never completed.
     (tmp / MARKER).write_text(json.dumps({"generator": GENERATOR, **params}, indent=2) + "\n")
 
@@ -174,7 +181,8 @@ MARKER = "DEMO.json"
 GENERATOR = "supcon-mpl preprocess.demo"
 # Every file the generator writes, relative to the demo root (used to recognise a demo before replacing it).
 _DEMO_FILE = re.compile(r"(FaceForensics\+\+/(train_set|test_set)/(Real/\d+|(%s)/\d+_\d+)/\d+\.png"
-                        r"|%s/\d+_\d+\.png|DEMO\.json|README\.txt)" % ("|".join(FF_METHODS), POSTGEN))
+                        r"|%s/\d+_\d+\.png|DEMO\.json|README\.txt|pretrained-\w+\.pth"
+                        r"|pack/(shard-\d+\.npy|index\.csv|bad\.txt|meta\.json))" % ("|".join(FF_METHODS), POSTGEN))
 
 
 def demo_params(root: Path) -> dict | None:
@@ -238,13 +246,14 @@ def _demo_lock(out: Path):
 
 
 def generate(out: str | os.PathLike, seed: int = 0, size: int = 64, train_ids: int = 100, test_ids: int = 20,
-             frames: int = 8, quiet: bool = False, replace: bool = True) -> Path:
+             frames: int = 8, quiet: bool = False, replace: bool = True, pretrained: bool = False) -> Path:
     """Write the demo benchmark at `out` and return it. Written into a private temporary sibling under a lock,
     then renamed into place, so a reader never sees a partial demo and two writers never mix. An existing
     demo with the same parameters is kept (replace=False) or replaced (replace=True); anything at `out`
     that is not a demo written by this project is never touched (UserError)."""
     out = Path(out).absolute()
-    params = dict(version=DEMO_VERSION, seed=seed, size=size, train_ids=train_ids, test_ids=test_ids, frames=frames)
+    params = dict(version=DEMO_VERSION, seed=seed, size=size, train_ids=train_ids, test_ids=test_ids, frames=frames,
+                  pretrained=pretrained)
     with _demo_lock(out):
         current = demo_params(out)
         if not replace and current is not None and {k: current.get(k) for k in params} == params:
@@ -272,16 +281,23 @@ def generate(out: str | os.PathLike, seed: int = 0, size: int = 64, train_ids: i
     return out
 
 
-def ensure_demo(root: str | os.PathLike, seed: int = 0) -> Path:
-    """The demo benchmark at `root`, generated first unless a complete one with the same version and seed is
-    there. Safe with several processes at once (they wait for one writer)."""
+def ensure_demo(root: str | os.PathLike, seed: int = 0, pack_size: int | None = None) -> Path:
+    """The demo benchmark at `root` (with its stand-in for ImageNet weights), generated first unless a
+    complete one of this version and seed is there; with `pack_size`, also its training images packed at
+    <root>/pack. Safe with several processes at once (they wait for one writer)."""
     root = Path(root)
     params = demo_params(root)
-    if params is not None and params.get("version") == DEMO_VERSION and params.get("seed") == seed:
-        return root
-    _check_replaceable(root.absolute())  # before saying anything: a folder that is not ours is refused
-    print(f"demo benchmark not found at {root}: generating it (takes a few seconds)", file=sys.stderr)
-    return generate(root, seed=seed, replace=False)
+    ready = params is not None and params.get("version") == DEMO_VERSION and params.get("seed") == seed
+    if not ready:
+        _check_replaceable(root.absolute())  # before saying anything: a folder that is not ours is refused
+        print(f"demo benchmark not found at {root}: generating it (takes a minute)", file=sys.stderr)
+        generate(root, seed=seed, replace=False, pretrained=True)
+    if pack_size and not (root / PACK / "meta.json").is_file():
+        with _demo_lock(root.absolute()):
+            if not (root / PACK / "meta.json").is_file():
+                from preprocess.pack import build_pack, folder_paths
+                build_pack(folder_paths(root / "FaceForensics++" / "train_set"), root / PACK, pack_size, quiet=True)
+    return root
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,11 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-ids", type=int, default=100, help="videos per method in train_set (default: 100)")
     parser.add_argument("--test-ids", type=int, default=20, help="videos per method in test_set (default: 20)")
     parser.add_argument("--frames", type=int, default=8, help="frames per video (default: 8)")
+    parser.add_argument("--no-pretrained", action="store_true",
+                        help="skip the stand-in for ImageNet weights (preprocess/demo_pretrain.py)")
     args = parser.parse_args(argv)
     for name in ("size", "train_ids", "test_ids", "frames"):
         if getattr(args, name) < (8 if name == "size" else 2 if name.endswith("ids") else 1):
             raise UserError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
-    generate(args.out, args.seed, args.size, args.train_ids, args.test_ids, args.frames)
+    generate(args.out, args.seed, args.size, args.train_ids, args.test_ids, args.frames,
+             pretrained=not args.no_pretrained)
     return 0
 
 

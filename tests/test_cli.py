@@ -6,7 +6,8 @@ import yaml
 
 from conftest import PY, run, tiny_config
 
-SCRIPTS = ["train_pt.py", "train_supcon.py", "train_supconmpl.py", "evaluate.py", "-m preprocess.demo"]
+SCRIPTS = ["train_pt.py", "train_supcon.py", "train_supconmpl.py", "train_mpl.py", "evaluate.py", "-m preprocess.demo",
+           "-m reproduce", "-m models.fetch_weights"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -17,12 +18,14 @@ def test_help(script):
 
 def check_outputs(folder, tests=("Deepfakes", "NeuralTextures")):
     results = json.loads((folder / "results.json").read_text())
-    assert list(results) == list(tests)
+    assert list(results) == ["weights", *tests]
+    results.pop("weights")
     assert results["Deepfakes"]["split"] == "known" and results["NeuralTextures"]["split"] == "unknown"
     for m in results.values():
-        assert m["n"] == 12 and all(0.0 <= m[k] <= 1.0 for k in ("acc", "auc", "f1", "eer", "ap"))
+        assert m["n"] == 12 and all(0.0 <= m[k] <= 1.0 for k in ("acc", "auc", "auc_hard", "f1", "eer", "ap"))
     lines = (folder / "predictions.csv").read_text().splitlines()
-    assert lines[0] == "path,label,score" and len(lines) == 1 + 6 * 3  # Real, DF, NT frames, each once
+    assert lines[0] == "set,path,video,label,score" and len(lines) == 1 + 2 * 12  # each set's Real and fake frames
+    assert {line.split(",")[0] for line in lines[1:]} == set(tests)
     assert (folder / "config.yaml").is_file() and (folder / "log.txt").is_file()
 
 

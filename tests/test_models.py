@@ -1,7 +1,10 @@
+import os
+import subprocess
+
 import pytest
 import torch
 
-import models
+from conftest import PY, REPO
 from models import LinearClassifier, SupConNet, build_backbone
 from utils import UserError
 
@@ -22,11 +25,45 @@ def test_local_pretrained_file_loads_backbone_weights(tmp_path):
     assert torch.equal(enc.conv1[0].weight, src.conv1[0].weight)
 
 
-def test_offline_imagenet_is_one_warning_and_random_init(monkeypatch, capsys):
-    monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: False)
-    build_backbone("test_resnet", "imagenet")
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "offline" in err[0] and "random initialisation" in err[0]
+def no_caches(tmp_path):
+    """An environment without any downloaded weights: empty torch and Hugging Face caches."""
+    return {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "HF_HOME": str(tmp_path / "hf"),
+            "HF_HUB_OFFLINE": "1"}
+
+
+def test_imagenet_weights_missing_stop_before_training_with_one_line(tiny_config_file, tmp_path):
+    res = subprocess.run([PY, "train_pt.py", "--config", str(tiny_config_file), "pretrained=imagenet",
+                          f"weights_dir={tmp_path / 'weights'}"], cwd=REPO, env=no_caches(tmp_path),
+                         capture_output=True, text=True, timeout=300)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert "ImageNet weights for test_resnet (test_resnet.r160_in1k) are not on this machine" in lines[0]
+    assert "python -m models.fetch_weights test_resnet" in lines[0] and "pretrained: none" in lines[0]
+    assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_imagenet_weights_come_from_the_weights_folder_exactly(tiny_config_file, tmp_path):
+    torch.manual_seed(3)
+    src = build_backbone("test_resnet", "none", num_classes=1000)
+    (tmp_path / "weights").mkdir()
+    torch.save(src.state_dict(), tmp_path / "weights" / "test_resnet.r160_in1k.pth")  # as fetch_weights writes it
+    enc = build_backbone("test_resnet", "imagenet", weights_dir=str(tmp_path / "weights"))
+    assert all(torch.equal(v, src.state_dict()[k]) for k, v in enc.state_dict().items())
+    head = build_backbone("test_resnet", "imagenet", num_classes=2, weights_dir=str(tmp_path / "weights"))
+    assert torch.equal(head.conv1[0].weight, src.conv1[0].weight) and head.fc.weight.shape == (2, src.num_features)
+    res = subprocess.run([PY, "train_pt.py", "--config", str(tiny_config_file), "pretrained=imagenet",
+                          f"weights_dir={tmp_path / 'weights'}"], cwd=REPO, env=no_caches(tmp_path),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+
+
+def test_the_authors_backbones_get_the_authors_weights():
+    from models.weights import weights_source
+    assert weights_source("resnet50").url.endswith("/resnet50-0676ba61.pth")  # torchvision IMAGENET1K_V1
+    assert weights_source("resnet101").tag == "resnet101.tv_in1k"
+    assert weights_source("efficientnet_b4").url.endswith("/efficientnet_b4_rwightman-23ab8bcd.pth")
+    keys = list(build_backbone("efficientnet_b4", "none", num_classes=2).state_dict())
+    assert keys[0].startswith("features.0.") and keys[-1] == "classifier.1.bias"  # torchvision's, as the authors'
 
 
 def test_bad_backbone_and_pretrained_are_user_errors():

@@ -101,9 +101,59 @@ def test_h_is_change_of_student_labeled_loss():
     x_l, x_l2, y, x_uw, x_us = batch()
     student0, s_cls0 = copy.deepcopy(pair.student), copy.deepcopy(pair.s_cls)
     out = mpl_step(pair, x_l, x_l2, y, x_uw, x_us)
-    student0.train()
-    pair.student.train()
+    student0.eval()  # the authors' mode for s_old and s_new: running statistics
+    pair.student.eval()
     with torch.no_grad():
         s_old = F.cross_entropy(s_cls0(student0.encoder(x_l)), y)
         s_new = F.cross_entropy(pair.s_cls(pair.student.encoder(x_l)), y)
     assert torch.allclose(out["h"], s_new - s_old, atol=1e-5)
+
+
+def with_running_statistics(pair, seed=5):
+    """Give the student's batch norms non-trivial running statistics (as a pretrained network has)."""
+    g = torch.Generator().manual_seed(seed)
+    pair.student.train()
+    with torch.no_grad():
+        for _ in range(3):
+            pair.student(torch.randn(8, 3, 16, 16, generator=g) * 2 + 0.5)
+    return pair
+
+
+def bn_buffers(module):
+    return {k: v.clone() for k, v in module.named_buffers() if "running" in k}
+
+
+def test_student_batch_norm_modes_follow_the_authors_in_every_sub_step():
+    """Sub-steps 3, 5 and 6 run the student in eval mode (running statistics, not updated); sub-step 4 in
+    train mode; the student ends the step in train mode."""
+    pair = with_running_statistics(make_pair())
+    modes = []
+    pair.student.encoder.register_forward_pre_hook(lambda mod, inp: modes.append(mod.training))
+    x_l, x_l2, y, x_uw, x_us = batch()
+    reference = copy.deepcopy(pair.student)
+    mpl_step(pair, x_l, x_l2, y, x_uw, x_us)
+    assert modes == [False, True, False]  # s_old; SupCon on (weak, strong); classifier features = s_new's
+    assert pair.student.training
+    # Only sub-step 4's forward (train mode, on the unlabeled views) moved the running statistics.
+    reference.train()
+    with torch.no_grad():
+        reference(torch.cat([x_uw, x_us]))
+    after = bn_buffers(pair.student)
+    for k, v in bn_buffers(reference).items():
+        assert torch.allclose(after[k], v), k
+
+
+def test_h_uses_running_statistics_not_labeled_batch_statistics():
+    """With the labeled batch's own statistics (train mode) h would differ: the authors' eval mode counts."""
+    pair = with_running_statistics(make_pair())
+    x_l, x_l2, y, x_uw, x_us = batch()
+    student0, s_cls0 = copy.deepcopy(pair.student), copy.deepcopy(pair.s_cls)
+    out = mpl_step(pair, x_l, x_l2, y, x_uw, x_us)
+    student0.train()
+    with torch.no_grad():
+        s_old_train = F.cross_entropy(s_cls0(student0.encoder(x_l)), y)
+    student0.eval()
+    with torch.no_grad():
+        s_old_eval = F.cross_entropy(s_cls0(student0.encoder(x_l)), y)
+    assert not torch.allclose(s_old_train, s_old_eval, atol=1e-4)  # the modes give different losses here
+    assert torch.isfinite(out["h"])

@@ -70,7 +70,7 @@ def test_every_config_loads():
 
 
 def test_shell_scripts_train_on_the_first_line_then_evaluate():
-    for method in ("pt", "supcon", "supconmpl"):
+    for method in ("pt", "supcon", "supconmpl", "mpl"):
         lines = (REPO / f"train_{method}_model.sh").read_text().splitlines()
         # NPROC=N puts torchrun in front of the same command (one code path for 1 or N processes)
         assert f"python train_{method}.py \"$@\" || exit 1" in lines[0] and lines[0].startswith("${NPROC:+")
@@ -87,3 +87,27 @@ def test_shell_scripts_pass_shellcheck():
     scripts = [str(p) for p in sorted(REPO.glob("*.sh")) + sorted(REPO.glob("bench/*.sh"))] + [str(REPO / ".ci" / "run")]
     res = subprocess.run(["shellcheck", "-S", "warning", *scripts], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout
+
+
+# The authors' recipe (their .sh scripts and code): what every protocol config must resolve to.
+AUTHORS_RECIPE = {
+    "seed": 777, "backbone": "resnet50", "pretrained": "imagenet", "img_size": 64, "input_scale": "project",
+    "data.balance": False, "pt.steps": 1000, "pt.batch_size": 512, "pt.lr": 1e-4, "pt.weight_decay": 0.0,
+    "supcon.steps": 1000, "supcon.batch_size": 512, "supcon.lr": 1e-4, "supcon.temperature": 0.1,
+    "supcon.feat_dim": 128, "supcon.classifier_steps": 1000, "supcon.classifier_batch_size": 512,
+    "supcon.classifier_lr": 1e-4, "mpl.steps": 5000, "mpl.batch_labeled": 64, "mpl.batch_unlabeled": 448,
+    "mpl.teacher_lr": 1e-4, "mpl.student_lr": 1e-4, "mpl.temperature": 0.1, "mpl.T": 1.0,
+    "mpl.feedback": "new_minus_old", "mpl.finetune_steps": 1000, "mpl.finetune_classifier_steps": 1000,
+    "mpl.finetune_lr": 1e-4, "aug.scale": [0.5, 1.0], "aug.hflip": 0.5, "aug.color_jitter": [0.4, 0.4, 0.4, 0.1],
+    "aug.color_jitter_p": 0.8, "aug.grayscale_p": 0.2, "aug.unlabeled_weak": {}, "aug.unlabeled_strong": {},
+}
+
+
+def test_protocol_configs_resolve_to_the_authors_recipe():
+    for name in ("ff_wo_df", "ff_wo_f2f", "ff_wo_fs", "ff_wo_nt", "sin"):
+        cfg = load_config(str(REPO / "configs" / f"{name}.yaml"))
+        for key, value in AUTHORS_RECIPE.items():
+            node = cfg
+            for part in key.split("."):
+                node = node[part]
+            assert node == value, f"{name}: {key} = {node!r}, the authors' recipe has {value!r}"

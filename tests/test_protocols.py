@@ -95,6 +95,9 @@ def test_ff_protocols_count_exactly_what_the_tree_holds(trees, left_out):
     test = d["sets"][name]
     assert (test["role"], test["split"], test["images"], test["videos"]) == ("test", "unknown", 8 * FRAMES, 8)
     assert all(d["sets"][m]["split"] == "known" for m in METHODS[1:] if m != name)
+    pool = d["sets"]["Known"]  # Table 1's pooled known row: the three known methods and Real together
+    assert (pool["split"], pool["real"], pool["fake"]) == ("known", 4 * FRAMES, 12 * FRAMES)
+    assert name not in pool["domains"]
     assert d["overlapping_videos"] == 0
 
 
@@ -111,7 +114,13 @@ def test_sin_protocol_counts_and_no_overlap(trees, capsys):
     # Celeb-DF: groups {id0, id1}, {id2, id3}, 00000, 00001 -> 2 labeled, 2 tested; all 10 videos used once.
     celeb_lab = sets["labeled"]["domains"].get("CelebDF-real", 0) + sets["labeled"]["domains"].get("CelebDF-fake", 0)
     assert celeb_lab + sets["CelebDF"]["images"] == 10 * FRAMES
-    assert sets["StyleGAN"]["real"] == 3 and sets["StyleGAN"]["fake"] == 3
+    # The authors' post-generation pool: StyleGAN against FF++ test Original, every second image (of <= 51,200).
+    assert (sets["StyleGAN"]["fake"], sets["StyleGAN"]["real"]) == (2, 4 * FRAMES // 2)
+    assert sets["StyleGAN-CelebA"]["real"] == 3 and sets["StyleGAN-CelebA"]["fake"] == 3
+    # One known pool: FF++ test Real + DF, F2F, FS, DFDC part 10 and the second half of Celeb-DF.
+    known = sets["Known"]
+    assert known["images"] == 4 * 4 * FRAMES + sets["DFDC"]["images"] + sets["CelebDF"]["images"]
+    assert known["split"] == "known" and "NeuralTextures" not in known["domains"]
     assert "NeuralTextures" not in sets["unlabeled"]["domains"]
     assert d["overlapping_videos"] == 0
 
@@ -184,7 +193,7 @@ def test_protocol_scripts_run_on_generated_trees(trees, tmp_path, protocol):
     (run_dir,) = (tmp_path / "runs").glob(f"{protocol}-*")  # named after the config and the overrides
     results = json.loads((run_dir / "supconmpl" / "results.json").read_text())
     expected = protocol_config(protocol, overrides(trees))["data"]["test"]
-    assert list(results) == [t["name"] for t in expected]
+    assert list(results) == ["weights"] + [t["name"] for t in expected]
     assert [results[t["name"]]["split"] for t in expected] == [t["split"] for t in expected]
     assert results["NeuralTextures"]["video"]["n"] == 8 and results["NeuralTextures"]["n"] == 8 * FRAMES
     assert "vAUC" in res.stdout
