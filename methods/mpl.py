@@ -1,0 +1,160 @@
+"""Vanilla Meta Pseudo Labels (Pham et al., "Meta Pseudo Labels", CVPR 2021; as in its widely used
+re-implementation kekmodel/MPL-pytorch): the baseline of the paper's Table 2 ("MPL [24]").
+
+Teacher and student are the baseline's network (backbone + 2-way head), both from `pretrained` (ImageNet, as
+the authors' get_model(is_meta=True)). One step: the teacher pseudo-labels the weak view of unlabeled images,
+the student learns those hard labels on the strong view with cross-entropy, and the change of the student's
+labeled loss (h, same sign setting as SupCon-MPL) weights the teacher's loss on its own strong-view
+predictions. Then the student is fine-tuned on the labeled data with cross-entropy and saved as mpl.tar.
+Options, all off by default (`mpl_options`): UDA consistency on the teacher, a moving-average baseline
+for h, an exponential moving average (EMA) of the student as the released model.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from datasets.loaders import train_batches
+from datasets.protocols import prepare_data, record_splits, role_samples, training_sets
+from engine.amp import autocast
+from engine.dist import distribute, mean_over_ranks, setup_device, unwrap
+from engine.run import start_run
+from engine.update import make_optimizer
+from losses import mpl_feedback, teacher_mpl_loss
+from methods.pt import pt_step
+from models import build_baseline
+from utils import seed_everything
+
+STAGES = ["mpl", "finetune"]
+
+
+class VanillaMPL:
+    """Teacher and student networks, their optimizers, and the feedback settings (`mpl` and `mpl_options`
+    sections); `amp` is the autocast context. The student's EMA copy is kept when `mpl_options.ema` > 0."""
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, mc: dict, options: dict, amp):
+        self.teacher, self.student, self.amp = teacher, student, amp
+        self.opt_t = make_optimizer(teacher.parameters(), mc["teacher_lr"])
+        self.opt_s = make_optimizer(student.parameters(), mc["student_lr"])
+        self.T, self.sign, self.o = mc["T"], mc["feedback"], options
+        self.baseline = torch.zeros(())  # moving average of h (used when h_baseline > 0)
+        self.ema = copy.deepcopy(unwrap(student)).eval().requires_grad_(False) if options["ema"] > 0 else None
+
+    def state_dict(self) -> dict:
+        return {"baseline": self.baseline, "ema": self.ema.state_dict() if self.ema is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.baseline = state["baseline"]
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+
+
+def uda_loss(t_uw: torch.Tensor, t_us: torch.Tensor, T: float, threshold: float) -> torch.Tensor:
+    """UDA consistency (Xie et al. 2020): the teacher's strong-view prediction matches its sharpened weak-view
+    one (soft targets, no gradient), on the images whose weak-view confidence reaches `threshold`."""
+    soft = torch.softmax(t_uw.detach() / T, dim=1)  # [B_u, 2]
+    mask = (soft.max(dim=1).values >= threshold).float()
+    return (-(soft * F.log_softmax(t_us, dim=1)).sum(dim=1) * mask).mean()
+
+
+def mpl_step(m: VanillaMPL, x_l: torch.Tensor, y_l: torch.Tensor, x_uw: torch.Tensor, x_us: torch.Tensor,
+             step: int, update: Callable) -> dict[str, torch.Tensor]:
+    """One vanilla MPL step. x_l: labeled batch [B_l, 3, H, W] with labels y_l [B_l]; x_uw, x_us: weak and
+    strong views of the unlabeled batch [B_u, 3, H, W]. update(opt, loss, name) applies an update."""
+    b_l, b_u = x_l.shape[0], x_uw.shape[0]
+    o = m.o
+    m.teacher.train()
+    m.student.train()
+
+    # 1. Teacher logits of [x_l, x_uw, x_us] (with gradient: the teacher is trained end to end).
+    with m.amp:
+        t_l, t_uw, t_us = m.teacher(torch.cat([x_l, x_uw, x_us])).float().split([b_l, b_u, b_u])
+    t_loss_l = F.cross_entropy(t_l, y_l)
+
+    # 2. Hard pseudo labels from the weak view: argmax softmax(t_uw / T) = argmax t_uw.
+    pseudo = torch.softmax(t_uw.detach() / m.T, dim=1).argmax(dim=1)  # [B_u]
+
+    # 3. Student: labeled loss before its update (the same forward), then learns the pseudo labels.
+    with m.amp:
+        s_l, s_us = m.student(torch.cat([x_l, x_us])).float().split([b_l, b_u])
+    s_old = mean_over_ranks(F.cross_entropy(s_l.detach(), y_l))
+    s_loss = F.cross_entropy(s_us, pseudo)
+    update(m.opt_s, s_loss, "student loss")
+    if m.ema is not None:
+        with torch.no_grad():
+            for e, p in zip(m.ema.state_dict().values(), unwrap(m.student).state_dict().values()):
+                e.copy_(e * o["ema"] + p.detach() * (1 - o["ema"]) if e.is_floating_point() else p)
+
+    # 4. The student's labeled loss after its update; feedback h (optionally minus its moving average).
+    with torch.no_grad(), m.amp:
+        s_new = mean_over_ranks(F.cross_entropy(m.student(x_l).float(), y_l))
+    h = mpl_feedback(s_old, s_new, m.sign)
+    if o["h_baseline"] > 0:
+        m.baseline = o["h_baseline"] * m.baseline.to(h) + (1 - o["h_baseline"]) * h
+        h = h - m.baseline
+
+    # 5. Teacher: supervised CE + h-weighted CE on its own strong-view predictions (+ UDA if asked).
+    t_loss = teacher_mpl_loss(t_l, y_l, t_us, h)
+    if o["uda"]:
+        weight = o["uda_weight"] * min(1.0, (step + 1) / max(o["uda_warmup"], 1))
+        t_loss = t_loss + weight * uda_loss(t_uw, t_us, m.T, o["uda_threshold"])
+    update(m.opt_t, t_loss, "teacher loss")
+    return {"t_loss": t_loss.detach(), "t_loss_l": t_loss_l.detach(), "s_loss": s_loss.detach(), "h": h,
+            "pseudo_fake": pseudo.float().mean(), "pseudo": pseudo}
+
+
+def mpl_step_fn(m: VanillaMPL, next_labeled: Callable, next_unlabeled: Callable, update: Callable) -> Callable[[int], dict]:
+    def step(i: int) -> dict:
+        x_l, y_l = next_labeled()
+        x_uw, x_us, y_u = next_unlabeled()  # y_u: logging only
+        out = mpl_step(m, x_l, y_l, x_uw, x_us, i, update)
+        out["pseudo_acc"] = (out.pop("pseudo") == y_u).float().mean()  # never used for training
+        out["images"] = x_l.shape[0] + 2 * x_uw.shape[0]
+        return out
+    return step
+
+
+def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> dict:
+    mc, balance = cfg["mpl"], cfg["data"]["balance"]
+    device = setup_device(cfg)
+    seed_everything(cfg["seed"])
+    amp = autocast(device, cfg["amp"], cfg["amp_dtype"])
+
+    # Data: labeled and unlabeled, as SupCon-MPL (same batch sizes, steps and protocols)
+    prepare_data(cfg)
+    sets = training_sets(cfg)
+    labeled = role_samples(sets, "labeled", {"mpl.batch_labeled": mc["batch_labeled"]})
+    unlabeled = role_samples(sets, "unlabeled", {"mpl.batch_unlabeled": mc["batch_unlabeled"]})
+
+    # Models: teacher and student both the baseline's network from `pretrained` (mpl.student_pretrained)
+    teacher = build_baseline(cfg["backbone"], cfg["pretrained"], cfg["weights_dir"])
+    student = build_baseline(cfg["backbone"], mc["student_pretrained"] or cfg["pretrained"], cfg["weights_dir"])
+    m = VanillaMPL(distribute(teacher, device, cfg), distribute(student, device, cfg), mc, cfg["mpl_options"], amp)
+    opt_ft = make_optimizer(m.student.parameters(), mc["finetune_lr"])
+    run = start_run(cfg, "mpl", STAGES, sets, device, resume, allow_data_change, teacher=m.teacher,
+                    student=m.student, opt_t=m.opt_t, opt_s=m.opt_s, opt_ft=opt_ft, mpl=m)
+    record_splits(sets, run.dir)
+    run.logger.info(f"MPL: backbone {cfg['backbone']}, {mc['steps']} MPL steps + {mc['finetune_steps']} fine-tune "
+                    f"steps on {device}; run folder {run.dir}; labeled: {len(labeled)}, unlabeled: {len(unlabeled)}")
+
+    # Stage 1: MPL steps
+    stage = run.stage("mpl", mc["steps"])
+    lab = train_batches(labeled, cfg, mc["batch_labeled"], 1, balance, "mpl-labeled", stage.start, device)
+    unl = train_batches(unlabeled, cfg, mc["batch_unlabeled"], 2, False, "mpl-unlabeled", stage.start, device,
+                        role="unlabeled")
+    stage.run(mpl_step_fn(m, run.feed(lab, device), run.feed(unl, device), run.update))
+
+    # Stage 2: fine-tune the student (its EMA, if kept) on the labeled data with cross-entropy; save it
+    stage = run.stage("finetune", mc["finetune_steps"])
+    if m.ema is not None and stage.start == 0:
+        unwrap(m.student).load_state_dict(m.ema.state_dict())  # the averaged weights are fine-tuned
+    singles = train_batches(labeled, cfg, mc["batch_labeled"], 1, balance, "finetune", stage.start, device)
+    stage.run(pt_step(m.student, opt_ft, run.feed(singles, device), run.update, amp))
+    path = run.save_release("weights", m.student, "mpl", mc["steps"] + mc["finetune_steps"], opt_ft)
+    run.finish()
+    run.logger.info(f"saved {path}")
+    return {"weights": path}

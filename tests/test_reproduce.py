@@ -1,0 +1,77 @@
+"""`python -m reproduce`: the paper's Table 2 end to end on generated trees, a resume after a killed run, a
+missing cell that is named, a rerun that trains nothing, and the bootstrap's confidence intervals."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from conftest import PY, REPO, run
+from reproduce import paired_bootstrap
+from test_protocols import overrides, trees  # noqa: F401  (trees: the generated dataset trees fixture)
+
+TINY = ["backbone=test_resnet", "pretrained=none", "img_size=16", "workers=0", "checkpoint_every=1",
+        "supcon.steps=2", "supcon.batch_size=4", "supcon.classifier_steps=1", "supcon.classifier_batch_size=4",
+        "mpl.steps=30", "mpl.batch_labeled=4", "mpl.batch_unlabeled=4", "mpl.finetune_steps=1",
+        "mpl.finetune_classifier_steps=1"]
+
+
+def reproduce(tmp_path, trees, *extra):
+    return [PY, "-m", "reproduce", "--table", "2", "--seeds", "1", "--out", str(tmp_path / "out"), *extra,
+            *overrides(trees), f"out_dir={tmp_path / 'runs'}", *TINY]
+
+
+@pytest.mark.slow
+def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees, tmp_path):  # noqa: F811
+    dry = run(reproduce(tmp_path, trees, "--dry-run"))
+    assert dry.returncode == 0 and "sin seed 777: MPL (new) - would run" in dry.stderr, dry.stderr
+    # Killed while training the MPL run: the next call resumes it.
+    proc = subprocess.Popen(reproduce(tmp_path, trees), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not list((tmp_path / "runs").glob("sin-seed777-*/mpl/checkpoints/ckpt-00-*.tar")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    res = run(reproduce(tmp_path, trees), timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "MPL (unfinished) ..." in res.stderr
+    (log,) = (tmp_path / "out" / "logs").glob("sin-seed777-*-mpl.log")
+    assert "resuming from" in log.read_text()
+    table = json.loads((tmp_path / "out" / "table2.json").read_text())
+    assert [r["row"] for r in table["rows"]] == ["Scenario Deepfakes (Known)", "Current-Generation Deepfakes (Unknown)",
+                                                 "Post-Generation Deepfakes (Unknown)"]
+    known = table["rows"][0]
+    assert set(known["cells"]) == {"mpl", "supcon", "supconmpl"} and not known["missing"]
+    assert known["cells"]["mpl"]["acc"]["n"] == 1 and known["cells"]["mpl"]["acc"]["paper"] == 79.82
+    assert set(known["diffs"]) == {"mpl", "supcon"} and "acc" in known["diffs"]["mpl"]
+    text = (tmp_path / "out" / "table2.md").read_text()
+    assert "## AUC (hard; the paper's)" in text and "(81.40)" in text and "Tar [34]" in text
+    assert (tmp_path / "out" / "table2.png").is_file()
+    # A result that is not there is a named cell, not a silently shorter table; nothing is retrained.
+    (results_file,) = (tmp_path / "runs").glob("sin-seed777-*/mpl/results.json")
+    results = json.loads(results_file.read_text())
+    del results["StyleGAN"]
+    results_file.write_text(json.dumps(results))
+    start = time.time()
+    res = run(reproduce(tmp_path, trees))
+    assert res.returncode == 1 and time.time() - start < 60, res.stderr
+    assert "skipped" in res.stderr and "..." not in res.stderr  # every run finished: none started
+    assert "MPL, seed 777: no results for 'StyleGAN'" in (tmp_path / "out" / "table2.md").read_text()
+
+
+def test_paired_bootstrap_finds_a_real_difference_and_not_a_null_one():
+    rng = np.random.default_rng(0)
+    videos, frames = 60, 5
+    labels = np.repeat(rng.integers(0, 2, videos), frames)
+    paths = [f"v{i // frames}/{i % frames}.png" for i in range(videos * frames)]
+    good = np.clip(labels * 0.6 + 0.2 + rng.normal(0, 0.15, len(labels)), 0, 1)   # mostly right
+    noise = rng.uniform(0, 1, len(labels))                                     # chance
+    as_preds = lambda s: {p: (p.split("/")[0], int(y), float(v)) for p, y, v in zip(paths, labels, s)}  # noqa: E731
+    diff = paired_bootstrap([(as_preds(good), as_preds(noise))])
+    assert diff["acc"]["lo"] > 0.2 and diff["auc"]["lo"] > 0.2
+    same = paired_bootstrap([(as_preds(good), as_preds(good))])
+    assert same["acc"] == {"diff": 0.0, "lo": 0.0, "hi": 0.0}

@@ -1,0 +1,2 @@
+${NPROC:+python -m torch.distributed.run ${TORCHRUN_ARGS:---standalone} --nproc_per_node $NPROC --no-python} python train_mpl.py "$@" || exit 1
+python evaluate.py --method mpl "$@"
