@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--pipelines takes pt, supcon and/or mpl, got {args.pipelines!r}")
     cfg = bench_config(args)
     from datasets.index import Sample
-    from preprocess.pack import build_pack
+    from datasets.packed import build_pack
     data = Path(args.data)
     items = make_images(data / f"src{args.source_size}", args.images, args.source_size)
     pack_dir = data / f"pack-src{args.source_size}-{cfg['img_size']}"

@@ -104,6 +104,17 @@ def train_batches(samples: list[Sample], cfg: dict, batch_size: int, views: int,
     yield from train_loader(samples, cfg, batch_size, views, balance, stream, start_step, role)
 
 
+def mpl_streams(labeled: list[Sample], unlabeled: list[Sample], cfg: dict, labeled_views: int, start_step: int,
+                device: torch.device) -> tuple[Iterator, Iterator]:
+    """The two endless streams of an MPL stage, from `start_step` on: labeled batches (mpl.batch_labeled,
+    `labeled_views` views each) and unlabeled ones (mpl.batch_unlabeled; weak and strong views)."""
+    mc, balance = cfg["mpl"], cfg["data"]["balance"]
+    lab = train_batches(labeled, cfg, mc["batch_labeled"], labeled_views, balance, "mpl-labeled", start_step, device)
+    unl = train_batches(unlabeled, cfg, mc["batch_unlabeled"], 2, False, "mpl-unlabeled", start_step, device,
+                        role="unlabeled")
+    return lab, unl
+
+
 def eval_loader(samples: list[Sample], img_size: int, backbone: str, input_scale: str, batch_size: int,
                 workers: int) -> DataLoader:
     ds = EvalDataset(samples, eval_transform(img_size, backbone, input_scale), img_size)

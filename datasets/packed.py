@@ -19,14 +19,17 @@ from __future__ import annotations
 import json
 import os
 import queue
+import sys
 import threading
 from pathlib import Path
 from typing import Iterator
 
+import cv2
 import numpy as np
 import torch
 
 from datasets.augment import BatchAugment, view_specs
+from datasets.images import IMG_EXTS, BadImageError, read_image
 from datasets.index import Sample
 from datasets.sampling import StepBatchSampler, stream_seed
 from engine.dist import rank_world
@@ -112,6 +115,112 @@ def write_pack_files(folder: Path, meta: dict, index: dict[str, tuple[int, int]]
     atomic_write_text(folder / "index.csv", "path,shard,row\n" + rows)
     atomic_write_text(folder / "bad.txt", "".join(f"{p}\n" for p in sorted(bad)))
     atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------- writing
+SHARD_IMAGES = 50_000
+
+
+def _load(args: tuple[str, int]) -> tuple[str, np.ndarray | None]:
+    """(path, uint8 [3, S, S]) or (path, None) for an unreadable image. Runs in worker processes."""
+    path, size = args
+    try:
+        img = read_image(path).permute(1, 2, 0).numpy()  # [H, W, 3] RGB
+    except BadImageError:
+        return path, None
+    h, w = img.shape[:2]
+    interp = cv2.INTER_AREA if h > size or w > size else cv2.INTER_LINEAR
+    img = cv2.resize(img, (size, size), interpolation=interp) if (h, w) != (size, size) else img
+    return path, np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def _open_pack(out: Path, size: int) -> tuple[dict, dict, set]:
+    """The pack at `out` (meta, index, unreadable paths), or an empty one of `size` px."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    meta_file = out / "meta.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {
+        "format": FORMAT, "version": VERSION, "size": size, "count": 0, "shards": []}
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{out} holds something other than a pack ({meta_file})")
+    if meta["size"] != size:
+        raise UserError(f"pack {out} holds {meta['size']}px images; pack {size}px images into another folder")
+    bad_file = out / "bad.txt"
+    return meta, read_index(out), set(bad_file.read_text().splitlines()) if bad_file.is_file() else set()
+
+
+def _write_shard(out: Path, chunk: list[str], results, meta: dict, bad: set, bar) -> dict[str, tuple[int, int]]:
+    """Decode `chunk` (results: (path, image or None) per path) into the pack's next shard; returns the rows
+    it holds (none: no shard written). Unreadable images go to `bad`."""
+    size = meta["size"]
+    number = len(meta["shards"])
+    name = f"shard-{number:05d}.npy"
+    tmp = out / (name + ".tmp")
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(chunk), 3, size, size))
+    rows: dict[str, tuple[int, int]] = {}
+    for path, img in results:
+        if img is None:
+            bad.add(path)
+        else:
+            arr[len(rows)] = img
+            rows[path] = (number, len(rows))
+        bar.update()
+    arr.flush()
+    del arr
+    if not rows:  # nothing readable in this chunk
+        tmp.unlink()
+        return rows
+    if len(rows) < len(chunk):  # unreadable images left empty rows at the end: drop them
+        np.save(tmp.with_suffix(".cut"), np.load(tmp, mmap_mode="r")[:len(rows)])
+        os.replace(tmp.with_suffix(".cut.npy"), tmp)
+    os.replace(tmp, out / name)
+    meta["shards"].append({"file": name, "count": len(rows)})
+    meta["count"] = sum(s["count"] for s in meta["shards"])
+    return rows
+
+
+def build_pack(paths: list[str], out: Path, size: int, workers: int = 0, shard_images: int = SHARD_IMAGES,
+               quiet: bool = False) -> dict:
+    """Add the images of `paths` that `out` lacks; returns counts {"added", "bad", "total", "skipped"}."""
+    from multiprocessing import get_context
+
+    from tqdm import tqdm
+
+    meta, index, bad = _open_pack(out, size)
+    keys = list(dict.fromkeys(pack_key(p) for p in paths))  # unique, in order
+    todo = [k for k in keys if k not in index and k not in bad]
+    counts = {"added": 0, "bad": 0, "skipped": len(keys) - len(todo)}
+    pool = get_context("fork").Pool(workers) if workers > 0 else None
+    bar = tqdm(total=len(todo), desc="pack", unit="img", disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
+    try:
+        for start in range(0, len(todo), shard_images):
+            chunk = todo[start:start + shard_images]
+            jobs = [(p, size) for p in chunk]
+            rows = _write_shard(out, chunk, pool.imap(_load, jobs, chunksize=32) if pool else map(_load, jobs),
+                                meta, bad, bar)
+            index.update(rows)
+            write_pack_files(out, meta, index, bad)  # after every shard: an interrupted pack keeps it
+            counts["added"] += len(rows)
+            counts["bad"] += len(chunk) - len(rows)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+    if not (out / "meta.json").is_file():
+        write_pack_files(out, meta, index, bad)
+    counts["total"] = meta["count"]
+    return counts
+
+
+def folder_paths(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        raise UserError(f"folder not found: {folder}")
+    out = []
+    for dirpath, dirnames, files in os.walk(folder):
+        dirnames.sort()
+        out += [os.path.join(dirpath, f) for f in sorted(files) if f.lower().endswith(IMG_EXTS)]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- batches

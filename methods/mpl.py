@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from datasets.loaders import train_batches
+from datasets.loaders import mpl_streams, train_batches
 from datasets.protocols import prepare_data, record_splits, role_samples, training_sets
 from engine.amp import autocast
 from engine.dist import distribute, mean_over_ranks, setup_device, unwrap
@@ -143,9 +143,7 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
 
     # Stage 1: MPL steps
     stage = run.stage("mpl", mc["steps"])
-    lab = train_batches(labeled, cfg, mc["batch_labeled"], 1, balance, "mpl-labeled", stage.start, device)
-    unl = train_batches(unlabeled, cfg, mc["batch_unlabeled"], 2, False, "mpl-unlabeled", stage.start, device,
-                        role="unlabeled")
+    lab, unl = mpl_streams(labeled, unlabeled, cfg, 1, stage.start, device)  # labeled: 1 view(s)
     stage.run(mpl_step_fn(m, run.feed(lab, device), run.feed(unl, device), run.update))
 
     # Stage 2: fine-tune the student (its EMA, if kept) on the labeled data with cross-entropy; save it

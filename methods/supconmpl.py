@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from datasets.loaders import train_batches
+from datasets.loaders import mpl_streams, train_batches
 from datasets.protocols import prepare_data, record_splits, role_samples, training_sets
 from engine.amp import autocast
 from engine.checkpoint import load_weights
@@ -192,9 +192,7 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
 
     # Stage 1: MPL steps, labeled and unlabeled iterators each endless
     stage = run.stage("mpl", mc["steps"])
-    lab = train_batches(labeled, cfg, mc["batch_labeled"], 2, balance, "mpl-labeled", stage.start, device)
-    unl = train_batches(unlabeled, cfg, mc["batch_unlabeled"], 2, False, "mpl-unlabeled", stage.start, device,
-                        role="unlabeled")
+    lab, unl = mpl_streams(labeled, unlabeled, cfg, 2, stage.start, device)  # labeled: 2 view(s)
     stage.run(mpl_step_fn(pair, run.feed(lab, device), run.feed(unl, device), run.update))
 
     # Stages 2-3: fine-tune the student on the labeled data: SupCon, then its classifier on the frozen encoder

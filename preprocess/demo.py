@@ -295,7 +295,7 @@ def ensure_demo(root: str | os.PathLike, seed: int = 0, pack_size: int | None = 
     if pack_size and not (root / PACK / "meta.json").is_file():
         with _demo_lock(root.absolute()):
             if not (root / PACK / "meta.json").is_file():
-                from preprocess.pack import build_pack, folder_paths
+                from datasets.packed import build_pack, folder_paths
                 build_pack(folder_paths(root / "FaceForensics++" / "train_set"), root / PACK, pack_size, quiet=True)
     return root
 

@@ -22,7 +22,7 @@ def _env() -> dict:
 @pytest.fixture(scope="module")
 def records(tmp_path_factory, tiny_demo):
     """{1: single-process record, 2: [rank 0, rank 1]} from tests/dist_worker.py."""
-    from preprocess.pack import build_pack
+    from datasets.packed import build_pack
     base = tmp_path_factory.mktemp("dist")
     pack = base / "pack"
     images = sorted(str(p) for p in (tiny_demo / "FaceForensics++" / "train_set").rglob("*.png"))[:24]

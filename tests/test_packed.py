@@ -120,7 +120,7 @@ def test_crop_flip_and_parameter_ranges():
 
 
 def test_packed_batches_are_a_function_of_the_step(tiny_demo, tmp_path):
-    from preprocess.pack import build_pack, folder_paths
+    from datasets.packed import build_pack, folder_paths
     paths = folder_paths(tiny_demo / "FaceForensics++" / "train_set" / "Real")
     pack_dir = tmp_path / "pack"
     build_pack(paths, pack_dir, 32, quiet=True)

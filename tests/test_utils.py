@@ -15,6 +15,10 @@ def test_metrics_on_a_known_case():
     assert m["f1"] == pytest.approx(0.75)            # precision 3/4, recall 3/4
     assert m["eer"] == pytest.approx(0.25)           # one real above, one fake below the crossing
     assert 0 < m["ap"] <= 1
+    # The paper's AUC: from hard 0/1 predictions, i.e. the balanced accuracy at the threshold (3/4 and 3/4 here).
+    assert m["auc_hard"] == pytest.approx(0.75)
+    skewed = binary_metrics(np.array([0, 0, 1, 1, 1, 1, 1, 1]), np.array([0.1, 0.9, 0.8, 0.8, 0.8, 0.8, 0.8, 0.2]))
+    assert skewed["auc_hard"] == pytest.approx((1 / 2 + 5 / 6) / 2) and skewed["acc"] == pytest.approx(6 / 8)
 
 
 def test_perfect_and_one_class_sets():
