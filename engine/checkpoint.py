@@ -7,6 +7,7 @@ checkpoint file cannot run code.
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 from pathlib import Path
@@ -31,7 +32,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        err.filename = err.filename or str(path)  # a full disk names the file it could not write
+        if err.errno == errno.ENOSPC and not err.filename:
+            err.filename = str(path)  # a full disk names the file it could not write
         raise
     finally:
         tmp.unlink(missing_ok=True)

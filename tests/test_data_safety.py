@@ -6,7 +6,7 @@ import yaml
 
 from conftest import PY, REPO, run, tiny_config
 
-SMALL = ["--train-ids", "4", "--test-ids", "2", "--frames", "1", "--size", "16"]
+SMALL = ["--train-ids", "4", "--test-ids", "2", "--frames", "1", "--size", "16", "--no-pretrained"]
 
 
 def one_line_error(res, needle):
@@ -42,12 +42,12 @@ def test_a_demo_with_a_file_of_the_user_inside_is_not_replaced(tmp_path):
     out = tmp_path / "demo"
     assert run([PY, "-m", "preprocess.demo", "--out", str(out), *SMALL]).returncode == 0
     (out / "notes.txt").write_text("mine")
-    one_line_error(run([PY, "-m", "preprocess.demo", "--out", str(out), *SMALL[:-2], "--size", "24"]),
+    one_line_error(run([PY, "-m", "preprocess.demo", "--out", str(out), *SMALL, "--size", "24"]),
                    "plus other files (e.g. notes.txt)")
     assert (out / "notes.txt").read_text() == "mine"
     (out / "notes.txt").unlink()
     # A demo of ours and nothing else is replaced by the new one.
-    assert run([PY, "-m", "preprocess.demo", "--out", str(out), *SMALL[:-2], "--size", "24"]).returncode == 0
+    assert run([PY, "-m", "preprocess.demo", "--out", str(out), *SMALL, "--size", "24"]).returncode == 0
     assert '"size": 24' in (out / "DEMO.json").read_text()
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name or ".old-" in p.name]
 

@@ -15,7 +15,7 @@ from test_protocols import overrides, trees  # noqa: F401  (trees: the generated
 
 TINY = ["backbone=test_resnet", "pretrained=none", "img_size=16", "workers=0", "checkpoint_every=1",
         "supcon.steps=2", "supcon.batch_size=4", "supcon.classifier_steps=1", "supcon.classifier_batch_size=4",
-        "mpl.steps=30", "mpl.batch_labeled=4", "mpl.batch_unlabeled=4", "mpl.finetune_steps=1",
+        "mpl.steps=12", "mpl.batch_labeled=4", "mpl.batch_unlabeled=4", "mpl.finetune_steps=1",
         "mpl.finetune_classifier_steps=1"]
 
 
