@@ -88,8 +88,8 @@ DEFAULTS: dict[str, Any] = {
 
 # Settings that may change between a run and its resumption without changing its result (they also do not
 # name the run folder).
-RESUME_FREE = {"device", "weights_dir", "workers", "log_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps",
-               "data.max_bad_images", "amp", "amp_dtype", "compile"}
+RESUME_FREE = {"device", "weights_dir", "workers", "log_every", "checkpoint_every", "keep_checkpoints",
+               "max_nonfinite_steps", "data.max_bad_images", "amp", "amp_dtype", "compile"}
 _FREE_SECTIONS = {"data.paths"}  # mappings whose keys the user chooses (dataset root names)
 AUG_ROLES = ("unlabeled_weak", "unlabeled_strong")  # sections of `aug` that override its keys for a role
 _CHOICES = {"input_scale": ("project", "seed"), "mpl.feedback": ("new_minus_old", "old_minus_new"),
@@ -172,7 +172,8 @@ def _check_values(cfg: dict) -> None:
     options = cfg["mpl_options"]
     for key, hi in (("uda_threshold", 1.0), ("h_baseline", 0.999999), ("ema", 0.999999)):
         if not 0 <= options[key] <= hi:
-            raise UserError(f"config key 'mpl_options.{key}' must be in [0, 1{']' if hi == 1.0 else ')'}, got {options[key]}")
+            bound = "1]" if hi == 1.0 else "1)"
+            raise UserError(f"config key 'mpl_options.{key}' must be in [0, {bound}, got {options[key]}")
     if options["uda_weight"] < 0 or options["uda_warmup"] < 0:
         raise UserError("config keys 'mpl_options.uda_weight' and 'mpl_options.uda_warmup' must be >= 0")
     _check_aug(cfg["aug"], "aug")
@@ -180,7 +181,8 @@ def _check_values(cfg: dict) -> None:
         section = cfg["aug"][role] or {}
         unknown = sorted(set(section) - set(DEFAULTS["aug"]) - set(AUG_ROLES))
         if not isinstance(section, dict) or unknown or set(section) & set(AUG_ROLES):
-            raise UserError(f"config key 'aug.{role}' may only set {', '.join(k for k in DEFAULTS['aug'] if k not in AUG_ROLES)}"
+            keys = ", ".join(k for k in DEFAULTS["aug"] if k not in AUG_ROLES)
+            raise UserError(f"config key 'aug.{role}' may only set {keys}"
                             f" (got {', '.join(unknown or list(section))})")
         _check_aug(section, f"aug.{role}")
     _check_run_name(cfg["run_name"])

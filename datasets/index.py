@@ -87,7 +87,8 @@ def cached(key: dict, data_cfg: dict, build: Callable[[Scan], list[Sample]]) -> 
         with open(index_file, newline="", encoding="utf-8", errors="surrogateescape") as f:
             rows = csv.reader(f)
             next(rows)
-            return [Sample(p, int(lab), one(dom), one(vid) if vid else None, one(src)) for p, lab, src, dom, vid in rows]
+            return [Sample(p, int(lab), one(dom), one(vid) if vid else None, one(src))
+                    for p, lab, src, dom, vid in rows]
     scan = Scan()
     samples = build(scan)
     index_file.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,8 @@ def protocol_config(name: str, overrides: list[str] = ()) -> dict:
     return load_config(str(path), overrides)
 
 
-def protocol_sets(cfg: dict, tests: list | None = None, training: bool = True) -> dict[str, tuple[str, str | None, list[Sample]]]:
+def protocol_sets(cfg: dict, tests: list | None = None,
+                  training: bool = True) -> dict[str, tuple[str, str | None, list[Sample]]]:
     """{set name: (role, split, samples)} for the labeled and unlabeled sets of a config (training=True) and
     its test sets (or `tests`, e.g. evaluate.py --test folder:DIR). Test sets need unique names that are
     not a role's; split is known, unknown or unset."""

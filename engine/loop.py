@@ -48,7 +48,8 @@ class Loop:
         self.updater.check(step)
         self.checkpointer.save(stage, step, self.meta())
 
-    def log(self, stage: str, step: int, steps: int, out: dict, since: tuple[float, int, int]) -> tuple[float, int, int]:
+    def log(self, stage: str, step: int, steps: int, out: dict,
+            since: tuple[float, int, int]) -> tuple[float, int, int]:
         """One log line, JSON row and TensorBoard scalars; returns the new (clock, step, images) origin."""
         clock, first, images = since
         self.updater.check(step)

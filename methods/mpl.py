@@ -107,7 +107,8 @@ def mpl_step(m: VanillaMPL, x_l: torch.Tensor, y_l: torch.Tensor, x_uw: torch.Te
             "pseudo_fake": pseudo.float().mean(), "pseudo": pseudo}
 
 
-def mpl_step_fn(m: VanillaMPL, next_labeled: Callable, next_unlabeled: Callable, update: Callable) -> Callable[[int], dict]:
+def mpl_step_fn(m: VanillaMPL, next_labeled: Callable, next_unlabeled: Callable,
+                update: Callable) -> Callable[[int], dict]:
     def step(i: int) -> dict:
         x_l, y_l = next_labeled()
         x_uw, x_us, y_u = next_unlabeled()  # y_u: logging only

@@ -117,7 +117,8 @@ def mpl_step(m: MPLPair, x_l: torch.Tensor, x_l2: torch.Tensor, y_l: torch.Tenso
             "s_cls": s_cls_loss.detach(), "h": h, "pseudo_fake": pseudo.float().mean(), "pseudo": pseudo}
 
 
-def mpl_step_fn(pair: MPLPair, next_labeled: Callable, next_unlabeled: Callable, update: Callable) -> Callable[[int], dict]:
+def mpl_step_fn(pair: MPLPair, next_labeled: Callable, next_unlabeled: Callable,
+                update: Callable) -> Callable[[int], dict]:
     """The training loop's MPL step: the next labeled and unlabeled batches (two views each), mpl_step,
     and what it logs."""
     def step(i: int) -> dict:

@@ -41,7 +41,8 @@ def _create(name: str, num_classes: int) -> nn.Module:
         return timm.create_model(name, pretrained=False, num_classes=num_classes)
     except RuntimeError as err:
         if "Unknown model" in str(err) or "Invalid pretrained tag" in str(err):
-            raise UserError(f"unknown backbone '{name}' (any timm model name, e.g. resnet50, efficientnet_b4)") from None
+            raise UserError(f"unknown backbone '{name}' (any timm model name, e.g. resnet50, efficientnet_b4)") \
+                from None
         raise
 
 
@@ -120,7 +121,8 @@ class LinearClassifier(nn.Module):
         return self.fc(features)
 
 
-def build_baseline(backbone: str = "resnet50", pretrained: str | None = "none", weights_dir: str = "weights") -> nn.Module:
+def build_baseline(backbone: str = "resnet50", pretrained: str | None = "none",
+                   weights_dir: str = "weights") -> nn.Module:
     """The pretrained baseline: the backbone with a 2-way classifier (torchvision-style `fc` for ResNets)."""
     return build_backbone(backbone, pretrained, num_classes=2, weights_dir=weights_dir)
 
