@@ -8,6 +8,7 @@ Writes a JSON of metrics per test set and a per-image predictions CSV (set,path,
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -15,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import robustness
 from config import config_from_args, config_parser
 from datasets.loaders import eval_loader
+from datasets.perturb import parse_perturbations
 from datasets.protocols import prepare_data, test_sets
 from engine.amp import autocast
 from engine.dist import get_device
@@ -45,14 +48,15 @@ def score(model: torch.nn.Module, loader, device: torch.device, amp: bool, desc:
 
 def evaluate(model: torch.nn.Module, sets: dict, img_size: int, backbone: str, input_scale: str,
              device: torch.device, batch_size: int = 256, workers: int = 0, amp: bool = True,
-             video_rule: str = "mean"):
+             video_rule: str = "mean", perturb=None):
     """Metrics per test set, the per-image predictions [(set, path, video, label, score)], the unreadable files
     (skipped: not scored, not counted in n) and {name: (split, labels, scores)} curves. Every distinct
-    image is scored once, however many sets (pools) it belongs to."""
+    image is scored once, however many sets (pools) it belongs to. `perturb`: a test-time degradation
+    (datasets/perturb.py) applied to every image first."""
     model.to(device)
     unique = list({s.path: s for _, samples in sets.values() for s in samples}.values())
-    scores, ok = score(model, eval_loader(unique, img_size, backbone, input_scale, batch_size, workers), device,
-                       amp, "test images")
+    loader = eval_loader(unique, img_size, backbone, input_scale, batch_size, workers, perturb)
+    scores, ok = score(model, loader, device, amp, "test images" + (f" ({perturb.name})" if perturb else ""))
     score_of = {s.path: float(p) for s, p, good in zip(unique, scores, ok) if good}
     results, predictions, curves = {}, [], {}
     for name, (split, samples) in sets.items():
@@ -137,7 +141,12 @@ def parse_args(argv):
                    help="how frame scores become a video score: mean (default) or max of P(fake)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--no-plots", action="store_true", help="skip roc.png / training_curves.png / embedding.png")
+    p.add_argument("--perturb", action="append", default=[], metavar="KIND:LEVELS",
+                   help="robustness sweep (repeatable): re-score every test set with jpeg:Q,.. blur:SIGMA,.. "
+                        "noise:STD,.. or resize:SCALE,.. applied to every image; writes robustness.json/.md/.png "
+                        "beside the metrics JSON (e.g. --perturb jpeg:90,70,50,30 --perturb blur:1,2,3)")
     args = p.parse_args(argv)
+    args.perturb = parse_perturbations(args.perturb)
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     return args
@@ -171,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         prepare_data(cfg)
     sets = test_sets(cfg, args.test or None)
     model = build_model(args.method, backbone, paths, loaded)
-    results, predictions, bad, curves = evaluate(model, sets, img_size, backbone, input_scale, device, args.batch_size,
-                                                 0 if device.type == "cpu" else cfg["workers"], cfg["amp"],
-                                                 args.video_rule)
+    run_eval = functools.partial(evaluate, model, sets, img_size, backbone, input_scale, device, args.batch_size,
+                                 0 if device.type == "cpu" else cfg["workers"], cfg["amp"], args.video_rule)
+    results, predictions, bad, curves = run_eval()
     json_path = resolve_path(args.json) if args.json else run_dir / "results.json"
     csv_path = resolve_path(args.predictions) if args.predictions else run_dir / "predictions.csv"
     for name, m in results.items():
@@ -187,7 +196,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     figures = [] if args.no_plots else write_plots(args.method, model, sets, curves, run_dir, json_path.parent,
                                                      img_size, backbone, input_scale, device, cfg["seed"])
-    print(format_table(results, f"{args.method} ({backbone}, {img_size}px, weights {first}) — metrics in %"))
+    title = f"{args.method} ({backbone}, {img_size}px"
+    print(format_table(results, f"{title}, weights {first}) — metrics in %"))
+    if args.perturb:
+        sweep = robustness.sweep(lambda p: run_eval(perturb=p)[0], results, args.perturb)
+        files = robustness.write({"weights": weights, **sweep}, json_path.parent, f"robustness — {title})",
+                                 plot=not args.no_plots)
+        print(f"\nrobustness (AUC / ACC in %):\n{robustness.table(sweep)}")
+        print("robustness: " + ", ".join(str(p) for p in files))
     print(f"\nmetrics: {json_path}\npredictions: {csv_path}")
     if figures:
         print("plots: " + ", ".join(str(p) for p in figures))

@@ -1,4 +1,4 @@
-"""Plots written as PNG beside a run's metrics: ROC curves, training curves, 2-D embedding maps."""
+"""Plots written as PNG beside a run's metrics: ROC curves, training curves, 2-D embedding maps, robustness."""
 from __future__ import annotations
 
 import json
@@ -86,6 +86,40 @@ def embedding_plot(features: np.ndarray, labels: np.ndarray, domains: list[str],
     b.set(title="manipulation", xlabel="PC 1", ylabel="PC 2")
     b.legend(markerscale=3, fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def robustness_plot(result: dict, path: Path, title: str) -> Path | None:
+    """AUC against perturbation level: one panel per kind, one line per test set, the clean AUC dotted."""
+    from datasets.perturb import KINDS
+    kinds = list(dict.fromkeys(r["kind"] for r in result["perturbed"]))
+    sets = [s for s, m in result["clean"].items() if m["auc"] is not None]
+    if not kinds or not sets:
+        return None
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        rows = [r for r in result["perturbed"] if r["kind"] == kind]
+        if KINDS[kind][1] is not None and all(r["level"] != KINDS[kind][1] for r in rows):
+            rows.append({"level": KINDS[kind][1], "sets": result["clean"]})  # the clean point, at "none"
+        rows.sort(key=lambda r: r["level"])
+        for i, name in enumerate(sets):
+            points = [(r["level"], r["sets"][name]["auc"]) for r in rows if r["sets"][name]["auc"] is not None]
+            colour = cmap(i % 10)
+            ax.axhline(100 * result["clean"][name]["auc"], color=colour, ls=":", lw=1)
+            if points:
+                ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o-", color=colour, label=name)
+        ax.set(title=kind, xlabel={"jpeg": "quality", "blur": "sigma (px)", "noise": "std",
+                                   "resize": "scale"}.get(kind, "level"), ylabel="AUC (%)")
+        if kind in ("jpeg", "resize"):
+            ax.invert_xaxis()  # stronger degradation to the right
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{title} (dotted: clean)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

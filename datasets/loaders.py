@@ -55,17 +55,20 @@ class ImageDataset(Dataset):
 
 
 class EvalDataset(Dataset):
-    """Samples -> (image, ok): unreadable files give ok=False (and a zero image) instead of an error."""
+    """Samples -> (image, ok): unreadable files give ok=False (and a zero image) instead of an error.
+    `perturb(image, path)` (datasets/perturb.py), if given, degrades the decoded image first."""
 
-    def __init__(self, samples: list[Sample], transform: v2.Transform, img_size: int):
-        self.samples, self.transform, self.img_size = samples, transform, img_size
+    def __init__(self, samples: list[Sample], transform: v2.Transform, img_size: int, perturb=None):
+        self.samples, self.transform, self.img_size, self.perturb = samples, transform, img_size, perturb
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int):
+        path = self.samples[i].path
         try:
-            return self.transform(read_image(self.samples[i].path)), True
+            img = read_image(path)
+            return self.transform(self.perturb(img, path) if self.perturb else img), True
         except BadImageError:
             return torch.zeros(3, self.img_size, self.img_size), False
 
@@ -116,7 +119,7 @@ def mpl_streams(labeled: list[Sample], unlabeled: list[Sample], cfg: dict, label
 
 
 def eval_loader(samples: list[Sample], img_size: int, backbone: str, input_scale: str, batch_size: int,
-                workers: int) -> DataLoader:
-    ds = EvalDataset(samples, eval_transform(img_size, backbone, input_scale), img_size)
+                workers: int, perturb=None) -> DataLoader:
+    ds = EvalDataset(samples, eval_transform(img_size, backbone, input_scale), img_size, perturb)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
                       pin_memory=torch.cuda.is_available())
