@@ -93,8 +93,10 @@ def encoder_features(encoder: torch.nn.Module, samples: list, img_size: int, bac
 
 
 def write_plots(method: str, model: torch.nn.Module, sets: dict, curves: dict, run_dir: Path, out_dir: Path,
-                img_size: int, backbone: str, input_scale: str, device: torch.device, seed: int) -> list[Path]:
-    """roc.png, training_curves.png (if the run's log is there) and, for SupCon models, embedding.png."""
+                img_size: int, backbone: str, input_scale: str, device: torch.device, seed: int,
+                projection: str = "pca") -> list[Path]:
+    """roc.png, training_curves.png (if the run's log is there) and, for SupCon models, embedding.png
+    (`projection`: pca or tsne)."""
     import plots
     names = {"pt": "baseline", "supcon": "SupCon teacher", "supconmpl": "SupCon-MPL student", "mpl": "MPL student"}
     written = [plots.roc_plot(curves, out_dir / "roc.png", f"ROC — {names[method]}"),
@@ -105,7 +107,8 @@ def write_plots(method: str, model: torch.nn.Module, sets: dict, curves: dict, r
         feats, kept = encoder_features(model.encoder, samples, img_size, backbone, input_scale, device, seed=seed)
         written.append(plots.embedding_plot(feats, np.array([s.label for s in kept]), [s.domain for s in kept],
                                             out_dir / "embedding.png",
-                                            f"encoder features (PCA) — {names[method]}, test images"))
+                                            f"encoder features ({'t-SNE' if projection == 'tsne' else 'PCA'}) — "
+                                            f"{names[method]}, test images", projection))
     return [p for p in written if p is not None]
 
 
@@ -141,6 +144,9 @@ def parse_args(argv):
                    help="how frame scores become a video score: mean (default) or max of P(fake)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--no-plots", action="store_true", help="skip roc.png / training_curves.png / embedding.png")
+    p.add_argument("--embedding", choices=("pca", "tsne"), default="pca",
+                   help="2-D projection of the encoder features in embedding.png (SupCon models): pca (default) or "
+                        "tsne (scikit-learn; up to 2,000 test images, slower)")
     p.add_argument("--perturb", action="append", default=[], metavar="KIND:LEVELS",
                    help="robustness sweep (repeatable): re-score every test set with jpeg:Q,.. blur:SIGMA,.. "
                         "noise:STD,.. or resize:SCALE,.. applied to every image; writes robustness.json/.md/.png "
@@ -195,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: skipped {len(bad)} unreadable test image(s), e.g. {bad[0]}; listed in {bad_list}",
               file=sys.stderr)
     figures = [] if args.no_plots else write_plots(args.method, model, sets, curves, run_dir, json_path.parent,
-                                                     img_size, backbone, input_scale, device, cfg["seed"])
+                                                     img_size, backbone, input_scale, device, cfg["seed"],
+                                                     args.embedding)
     title = f"{args.method} ({backbone}, {img_size}px"
     print(format_table(results, f"{title}, weights {first}) — metrics in %"))
     if args.perturb:

@@ -68,22 +68,35 @@ def training_curves(log_file: Path, path: Path, title: str) -> Path | None:
     return path
 
 
-def embedding_plot(features: np.ndarray, labels: np.ndarray, domains: list[str], path: Path, title: str) -> Path:
-    """Encoder features projected to 2-D with PCA, coloured by real/fake (left) and by manipulation (right)."""
+def embed_2d(features: np.ndarray, projection: str = "pca", seed: int = 0) -> np.ndarray:
+    """[N, F] -> [N, 2]: PCA (linear; distances between clusters mean something) or t-SNE (neighbourhoods
+    only; perplexity 30, or less for small N), both seeded."""
+    if projection == "tsne":
+        from sklearn.manifold import TSNE
+        perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
     from sklearn.decomposition import PCA
+    return PCA(n_components=2, random_state=seed).fit_transform(features)
+
+
+def embedding_plot(features: np.ndarray, labels: np.ndarray, domains: list[str], path: Path, title: str,
+                   projection: str = "pca") -> Path:
+    """Encoder features projected to 2-D (PCA or t-SNE), coloured by real/fake (left) and by manipulation
+    (right)."""
     plt = _pyplot()
-    xy = PCA(n_components=2, random_state=0).fit_transform(features)  # [N, 2]
+    xy = embed_2d(features, projection)  # [N, 2]
+    axis = "t-SNE " if projection == "tsne" else "PC "
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 5.5))
     for value, name, colour in ((0, "real", "tab:blue"), (1, "fake", "tab:red")):
         sel = labels == value
         a.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.6, c=colour, label=f"{name} ({sel.sum()})")
-    a.set(title="real / fake", xlabel="PC 1", ylabel="PC 2")
+    a.set(title="real / fake", xlabel=axis + "1", ylabel=axis + "2")
     a.legend(markerscale=3)
     cmap = plt.get_cmap("tab10")
     for i, domain in enumerate(sorted(set(domains))):
         sel = np.array([d == domain for d in domains])
         b.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.6, color=cmap(i % 10), label=f"{domain} ({sel.sum()})")
-    b.set(title="manipulation", xlabel="PC 1", ylabel="PC 2")
+    b.set(title="manipulation", xlabel=axis + "1", ylabel=axis + "2")
     b.legend(markerscale=3, fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()

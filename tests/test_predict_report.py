@@ -99,3 +99,18 @@ def test_demo_like_run_leaves_logs_plots_and_a_report(tiny_config_file):
 def test_report_without_results_is_a_one_line_error(tmp_path):
     res = run([PY, "report.py", str(tmp_path)])
     assert res.returncode == 2 and "no results.json" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("projection", ["pca", "tsne"])
+def test_embedding_plot_projects_two_classes_apart(projection, tmp_path):
+    import plots
+    rng = np.random.default_rng(0)
+    feats = np.concatenate([rng.normal(0, 1, (60, 16)), rng.normal(0, 1, (60, 16)) + 6]).astype(np.float32)
+    labels = np.array([0] * 60 + [1] * 60)
+    xy = plots.embed_2d(feats, projection)
+    assert xy.shape == (120, 2)
+    gap = np.linalg.norm(xy[labels == 0].mean(0) - xy[labels == 1].mean(0))
+    assert gap > 2 * max(xy[labels == 0].std(0).max(), xy[labels == 1].std(0).max())  # the classes stay apart
+    path = plots.embedding_plot(feats, labels, ["Real"] * 60 + ["Deepfakes"] * 60, tmp_path / "e.png", "t",
+                                projection)
+    assert cv2.imread(str(path)).shape[1] > 300
