@@ -1,9 +1,15 @@
 """Run a trained detector on new media: images, videos or folders of them. Faces are found with the same
 MTCNN detector as preprocessing, each face is scored with P(fake), and scores are aggregated per image or
-video: `--rule max` (default for images: a picture is fake if any face is) or `mean` (the average over the
-sampled frames' faces, default for videos). Unreadable inputs are reported per file; the rest still runs.
+video. Images (`--rule auto` = max): a picture is fake if any face is. Videos (`--rule auto` = tracks): every
+face of the sampled frames is grouped into tracks, one per person (preprocess/tracks.py), each track is
+scored by the mean over its frames and the video by the maximum over tracks (a video is fake if any person
+in it is); tracks seen in fewer than --min-track frames (stray detections) do not decide the score unless no
+track is longer. `--rule mean` / `max`: over all faces instead. Unreadable inputs are reported per file; the
+rest still runs.
 
-Output JSON: {"<input>": {"faces": [{"frame": int|null, "box": [x1, y1, x2, y2], "score": float}],
+Output JSON: {"<input>": {"faces": [{"frame": int|null, "box": [x1, y1, x2, y2], "score": float,
+                                     "track": int (videos)}],
+                          "tracks": [{"frames": [int], "score": float, "decides": bool}] (videos),
                           "score": float|null (null: no face), "error": str|null}}
 """
 from __future__ import annotations
@@ -23,6 +29,7 @@ from engine.amp import autocast
 from engine.dist import get_device
 from engine.release import RELEASE, build_model, checkpoint_settings
 from preprocess.extract_faces import VIDEO_EXTS, crop_box, load_detector, read_frames
+from preprocess.tracks import group_tracks
 from utils import UserError, atomic_write_csv, atomic_write_text, resolve_path, run_cli
 
 
@@ -93,14 +100,19 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0, help="random seed (the pipeline is deterministic; for parity)")
     p.add_argument("--threshold", type=float, default=0.5, help="P(fake) at or above which a verdict is FAKE")
     p.add_argument("--rule", choices=("auto", "mean", "max"), default="auto",
-                   help="aggregation of face scores: auto = max for images, mean for videos")
+                   help="aggregation of face scores: auto = max for images, max over face tracks for videos; "
+                        "mean / max over all faces")
+    p.add_argument("--min-track", type=int, default=2,
+                   help="frames a video's face track needs to decide its score (default: 2)")
     p.add_argument("--frames", type=int, default=16, help="frames sampled per video")
-    p.add_argument("--all-faces", action="store_true", help="score every face (default: the largest per frame)")
+    p.add_argument("--all-faces", action="store_true",
+                   help="images: score every face (default: the largest); videos always score every face")
     p.add_argument("--margin", type=float, default=0.2, help="crop margin, as in preprocessing")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda if available)")
     args = p.parse_args(argv)
     for name, ok, what in (("frames", args.frames > 0, "positive"), ("batch_size", args.batch_size > 0, "positive"),
+                           ("min_track", args.min_track > 0, "positive"),
                            ("margin", args.margin >= 0, ">= 0"), ("threshold", 0 <= args.threshold <= 1, "in [0, 1]")):
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}")
@@ -112,6 +124,21 @@ def shown(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+def track_scores(faces: list[dict], min_track: int) -> list[dict]:
+    """Group a video's faces into tracks (sets each face's "track"); per track its frames, mean score and
+    whether it is long enough to decide the video's score (the longest ones do when none is)."""
+    tracks = group_tracks([(f["frame"], f["box"]) for f in faces])
+    longest = max((len(t) for t in tracks), default=0)
+    out = []
+    for k, members in enumerate(tracks):
+        for i in members:
+            faces[i]["track"] = k
+        out.append({"frames": [faces[i]["frame"] for i in members],
+                    "score": round(float(np.mean([faces[i]["score"] for i in members])), 6),
+                    "decides": len(members) >= min(min_track, longest)})
+    return out
+
+
 def predict_one(path: Path, args, detector, model, transform, device) -> dict:
     """The result of one input: its faces and score, or its error; nothing that goes wrong with this input
     stops the others."""
@@ -119,13 +146,16 @@ def predict_one(path: Path, args, detector, model, transform, device) -> dict:
     try:
         if not path.is_file():
             raise OSError("no such file")
-        found = faces_of(path, detector, args.frames, args.all_faces, args.margin)
+        video = path.suffix.lower() in VIDEO_EXTS
+        found = faces_of(path, detector, args.frames, args.all_faces or video, args.margin)
         scores = score_crops(model, [c for _, _, c in found], transform, device, args.batch_size, True)
         entry["faces"] = [{"frame": f, "box": b, "score": round(s, 6)} for (f, b, _), s in zip(found, scores)]
+        if video:
+            entry["tracks"] = track_scores(entry["faces"], args.min_track)
         if scores:
-            video = path.suffix.lower() in VIDEO_EXTS
-            rule = args.rule if args.rule != "auto" else ("mean" if video else "max")
-            entry["score"] = round(float(np.mean(scores) if rule == "mean" else np.max(scores)), 6)
+            rule = args.rule if args.rule != "auto" else ("tracks" if video else "max")
+            entry["score"] = round(float({"mean": np.mean, "max": np.max}[rule](scores)), 6) if rule != "tracks" \
+                else max(t["score"] for t in entry["tracks"] if t["decides"])
     except (OSError, BadImageError) as err:
         entry["error"] = str(err).split(": ")[-1] if isinstance(err, BadImageError) else str(err)
     except Exception as err:  # e.g. the face detector on a 1x1 image: this input fails, the others go on
@@ -156,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in expand(args.inputs):
         entry = predict_one(path, args, detector, model, transform, device)
         results[str(path)] = entry
-        rows += [(str(path), f["frame"], i, *f["box"], f["score"]) for i, f in enumerate(entry["faces"])]
+        rows += [(str(path), f["frame"], i, *f["box"], f["score"], f.get("track", ""))
+                 for i, f in enumerate(entry["faces"])]
 
     print(f"{'input':<50}{'faces':>6}{'P(fake)':>9}  verdict")
     for path, e in results.items():
@@ -167,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         atomic_write_text(resolve_path(args.json), json.dumps(results, indent=2) + "\n")
     if args.csv:
-        atomic_write_csv(resolve_path(args.csv), ["path", "frame", "face", "x1", "y1", "x2", "y2", "score"], rows)
+        atomic_write_csv(resolve_path(args.csv), ["path", "frame", "face", "x1", "y1", "x2", "y2", "score", "track"],
+                         rows)
     failed = sum(1 for e in results.values() if e["error"])
     if failed:
         print(f"{failed} input(s) could not be read", file=sys.stderr)

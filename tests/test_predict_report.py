@@ -114,3 +114,65 @@ def test_embedding_plot_projects_two_classes_apart(projection, tmp_path):
     path = plots.embedding_plot(feats, labels, ["Real"] * 60 + ["Deepfakes"] * 60, tmp_path / "e.png", "t",
                                 projection)
     assert cv2.imread(str(path)).shape[1] > 300
+
+
+def pan(image, i, size=160):
+    """Frame i of a slow pan and zoom over `image`, as a size x size view."""
+    h, w = image.shape[:2]
+    win = int(min(h, w) * (0.9 - 0.015 * i))
+    x, y = int((w - win) * (0.3 + 0.015 * i)), int((h - win) * 0.2)
+    return cv2.resize(image[y:y + win, x:x + win], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def grey(image):
+    """The "manipulation" of this test: a face without colour (easy to learn for a tiny detector)."""
+    return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+
+
+def write_frames(path, frames):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, frames[0].shape[1::-1])
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+@pytest.mark.slow
+def test_two_person_video_is_flagged_through_its_fake_track(tmp_path):
+    """Train a tiny detector on crops extracted from one-person videos (colour faces real, grey faces fake),
+    then predict on a video of two people side by side, one of them grey: two tracks, the grey one fake."""
+    face = photo("astronaut.png")
+    videos = tmp_path / "videos"
+    for k, (label, change) in enumerate((("real", lambda im: im), ("fake", grey)) * 2):
+        start = 3 * (k // 2)
+        write_frames(videos / label / f"v{k}.mp4", [change(pan(face, start + i)) for i in range(12)])
+    for label in ("real", "fake"):
+        res = run([PY, "-m", "preprocess.extract_faces", "--input", str(videos / label), "--output",
+                   str(tmp_path / "crops" / label), "--frames", "12", "--workers", "1"])
+        assert res.returncode == 0, res.stderr
+    config = tmp_path / "tracks.yaml"
+    config.write_text(json.dumps({
+        "backbone": "test_resnet", "pretrained": "none", "img_size": 32, "workers": 0, "out_dir": str(tmp_path),
+        "run_name": "tracks", "data": {"labeled": [{"kind": "folder", "root": str(tmp_path / "crops")}]},
+        "pt": {"steps": 60, "batch_size": 16, "lr": 0.003}}))
+    res = run([PY, "train_pt.py", "--config", str(config)])
+    assert res.returncode == 0, res.stderr
+    two = write_frames(tmp_path / "two.mp4", [np.concatenate([pan(face, i), grey(pan(face, i + 4)[:, ::-1])], 1)
+                                              for i in range(8)])
+    one = write_frames(tmp_path / "one.mp4", [pan(face, i) for i in range(8)])
+    res = run([PY, "predict.py", str(two), str(one), "--method", "pt", "--weights",
+               str(tmp_path / "tracks" / "pt" / "pt.tar"), "--json", str(tmp_path / "out.json"), "--frames", "8"])
+    assert res.returncode == 0, res.stderr
+    out = json.loads((tmp_path / "out.json").read_text())
+    tracks = out[str(two)]["tracks"]
+    assert len(tracks) == 2 and all(len(t["frames"]) == 8 for t in tracks), tracks
+    boxes = {f["track"]: f["box"][0] for f in out[str(two)]["faces"]}
+    real_track, fake_track = sorted(range(2), key=lambda k: boxes[k])  # left face real, right face grey
+    assert tracks[fake_track]["score"] > 0.5 > tracks[real_track]["score"], tracks
+    assert out[str(two)]["score"] == tracks[fake_track]["score"]  # a video is fake if anyone in it is
+    lines = res.stdout.splitlines()
+    assert any("two.mp4" in line and line.rstrip().endswith("FAKE") for line in lines), res.stdout
+    single = out[str(one)]
+    assert len(single["tracks"]) == 1 and single["score"] == single["tracks"][0]["score"]
+    assert single["score"] == pytest.approx(np.mean([f["score"] for f in single["faces"]]), abs=1e-5)  # as before
