@@ -50,6 +50,7 @@ def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees
     assert set(known["diffs"]) == {"mpl", "supcon"} and "acc" in known["diffs"]["mpl"]
     text = (tmp_path / "out" / "table2.md").read_text()
     assert "## AUC (hard; the paper's)" in text and "(81.40)" in text and "Tar [34]" in text
+    assert "±" not in text and known["cells"]["mpl"]["acc"]["std"] is None  # one seed: no spread shown
     assert (tmp_path / "out" / "table2.png").is_file()
     # A result that is not there is a named cell, not a silently shorter table; nothing is retrained.
     (results_file,) = (tmp_path / "runs").glob("sin-seed777-*/mpl/results.json")
