@@ -2,7 +2,8 @@
 the authors' pipeline; its weights ship inside the package), crop with a margin, write the dataset layout.
 
   <output>/<video>/<frame>_<face>.png      crops (frame index in the video, face index in the frame)
-  <output>/<video>/boxes.csv               frame,face,x1,y1,x2,y2,prob (written last: marks the video done)
+  <output>/<video>/boxes.csv               frame,face,x1,y1,x2,y2,prob,crop,angle (written last: marks the
+                                           video done; crop: how the crop was cut, angle: rotation in degrees)
   <output>/extract_summary.json            videos done / skipped / without a face / unreadable
 
 A video is named by its path relative to --input without the extension (a single file: its stem). A rerun
@@ -24,6 +25,7 @@ import numpy as np
 
 from utils import UserError, atomic_write_csv, atomic_write_text, run_cli
 
+ALIGNED_SIZE = 256  # aligned crops without --size
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
@@ -93,12 +95,36 @@ def _read_sampled(cap, wanted: list[int] | None) -> tuple[list[tuple[int, np.nda
     return out, i
 
 
-def crop_box(box: np.ndarray, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
-    """The box grown by `margin` x its size on each side, clipped to the frame."""
+def crop_box(box: np.ndarray, margin: float, width: int, height: int,
+             scale: float | None = None) -> tuple[int, int, int, int]:
+    """The box grown by `margin` x its size on each side, or (with `scale`) the square of side scale x the
+    box's longer side around its centre (DeepfakeBench's and the DFDC winners' "1.3x the box"), clipped to
+    the frame."""
     x1, y1, x2, y2 = box
-    mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+    if scale is not None:
+        half, cx, cy = max(x2 - x1, y2 - y1) * scale / 2, (x1 + x2) / 2, (y1 + y2) / 2
+        x1, y1, x2, y2 = cx - half, cy - half, cx + half, cy + half
+        mx = my = 0.0
+    else:
+        mx, my = (x2 - x1) * margin, (y2 - y1) * margin
     return (max(int(x1 - mx), 0), max(int(y1 - my), 0), min(int(np.ceil(x2 + mx)), width),
             min(int(np.ceil(y2 + my)), height))
+
+
+def aligned_crop(image: np.ndarray, points: np.ndarray, size: int, eye_distance: float) -> tuple[np.ndarray, float]:
+    """A size x size crop in which the eyes are level, `eye_distance` x size apart, their midpoint at
+    (0.5, 0.4) x size: the similarity transform (rotation, scale, shift) fixed by MTCNN's two eye landmarks
+    (points [5, 2]: eyes, nose, mouth corners). Returns the crop and the rotation applied, in degrees."""
+    left, right = points[0].astype(np.float64), points[1].astype(np.float64)
+    dx, dy = right - left
+    angle = float(np.arctan2(dy, dx))
+    k = eye_distance * size / max(float(np.hypot(dx, dy)), 1e-6)
+    c, s = np.cos(angle) * k, np.sin(angle) * k
+    linear = np.array([[c, s], [-s, c]])  # rotates the eye line to horizontal, scaled
+    target = np.array([0.5 * size, 0.4 * size])
+    matrix = np.hstack([linear, (target - linear @ ((left + right) / 2))[:, None]])
+    crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return crop, round(float(np.degrees(angle)), 2)
 
 
 @dataclass
@@ -106,6 +132,9 @@ class Options:
     frames: int | None = 32
     stride: int | None = None
     margin: float = 0.2
+    scale: float | None = None           # square crops of scale x the box (instead of margin)
+    align: bool = False                  # eyes level, fixed inter-ocular distance (size x size)
+    eye_distance: float = 0.3
     all_faces: bool = False
     size: int | None = None
     batch_size: int = 16
@@ -122,6 +151,24 @@ class Outcome:
     faces_per_frame: list = field(default_factory=list)
 
 
+def crop_mode(opt: Options) -> str:
+    """How crops are cut, as recorded in boxes.csv: margin:M, scale:S or align:D (D: eye distance / size)."""
+    if opt.align:
+        return f"align:{opt.eye_distance:g}"
+    return f"scale:{opt.scale:g}" if opt.scale else f"margin:{opt.margin:g}"
+
+
+def cut(image: np.ndarray, box: np.ndarray, points: np.ndarray, opt: Options) -> tuple[np.ndarray, float]:
+    """The crop of one face (resized to opt.size if set) and the rotation applied (0 unless aligned)."""
+    if opt.align:
+        return aligned_crop(image, points, opt.size or ALIGNED_SIZE, opt.eye_distance)
+    x1, y1, x2, y2 = crop_box(box, opt.margin, image.shape[1], image.shape[0], opt.scale)
+    crop = image[y1:y2, x1:x2]
+    if opt.size and crop.size:
+        crop = cv2.resize(crop, (opt.size, opt.size), interpolation=cv2.INTER_AREA)
+    return crop, 0.0
+
+
 def extract_video(detector, name: str, path: Path, out: Path, opt: Options) -> Outcome:
     frames = read_frames(path, opt.frames, opt.stride)
     if not frames:
@@ -132,28 +179,27 @@ def extract_video(detector, name: str, path: Path, out: Path, opt: Options) -> O
         chunk = frames[start:start + opt.batch_size]
         images = [f for _, f in chunk]
         same_size = len({im.shape for im in images}) == 1
-        detected = detector.detect(images) if same_size else [detector.detect(im) for im in images]
-        boxes_list, probs_list = (detected if same_size else ([d[0] for d in detected], [d[1] for d in detected]))
-        for (index, image), boxes, probs in zip(chunk, boxes_list, probs_list):
+        detected = (detector.detect(images, landmarks=True) if same_size
+                    else list(zip(*[detector.detect(im, landmarks=True) for im in images])))
+        boxes_list, probs_list, points_list = detected
+        for (index, image), boxes, probs, points in zip(chunk, boxes_list, probs_list, points_list):
             if boxes is None or len(boxes) == 0:
                 continue
             order = np.argsort([-(b[2] - b[0]) * (b[3] - b[1]) for b in boxes])  # largest first
             if not opt.all_faces:
                 order = order[:1]
             for face, k in enumerate(order):
-                x1, y1, x2, y2 = crop_box(boxes[k], opt.margin, image.shape[1], image.shape[0])
-                crop = image[y1:y2, x1:x2]
+                crop, angle = cut(image, boxes[k], points[k], opt)
                 if crop.size == 0:
                     continue
-                if opt.size:
-                    crop = cv2.resize(crop, (opt.size, opt.size), interpolation=cv2.INTER_AREA)
                 folder.mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(folder / f"{index:05d}_{face}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-                rows.append((index, face, *[round(float(v), 1) for v in boxes[k]], round(float(probs[k]), 4)))
+                rows.append((index, face, *[round(float(v), 1) for v in boxes[k]], round(float(probs[k]), 4),
+                             crop_mode(opt), angle))
     if not rows:
         return Outcome(name, "no_face", frames=len(frames))
     # Written last: its presence marks the video done.
-    atomic_write_csv(folder / "boxes.csv", ["frame", "face", "x1", "y1", "x2", "y2", "prob"], rows)
+    atomic_write_csv(folder / "boxes.csv", ["frame", "face", "x1", "y1", "x2", "y2", "prob", "crop", "angle"], rows)
     return Outcome(name, "done", crops=len(rows), frames=len(frames))
 
 
@@ -215,7 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--frames", type=int, help="frames per video, evenly spaced (default: 32)")
     g.add_argument("--stride", type=int, help="every K-th frame instead")
-    p.add_argument("--margin", type=float, default=0.2, help="margin around the box, as a fraction of its size")
+    crop = p.add_mutually_exclusive_group()
+    crop.add_argument("--margin", type=float, help="margin around the box on each side, as a fraction of its size "
+                                                   "(default: 0.2)")
+    crop.add_argument("--scale", type=float, help="square crops of SCALE x the box's longer side around its centre "
+                                                  "(e.g. 1.3, as DeepfakeBench and the DFDC winners state theirs)")
+    crop.add_argument("--align", action="store_true",
+                      help="rotate so that the eyes are level and scale to a fixed inter-ocular distance "
+                           f"(--eye-distance x the crop size; size: --size or {ALIGNED_SIZE})")
+    p.add_argument("--eye-distance", type=float, default=0.3,
+                   help="with --align: the distance between the eyes as a fraction of the crop size (default 0.3)")
     p.add_argument("--all-faces", action="store_true", help="keep every face (default: the largest per frame)")
     p.add_argument("--size", type=int, help="resize crops to SIZE x SIZE (default: keep)")
     p.add_argument("--min-prob", type=float, default=0.9, help="detection threshold (MTCNN's last stage)")
@@ -225,11 +280,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if (args.frames is not None and args.frames <= 0) or (args.stride is not None and args.stride <= 0):
         raise UserError("--frames and --stride must be positive")
+    for name, value, ok in (("--margin", args.margin, args.margin is None or args.margin >= 0),
+                            ("--scale", args.scale, args.scale is None or args.scale > 0),
+                            ("--eye-distance", args.eye_distance, 0 < args.eye_distance < 1),
+                            ("--size", args.size, args.size is None or args.size > 0)):
+        if not ok:
+            raise UserError(f"{name} out of range: {value}")
     import torch
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    opt = Options(frames=None if args.stride else (args.frames or 32), stride=args.stride, margin=args.margin,
-                  all_faces=args.all_faces, size=args.size, batch_size=args.batch_size, min_prob=args.min_prob,
-                  device=device)
+    opt = Options(frames=None if args.stride else (args.frames or 32), stride=args.stride,
+                  margin=0.2 if args.margin is None else args.margin, scale=args.scale, align=args.align,
+                  eye_distance=args.eye_distance, all_faces=args.all_faces, size=args.size,
+                  batch_size=args.batch_size, min_prob=args.min_prob, device=device)
     s = run(Path(args.input), Path(args.output), opt, args.workers)
     print(f"{len(s['done'])} video(s) extracted ({s['crops']} crops), {s['skipped_finished']} already done, "
           f"{len(s['no_face'])} without a face, {len(s['unreadable'])} unreadable")

@@ -81,3 +81,41 @@ def test_single_video_stride_margin_and_size(videos, tmp_path):
 def test_missing_input_is_a_one_line_error(tmp_path):
     res = run([PY, "-m", "preprocess.extract_faces", "--input", str(tmp_path / "nope"), "--output", str(tmp_path)])
     assert res.returncode == 2 and "Traceback" not in res.stderr and "input not found" in res.stderr
+
+
+def eye_tilt(detector, crop_path):
+    """Vertical offset between the eyes (pixels) and their distance, as MTCNN finds them in a crop."""
+    image = cv2.cvtColor(cv2.imread(str(crop_path)), cv2.COLOR_BGR2RGB)
+    _, _, points = detector.detect(image, landmarks=True)
+    (left, right) = points[0][:2]
+    return abs(right[1] - left[1]), float(np.hypot(*(right - left)))
+
+
+def test_align_levels_the_eyes_and_scale_cuts_squares(tmp_path):
+    from preprocess.extract_faces import load_detector
+    image = photo("astronaut.png")
+    h, w = image.shape[:2]
+    tilted = cv2.warpAffine(image, cv2.getRotationMatrix2D((w / 2, h / 2), 20, 1.0), (w, h))  # head tilted 20°
+    video = write_video(tmp_path / "in" / "tilted.mp4", tilted, frames=4, size=240)
+    outs = {}
+    for name, extra in (("plain", ["--size", "128"]), ("aligned", ["--align", "--size", "128"]),
+                        ("scaled", ["--scale", "1.3"])):
+        res = run([PY, "-m", "preprocess.extract_faces", "--input", str(video), "--output", str(tmp_path / name),
+                   "--frames", "4", "--workers", "1", *extra])
+        assert res.returncode == 0, res.stderr
+        outs[name] = list(csv.DictReader(open(tmp_path / name / "tilted" / "boxes.csv")))
+        assert len(outs[name]) == 4
+    detector = load_detector()
+    plain = [eye_tilt(detector, p) for p in sorted((tmp_path / "plain" / "tilted").glob("*.png"))]
+    aligned = [eye_tilt(detector, p) for p in sorted((tmp_path / "aligned" / "tilted").glob("*.png"))]
+    assert min(dy for dy, _ in plain) > 7, plain  # the tilt shows in ordinary crops (about 10 px)
+    assert max(dy for dy, _ in aligned) < 3, aligned  # and is gone after alignment
+    assert all(abs(d - 0.3 * 128) < 0.15 * 0.3 * 128 for _, d in aligned)  # eyes 0.3 x size apart
+    assert all(r["crop"] == "align:0.3" and abs(abs(float(r["angle"])) - 20) < 5 for r in outs["aligned"])
+    for row, crop in zip(outs["scaled"], sorted((tmp_path / "scaled" / "tilted").glob("*.png"))):
+        side = 1.3 * max(float(row["x2"]) - float(row["x1"]), float(row["y2"]) - float(row["y1"]))
+        ch, cw = cv2.imread(str(crop)).shape[:2]
+        assert row["crop"] == "scale:1.3" and abs(cw - side) <= 2 and abs(ch - side) <= 2  # inside the frame here
+    bad = run([PY, "-m", "preprocess.extract_faces", "--input", str(video), "--output", str(tmp_path / "x"),
+               "--align", "--scale", "1.3"])
+    assert bad.returncode == 2 and "not allowed with" in bad.stderr
