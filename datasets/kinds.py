@@ -15,7 +15,7 @@ from typing import Callable
 
 from datasets.images import IMG_EXTS
 from datasets.index import Sample, Scan
-from utils import UserError
+from utils import UserError, resolve_path
 
 FF_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 CELEBDF_FOLDERS = {"youtube_real_imgs": 0, "Celeb-real": 0, "YouTube-real": 0, "fake_imgs": 1, "Celeb-synthesis": 1}
@@ -156,6 +156,58 @@ def _celebdf_source(root: Path, folders: list[str] | None, scan: Scan) -> list[S
     return samples
 
 
+CELEBDF_TEST_LIST = "List_of_testing_videos.txt"
+
+
+def celebdf_test_list(path: Path) -> set[tuple[int, str]]:
+    """Celeb-DF-v2's official test list ("1 YouTube-real/00170.mp4": 1 = real, 0 = synthesised) as
+    {(label here: 0 real / 1 fake, video name)}; a malformed line is a one-line UserError naming the line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read the Celeb-DF test list {path}: {err}") from None
+    listed = set()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        folder, _, name = parts[-1].replace("\\", "/").rpartition("/") if len(parts) == 2 else ("", "", "")
+        if len(parts) != 2 or parts[0] not in ("0", "1") or not name:
+            raise UserError(f"{path} line {n}: expected '<1 real|0 fake> <folder>/<video>.mp4', got {line.strip()!r}")
+        label = 1 - int(parts[0])
+        if folder in CELEBDF_FOLDERS and CELEBDF_FOLDERS[folder] != label:
+            raise UserError(f"{path} line {n}: {parts[0]} ({'real' if label == 0 else 'fake'}) for a video in "
+                            f"'{folder}', a {'fake' if label == 0 else 'real'} folder")
+        listed.add((label, Path(name).stem))
+    if not listed:
+        raise UserError(f"the Celeb-DF test list {path} is empty")
+    return listed
+
+
+def celebdf_official(samples: list[Sample], spec: dict, role: str | None) -> list[Sample] | None:
+    """With Celeb-DF-v2's official test list (spec `test_list`: auto = <root>/List_of_testing_videos.txt if
+    there, a path = that file, required; off = never): the listed videos for the test role, the others for
+    training roles; None when no list is used. The official split is by video (test identities also appear
+    in training), so these videos are their own identity group: their ids read `celebdf-list:<folder>/<video>`."""
+    choice = spec.get("test_list", "auto")
+    if choice in ("off", False, None) or role is None:
+        return None
+    path = Path(spec["root"]) / CELEBDF_TEST_LIST if choice == "auto" else resolve_path(str(choice))
+    if not path.is_file():
+        if choice == "auto":
+            return None
+        raise UserError(f"Celeb-DF test list not found: {path} (it ships with Celeb-DF-v2; or test_list: auto/off)")
+    listed = celebdf_test_list(path)
+    found = {(s.label, s.video.rsplit("/", 1)[-1]) for s in samples if s.video}
+    missing = listed - found
+    if missing and role == "test":
+        print(f"warning: {len(missing)} of the {len(listed)} videos of {path} have no crops under {spec['root']}, "
+              f"e.g. {sorted(v for _, v in missing)[0]}", file=sys.stderr)
+    keep = role == "test"
+    return [Sample(s.path, s.label, s.domain, "celebdf-list:" + s.video.partition(":")[2], s.source)
+            for s in samples if s.video and ((s.label, s.video.rsplit("/", 1)[-1]) in listed) == keep]
+
+
 # ----------------------------------------------------------------------------------------------- identities
 def _ff_identities(video: str) -> tuple[str, ...]:
     """FF++ '017_042' -> (017, 042): a fake shows its target and its source identity."""
@@ -183,6 +235,8 @@ class SourceKind:
     identities: Callable[[str], tuple[str, ...]] = lambda video: (video,)
     links: Callable[[dict], dict[str, str]] | None = None  # spec -> {video: video it shares an identity with}
     path_keys: tuple[str, ...] = ()            # spec keys besides root that name folders ({key} allowed)
+    # (samples, resolved spec, role) -> the samples of that role under an official split, or None (no such split)
+    official_split: Callable[[list[Sample], dict, str | None], list[Sample] | None] | None = None
 
 
 KINDS: dict[str, SourceKind] = {
@@ -200,10 +254,11 @@ KINDS: dict[str, SourceKind] = {
                        "<root>/<video>/<frame>.png plus the original parts' metadata.json files under <metadata>",
                        lambda root, spec, scan: _dfdc_source(root, Path(spec["metadata"]), spec.get("parts"), scan),
                        links=_dfdc_links, path_keys=("metadata",)),
-    "celebdf": SourceKind(frozenset({"root", "folders"}),
-                          "<root>/{youtube_real_imgs,fake_imgs,Celeb-real,Celeb-synthesis,YouTube-real}/<video>/<frame>.png",
+    "celebdf": SourceKind(frozenset({"root", "folders", "test_list"}),
+                          "<root>/{youtube_real_imgs,fake_imgs,Celeb-real,Celeb-synthesis,YouTube-real}/<video>/<frame>.png"
+                          f" (and Celeb-DF-v2's {CELEBDF_TEST_LIST})",
                           lambda root, spec, scan: _celebdf_source(root, spec.get("folders"), scan),
-                          identities=_celebdf_identities),
+                          identities=_celebdf_identities, official_split=celebdf_official),
 }
 
 

@@ -36,7 +36,7 @@ def protocol_sets(cfg: dict, tests: list | None = None,
     for role in ("labeled", "unlabeled") if training else ():
         specs = cfg["data"][role]
         if specs:
-            sets[role] = (role, None, [s for spec in specs for s in build_set(spec, cfg["data"], cfg["seed"])])
+            sets[role] = (role, None, [s for spec in specs for s in build_set(spec, cfg["data"], cfg["seed"], role)])
     for i, spec in enumerate(cfg["data"]["test"] if tests is None else tests):
         name = test_set_name(spec, i)
         split = spec.get("split") if isinstance(spec, dict) else None
@@ -46,7 +46,7 @@ def protocol_sets(cfg: dict, tests: list | None = None,
             what = "is the name of a training role" if name in RESERVED else "is used twice"
             raise UserError(f"test set name '{name}' {what}: give each test set its own `name` "
                             "(for --test folder:DIR, the folder's name)")
-        sets[name] = ("test", split, build_set(spec, cfg["data"], cfg["seed"]))
+        sets[name] = ("test", split, build_set(spec, cfg["data"], cfg["seed"], "test"))
     return sets
 
 

@@ -7,9 +7,11 @@ A *source* spec names images, their labels, domains and video ids:
   {kind: dfdc, root, metadata, parts: [0, 4, ...]}
                  DFDC crops, one folder per video; labels from the original parts' metadata.json files
                  found under `metadata` (a video absent from them is reported, never guessed)
-  {kind: celebdf, root, folders: [...]}
+  {kind: celebdf, root, folders: [...], test_list: auto|off|PATH}
                  Celeb-DF crops: youtube_real_imgs / Celeb-real / YouTube-real (real),
-                 fake_imgs / Celeb-synthesis (fake), one folder per video
+                 fake_imgs / Celeb-synthesis (fake), one folder per video. With Celeb-DF-v2's official
+                 List_of_testing_videos.txt (auto: in root if there; PATH: required there), test sets get
+                 the listed videos and training roles the others (`videos` then splits those); off: ignored
   {kind: flat, root, label: real|fake, domain}  a flat folder of one class (StyleGAN = fake, CelebA = real)
 Every spec may add: videos: all|labeled|unlabeled (a seeded split by identity group: `labeled` is the first
 `data.labeled_fraction` of the groups, `unlabeled` the rest), frames_per_video, max_videos, and max_images /
@@ -32,7 +34,7 @@ from utils import UserError
 _COMMON_KEYS = {"kind", "videos", "frames_per_video", "max_videos", "max_images", "every"}
 
 
-def build_source(spec: Any, data_cfg: dict, seed: int) -> list[Sample]:
+def build_source(spec: Any, data_cfg: dict, seed: int, role: str | None = None) -> list[Sample]:
     """Samples of one source spec (see the module docstring)."""
     if isinstance(spec, str):
         if not spec.startswith("folder:"):
@@ -51,10 +53,14 @@ def build_source(spec: Any, data_cfg: dict, seed: int) -> list[Sample]:
             raise UserError(f"{spec['kind']} dataset spec needs '{name}' (expected layout: {kind.layout})")
     resolved = {**spec, **{k: str(resolve_root(spec[k], data_cfg, kind.layout)) for k in ("root", *kind.path_keys)}}
     root = Path(resolved["root"])
-    key = {"kind": spec["kind"], **{k: resolved.get(k) for k in sorted(kind.keys)}}
+    key = {"kind": spec["kind"], **{k: resolved.get(k) for k in sorted(kind.keys - {"test_list"})}}
     samples = cached(key, data_cfg, lambda scan: kind.build(root, resolved, scan))
     links = kind.links(resolved) if kind.links else None
-    samples = split_by_video(samples, spec.get("videos", "all"), data_cfg["labeled_fraction"], seed, links)
+    official = kind.official_split(samples, resolved, role) if kind.official_split else None
+    if official is not None:  # the dataset's own test list decides the test role; `videos` splits the rest
+        samples = official
+    if official is None or role != "test":
+        samples = split_by_video(samples, spec.get("videos", "all"), data_cfg["labeled_fraction"], seed, links)
     per_video = spec.get("frames_per_video", data_cfg.get("frames_per_video"))
     samples = limit_frames(samples, per_video, spec.get("max_videos"), seed)
     # The authors' post-generation pool: the first max_images images, then every `every`-th of them.
@@ -64,13 +70,14 @@ def build_source(spec: Any, data_cfg: dict, seed: int) -> list[Sample]:
     return samples[: spec.get("max_images")][:: spec.get("every") or 1]
 
 
-def build_set(spec: Any, data_cfg: dict, seed: int) -> list[Sample]:
-    """Samples of a set: one source, or {sources: [...]} (test sets may carry name/split keys)."""
+def build_set(spec: Any, data_cfg: dict, seed: int, role: str | None = None) -> list[Sample]:
+    """Samples of a set: one source, or {sources: [...]} (test sets may carry name/split keys). `role`
+    (labeled, unlabeled, test) lets a source with an official test list serve the right part of it."""
     if isinstance(spec, dict) and "sources" in spec:
-        return [s for src in spec["sources"] for s in build_source(src, data_cfg, seed)]
+        return [s for src in spec["sources"] for s in build_source(src, data_cfg, seed, role)]
     if isinstance(spec, dict):
         spec = {k: v for k, v in spec.items() if k not in ("name", "split")}
-    return build_source(spec, data_cfg, seed)
+    return build_source(spec, data_cfg, seed, role)
 
 
 def test_set_name(spec: Any, index: int) -> str:
