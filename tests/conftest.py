@@ -11,6 +11,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
+# pytest.ini runs the suite in two worker processes (pytest-xdist): one core each, so that the commands the
+# tests start (training runs, mostly) use one thread of arithmetic instead of competing for both cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
