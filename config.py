@@ -60,6 +60,16 @@ DEFAULTS: dict[str, Any] = {
         "unlabeled": [],
         "test": [],
     },
+    "val": {                       # a validation set from the labeled training domain (off: the authors had none)
+        "enabled": False,          # hold out `fraction` of the labeled identity groups as the `val` role
+        "fraction": 0.1,
+        "every": 200,              # steps between validation passes in each stage (and one at its end)
+        "select": "last",          # last: release the final weights (the authors) | best_val: the best on val
+        "threshold": "eer",        # decision threshold chosen on val, stored in the release file:
+                                   # eer (FPR = FNR) | balanced (best balanced accuracy)
+        "temperature": False,      # fit temperature scaling on val (ECE before/after in the release file)
+        "batch_size": 256,         # evaluation batch of the validation passes
+    },
     "pt": {"steps": 1000, "batch_size": 512, "lr": 1e-4, "weight_decay": 0.0},
     "supcon": {
         "steps": 1000, "batch_size": 512, "lr": 1e-4, "temperature": 0.1, "feat_dim": 128,
@@ -93,7 +103,8 @@ RESUME_FREE = {"device", "weights_dir", "workers", "log_every", "checkpoint_ever
 _FREE_SECTIONS = {"data.paths"}  # mappings whose keys the user chooses (dataset root names)
 AUG_ROLES = ("unlabeled_weak", "unlabeled_strong")  # sections of `aug` that override its keys for a role
 _CHOICES = {"input_scale": ("project", "seed"), "mpl.feedback": ("new_minus_old", "old_minus_new"),
-            "amp_dtype": ("auto", "bf16", "fp16")}
+            "amp_dtype": ("auto", "bf16", "fp16"), "val.select": ("last", "best_val"),
+            "val.threshold": ("eer", "balanced")}
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -152,7 +163,7 @@ def _check_values(cfg: dict) -> None:
         if _get(cfg, name) not in allowed:
             raise UserError(f"config key '{name}' must be one of {', '.join(allowed)}, got {_get(cfg, name)!r}")
     positive = ["img_size", "checkpoint_every", "keep_checkpoints", "log_every", "supcon.temperature",
-                "supcon.feat_dim", "mpl.temperature", "mpl.T"]
+                "supcon.feat_dim", "mpl.temperature", "mpl.T", "val.every", "val.batch_size"]
     non_negative = ["seed", "workers", "max_nonfinite_steps", "data.max_bad_images", "pt.weight_decay"]
     for section in ("pt", "supcon", "mpl"):
         for key in cfg[section]:
@@ -166,6 +177,10 @@ def _check_values(cfg: dict) -> None:
                 raise UserError(f"config key '{name}' must be {what}, got {_get(cfg, name)}")
     if not 0.0 <= cfg["data"]["labeled_fraction"] <= 1.0:
         raise UserError(f"config key 'data.labeled_fraction' must be in [0, 1], got {cfg['data']['labeled_fraction']}")
+    if not 0.0 < cfg["val"]["fraction"] < 1.0:
+        raise UserError(f"config key 'val.fraction' must be in (0, 1), got {cfg['val']['fraction']}")
+    if cfg["val"]["select"] == "best_val" and not cfg["val"]["enabled"]:
+        raise UserError("config key 'val.select' is best_val but val.enabled is false: enable the validation set")
     per_video = cfg["data"]["frames_per_video"]
     if per_video is not None and not (isinstance(per_video, int) and not isinstance(per_video, bool) and per_video > 0):
         raise UserError(f"config key 'data.frames_per_video' must be a positive integer or null, got {per_video!r}")

@@ -23,9 +23,10 @@ from datasets.perturb import parse_perturbations
 from datasets.protocols import prepare_data, test_sets
 from engine.amp import autocast
 from engine.dist import get_device
-from engine.release import RELEASE, build_model, checkpoint_settings, release_paths, run_folder, verify_release
+from engine.release import (RELEASE, build_model, checkpoint_settings, release_calibration, release_paths, run_folder,
+                            verify_release)
 from engine.run import RunLock
-from metrics import binary_metrics, format_table, video_metrics
+from metrics import binary_metrics, format_table, threshold_metrics, video_metrics
 from utils import UserError, atomic_write_csv, atomic_write_text, resolve_path, run_cli
 
 
@@ -48,11 +49,12 @@ def score(model: torch.nn.Module, loader, device: torch.device, amp: bool, desc:
 
 def evaluate(model: torch.nn.Module, sets: dict, img_size: int, backbone: str, input_scale: str,
              device: torch.device, batch_size: int = 256, workers: int = 0, amp: bool = True,
-             video_rule: str = "mean", perturb=None):
+             video_rule: str = "mean", perturb=None, calibration: dict | None = None):
     """Metrics per test set, the per-image predictions [(set, path, video, label, score)], the unreadable files
     (skipped: not scored, not counted in n) and {name: (split, labels, scores)} curves. Every distinct
     image is scored once, however many sets (pools) it belongs to. `perturb`: a test-time degradation
-    (datasets/perturb.py) applied to every image first."""
+    (datasets/perturb.py) applied to every image first. `calibration`: the release file's validation
+    threshold (engine/validate.py): each set gains the decisions at it (`val_threshold`)."""
     model.to(device)
     unique = list({s.path: s for _, samples in sets.values() for s in samples}.values())
     loader = eval_loader(unique, img_size, backbone, input_scale, batch_size, workers, perturb)
@@ -65,6 +67,8 @@ def evaluate(model: torch.nn.Module, sets: dict, img_size: int, backbone: str, i
         set_scores = np.array([score_of[s.path] for s in kept])
         results[name] = {**binary_metrics(labels, set_scores), "n": int(len(kept)), "split": split}
         curves[name] = (split, labels, set_scores)
+        if calibration:
+            results[name]["val_threshold"] = threshold_metrics(labels, set_scores, calibration)
         if any(s.video for s in kept):
             results[name]["video"] = video_metrics(kept, set_scores, video_rule)
         predictions += [(name, s.path, s.video or "", s.label, score_of[s.path]) for s in kept]
@@ -94,14 +98,17 @@ def encoder_features(encoder: torch.nn.Module, samples: list, img_size: int, bac
 
 def write_plots(method: str, model: torch.nn.Module, sets: dict, curves: dict, run_dir: Path, out_dir: Path,
                 img_size: int, backbone: str, input_scale: str, device: torch.device, seed: int,
-                projection: str = "pca") -> list[Path]:
-    """roc.png, training_curves.png (if the run's log is there) and, for SupCon models, embedding.png
-    (`projection`: pca or tsne)."""
+                projection: str = "pca", calibration: dict | None = None) -> list[Path]:
+    """roc.png, training_curves.png (if the run's log is there), for SupCon models embedding.png
+    (`projection`: pca or tsne), and for weights with a validation calibration reliability.png."""
     import plots
     names = {"pt": "baseline", "supcon": "SupCon teacher", "supconmpl": "SupCon-MPL student", "mpl": "MPL student"}
     written = [plots.roc_plot(curves, out_dir / "roc.png", f"ROC — {names[method]}"),
                plots.training_curves(run_dir / "train_log.jsonl", out_dir / "training_curves.png",
                                      f"training — {names[method]}")]
+    if calibration:
+        written.append(plots.reliability_plot(curves, out_dir / "reliability.png", f"reliability — {names[method]}",
+                                              calibration.get("temperature")))
     if "encoder" in RELEASE[method]:
         samples = [s for _, ss in sets.values() for s in ss]
         feats, kept = encoder_features(model.encoder, samples, img_size, backbone, input_scale, device, seed=seed)
@@ -186,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         prepare_data(cfg)
     sets = test_sets(cfg, args.test or None)
     model = build_model(args.method, backbone, paths, loaded)
+    calibration = release_calibration(args.method, paths, loaded)
     run_eval = functools.partial(evaluate, model, sets, img_size, backbone, input_scale, device, args.batch_size,
-                                 0 if device.type == "cpu" else cfg["workers"], cfg["amp"], args.video_rule)
+                                 0 if device.type == "cpu" else cfg["workers"], cfg["amp"], args.video_rule,
+                                 calibration=calibration)
     results, predictions, bad, curves = run_eval()
     json_path = resolve_path(args.json) if args.json else run_dir / "results.json"
     csv_path = resolve_path(args.predictions) if args.predictions else run_dir / "predictions.csv"
@@ -202,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     figures = [] if args.no_plots else write_plots(args.method, model, sets, curves, run_dir, json_path.parent,
                                                      img_size, backbone, input_scale, device, cfg["seed"],
-                                                     args.embedding)
+                                                     args.embedding, calibration)
     title = f"{args.method} ({backbone}, {img_size}px"
     print(format_table(results, f"{title}, weights {first}) — metrics in %"))
     if args.perturb:

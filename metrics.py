@@ -10,7 +10,8 @@ def test_results(results: dict) -> dict[str, dict]:
 
 
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float | None]:
-    """ACC at `threshold`, AUC, F1 (fake = positive), EER and AP from P(fake) scores; fractions in [0, 1].
+    """ACC at `threshold`, AUC, F1 (fake = positive), EER and AP from P(fake) scores; fractions in [0, 1];
+    real_acc / fake_acc / bal_acc: the accuracy on each class at `threshold` and their mean.
 
     `auc_hard` is the paper's AUC: the authors computed roc_auc_score on hard 0/1 predictions, which is the
     balanced accuracy at `threshold` (why the paper's AUC and ACC nearly agree); `auc` is from the scores.
@@ -24,7 +25,7 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.
     out: dict[str, float | None] = {
         "acc": float((pred == labels).mean()) if len(labels) else None,
         "f1": float(f1_score(labels, pred, zero_division=0)) if len(labels) else None,
-        "auc": None, "auc_hard": None, "eer": None, "ap": None,
+        "auc": None, "auc_hard": None, "eer": None, "ap": None, **class_accuracies(labels, pred),
     }
     if len(np.unique(labels)) == 2:
         out["auc"] = float(roc_auc_score(labels, scores))
@@ -41,6 +42,29 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.
             out["eer"] = float(fpr[i] + t * (fpr[j] - fpr[i]))
         else:
             out["eer"] = float((fpr[i] + fnr[i]) / 2)
+    return out
+
+
+def class_accuracies(labels: np.ndarray, pred: np.ndarray) -> dict[str, float | None]:
+    """Accuracy on real images, on fake images, and their mean (balanced accuracy; None unless both exist)."""
+    real = float((pred[labels == 0] == 0).mean()) if (labels == 0).any() else None
+    fake = float((pred[labels == 1] == 1).mean()) if (labels == 1).any() else None
+    return {"real_acc": real, "fake_acc": fake,
+            "bal_acc": (real + fake) / 2 if real is not None and fake is not None else None}
+
+
+def threshold_metrics(labels: np.ndarray, scores: np.ndarray, calibration: dict) -> dict:
+    """The decisions at the validation set's threshold (and the calibration error before and after its
+    temperature, when one was fitted): the `val_threshold` entry of a test set in results.json."""
+    from engine.validate import expected_calibration_error, scaled_scores
+    labels = np.asarray(labels).astype(int)
+    t = calibration["threshold"]
+    pred = (np.asarray(scores) >= t).astype(int)
+    out = {"threshold": t, "rule": calibration["rule"],
+           "acc": float((pred == labels).mean()) if len(labels) else None, **class_accuracies(labels, pred)}
+    if calibration.get("temperature"):
+        out["ece"] = expected_calibration_error(labels, np.asarray(scores, dtype=np.float64))
+        out["ece_scaled"] = expected_calibration_error(labels, scaled_scores(scores, calibration["temperature"]))
     return out
 
 
@@ -66,7 +90,32 @@ def format_table(results: dict[str, dict], title: str) -> str:
     lines.append("AUCh: the paper's AUC, from hard 0/1 predictions (= balanced accuracy); AUC is from the scores")
     if videos:
         lines.append("vACC/vAUC: video level, frame scores averaged per video (evaluate.py --video-rule)")
+    lines += _class_table(results, name_w)
     return "\n".join(lines)
+
+
+def _class_table(results: dict[str, dict], name_w: int) -> list[str]:
+    """Real / fake / balanced accuracy at 0.5 and, when the weights carry one, at the validation threshold."""
+    pct = lambda v: "-" if v is None else format(100 * v, ".2f")  # noqa: E731
+    at_val = next((m["val_threshold"] for m in results.values() if "val_threshold" in m), None)
+    head = f"{'test set':<{name_w}}" + "".join(f"{c:>8}" for c in ("rACC", "fACC", "bACC"))
+    if at_val:
+        head += "  |" + "".join(f"{c:>8}" for c in ("ACC", "rACC", "fACC", "bACC"))
+        if "ece" in at_val:
+            head += f"{'ECE':>8}{'ECE-T':>8}"
+    lines = ["", "per class at P(fake) 0.5" + (f"  |  at the validation threshold {at_val['threshold']:.4f} "
+                                                 f"({at_val['rule']})" if at_val else ""), head, "-" * len(head)]
+    for name, m in results.items():
+        row = f"{name:<{name_w}}" + "".join(f"{pct(m.get(c)):>8}" for c in ("real_acc", "fake_acc", "bal_acc"))
+        v = m.get("val_threshold")
+        if v:
+            row += "  |" + "".join(f"{pct(v.get(c)):>8}" for c in ("acc", "real_acc", "fake_acc", "bal_acc"))
+            if "ece" in v:
+                row += f"{pct(v['ece']):>8}{pct(v['ece_scaled']):>8}"
+        lines.append(row)
+    if at_val and "ece" in at_val:
+        lines.append("ECE: expected calibration error of P(fake) (15 bins); ECE-T: after the validation temperature")
+    return lines
 
 
 def video_metrics(samples: list, scores: np.ndarray, rule: str = "mean") -> dict:

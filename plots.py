@@ -54,10 +54,13 @@ def training_curves(log_file: Path, path: Path, title: str) -> Path | None:
     skip = {"stage", "step", "time", "steps_per_s", "images_per_s"}
     for ax, stage in zip(axes[0], stages):
         mine = [r for r in rows if r["stage"] == stage]
-        by_step = {r["step"]: r for r in mine}  # a resumed run logs some steps twice: keep the last
+        by_step: dict[int, dict] = {}
+        for r in mine:  # a resumed run logs some steps twice (the last wins); validation rows join their step
+            by_step.setdefault(r["step"], {}).update(r)
         steps = sorted(by_step)
-        for key in [k for k in mine[-1] if k not in skip and not k.startswith("lr_")]:
-            ax.plot(steps, [by_step[s].get(key, np.nan) for s in steps], label=key)
+        for key in dict.fromkeys(k for r in mine for k in r if k not in skip and not k.startswith("lr_")):
+            points = [(s, by_step[s][key]) for s in steps if key in by_step[s]]
+            ax.plot(*zip(*points), "o--" if key.startswith("val_") else "-", label=key, ms=3)
         ax.set(title=f"{stage}", xlabel="step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -99,6 +102,32 @@ def embedding_plot(features: np.ndarray, labels: np.ndarray, domains: list[str],
     b.set(title="manipulation", xlabel=axis + "1", ylabel=axis + "2")
     b.legend(markerscale=3, fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def reliability_plot(curves: dict[str, tuple[str | None, np.ndarray, np.ndarray]], path: Path, title: str,
+                     temperature: float | None = None, bins: int = 10) -> Path | None:
+    """Reliability diagram: per test set, the fraction of fakes against the mean P(fake) in `bins` equal-width
+    score bins (the diagonal is perfect calibration); dotted: after temperature scaling, when fitted."""
+    from engine.validate import scaled_scores
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (name, (split, labels, scores)) in enumerate(curves.items()):
+        versions = [(scores, "-o", "")] + ([(scaled_scores(scores, temperature), ":s", " (T)")] if temperature else [])
+        for values, style, suffix in versions:
+            idx = np.minimum((np.asarray(values) * bins).astype(int), bins - 1)
+            used = [b for b in range(bins) if (idx == b).any()]
+            ax.plot([values[idx == b].mean() for b in used], [labels[idx == b].mean() for b in used], style, ms=3,
+                    color=colours[k % len(colours)], label=f"{name}{suffix}")
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, label="perfect calibration")
+    ax.set(xlabel="mean predicted P(fake) in the bin", ylabel="fraction of fakes in the bin", xlim=(0, 1),
+           ylim=(0, 1), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

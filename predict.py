@@ -27,7 +27,7 @@ from datasets.augment import eval_transform
 from datasets.images import IMG_EXTS, BadImageError, read_image
 from engine.amp import autocast
 from engine.dist import get_device
-from engine.release import RELEASE, build_model, checkpoint_settings
+from engine.release import RELEASE, build_model, checkpoint_settings, release_calibration
 from preprocess.extract_faces import VIDEO_EXTS, crop_box, load_detector, read_frames
 from preprocess.tracks import group_tracks
 from utils import UserError, atomic_write_csv, atomic_write_text, resolve_path, run_cli
@@ -98,7 +98,9 @@ def parse_args(argv):
     p.add_argument("--csv", help="write one row per face here")
     p.add_argument("--out", help="folder for predictions.json and faces.csv (when --json/--csv are not given)")
     p.add_argument("--seed", type=int, default=0, help="random seed (the pipeline is deterministic; for parity)")
-    p.add_argument("--threshold", type=float, default=0.5, help="P(fake) at or above which a verdict is FAKE")
+    p.add_argument("--threshold", type=float,
+                   help="P(fake) at or above which a verdict is FAKE (default: the threshold chosen on the validation "
+                        "set, stored in the weights by a run with val.enabled; else 0.5)")
     p.add_argument("--rule", choices=("auto", "mean", "max"), default="auto",
                    help="aggregation of face scores: auto = max for images, max over face tracks for videos; "
                         "mean / max over all faces")
@@ -113,7 +115,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     for name, ok, what in (("frames", args.frames > 0, "positive"), ("batch_size", args.batch_size > 0, "positive"),
                            ("min_track", args.min_track > 0, "positive"),
-                           ("margin", args.margin >= 0, ">= 0"), ("threshold", 0 <= args.threshold <= 1, "in [0, 1]")):
+                           ("margin", args.margin >= 0, ">= 0"), ("threshold", args.threshold is None or 0 <= args.threshold <= 1, "in [0, 1]")):
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}")
     return args
@@ -179,12 +181,21 @@ def main(argv: list[str] | None = None) -> int:
     device = get_device(args.device)
     paths = {role: resolve_path(getattr(args, role)) for role in RELEASE[args.method]}
     model = build_model(args.method, backbone, paths, loaded).to(device).eval()
+    calibration = release_calibration(args.method, paths, loaded)
+    source = "--threshold" if args.threshold is not None else \
+        f"chosen on the run's validation set ({calibration['rule']})" if calibration else "the default"
+    if args.threshold is None:
+        args.threshold = calibration["threshold"] if calibration else 0.5
+    print(f"verdict: FAKE at P(fake) >= {args.threshold:.4f} ({source})", file=sys.stderr)
     transform = eval_transform(img_size, backbone, input_scale)
     detector = load_detector("cuda" if device.type == "cuda" else "cpu")
 
     results, rows = {}, []
     for path in expand(args.inputs):
         entry = predict_one(path, args, detector, model, transform, device)
+        if entry["score"] is not None:
+            entry["verdict"] = "fake" if entry["score"] >= args.threshold else "real"
+            entry["threshold"] = args.threshold
         results[str(path)] = entry
         rows += [(str(path), f["frame"], i, *f["box"], f["score"], f.get("track", ""))
                  for i, f in enumerate(entry["faces"])]
@@ -192,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'input':<50}{'faces':>6}{'P(fake)':>9}  verdict")
     for path, e in results.items():
         verdict = ("error: " + e["error"]) if e["error"] else ("no face" if e["score"] is None else
-                                                               ("FAKE" if e["score"] >= args.threshold else "real"))
+                                                               ("FAKE" if e["verdict"] == "fake" else "real"))
         score = "-" if e["score"] is None else f"{e['score']:.3f}"
         print(f"{shown(path)[-49:]:<50}{len(e['faces']):>6}{score:>9}  {verdict}")
     if args.json:

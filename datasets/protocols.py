@@ -8,7 +8,7 @@ from pathlib import Path
 from config import load_config
 from datasets.index import Sample
 from datasets.sources import build_set, test_set_name
-from datasets.splits import identity_groups
+from datasets.splits import hold_out, identity_groups
 from engine.dist import barrier, is_main_process
 from utils import ROOT, UserError, atomic_write_csv, resolve_path
 
@@ -37,6 +37,10 @@ def protocol_sets(cfg: dict, tests: list | None = None,
         specs = cfg["data"][role]
         if specs:
             sets[role] = (role, None, [s for spec in specs for s in build_set(spec, cfg["data"], cfg["seed"], role)])
+    if training and cfg.get("val", {}).get("enabled") and "labeled" in sets:
+        # The validation set: a seeded share of the labeled identity groups (never of a test set).
+        kept, held = hold_out(sets["labeled"][2], cfg["val"]["fraction"], cfg["seed"])
+        sets["labeled"], sets["val"] = ("labeled", None, kept), ("val", None, held)
     for i, spec in enumerate(cfg["data"]["test"] if tests is None else tests):
         name = test_set_name(spec, i)
         split = spec.get("split") if isinstance(spec, dict) else None
@@ -63,7 +67,7 @@ def training_sets(cfg: dict) -> dict[str, tuple[str, str | None, list[Sample]]]:
     sets = protocol_sets(cfg)
     shared = overlapping_videos(sets)
     if shared:
-        raise UserError(f"{len(shared)} videos share an identity group across labeled/unlabeled/test (e.g. "
+        raise UserError(f"{len(shared)} videos share an identity group across labeled/unlabeled/val/test (e.g. "
                         f"{shared[0]}): training would see test identities; fix the config (see `python -m "
                         "datasets describe`)")
     return sets
@@ -87,7 +91,7 @@ def role_samples(sets: dict[str, tuple[str, str | None, list[Sample]]], role: st
 
 def overlapping_videos(sets: dict[str, tuple[str, str | None, list[Sample]]]) -> list[str]:
     """Videos whose identity group (the video itself, its FF++ pair, its DFDC original, ...) occurs in more
-    than one of the roles labeled / unlabeled / test."""
+    than one of the roles labeled / unlabeled / val / test."""
     everything = [s for _, _, samples in sets.values() for s in samples]
     groups = identity_groups(everything)
     roles_of: dict[str, set[str]] = {}
@@ -123,7 +127,7 @@ def format_description(d: dict) -> str:
         lines.append(f"{name:<18}{s['role']:<11}{str(s['split'] or '-'):<9}{s['images']:>9}{s['videos']:>8}"
                      f"{s['real']:>9}{s['fake']:>9}  {domains}")
     verdict = "none" if d["overlapping_videos"] == 0 else f"{d['overlapping_videos']} VIDEOS IN MORE THAN ONE ROLE"
-    lines.append(f"video/identity overlap between labeled, unlabeled and test: {verdict}")
+    lines.append(f"video/identity overlap between labeled, unlabeled, val and test: {verdict}")
     return "\n".join(lines)
 
 

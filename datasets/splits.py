@@ -52,6 +52,21 @@ def split_by_video(samples: list[Sample], part: str, fraction: float, seed: int,
     return [s for s in samples if (groups.get(s.video, s.path) in first) == want]
 
 
+def hold_out(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(kept, held out): a seeded share `fraction` of the identity groups of `samples` held out (the
+    validation set), by group as every split here, so no video or identity is on both sides. At least one
+    group stays on each side; fewer than two groups is a UserError."""
+    groups = identity_groups(samples)
+    keys = sorted(set(groups.values()) | {s.path for s in samples if not s.video})
+    if len(keys) < 2:
+        raise UserError(f"the labeled set has {len(keys)} identity group(s): a validation set needs at least two")
+    n = min(max(1, int(round(fraction * len(keys)))), len(keys) - 1)
+    order = np.random.default_rng([seed, 0x7a1]).permutation(len(keys))  # another stream than the labeled split
+    held = {keys[i] for i in order[:n]}
+    key = lambda s: groups.get(s.video, s.path) if s.video else s.path  # noqa: E731
+    return [s for s in samples if key(s) not in held], [s for s in samples if key(s) in held]
+
+
 def target_id(video: str | None) -> str | None:
     """The target identity of an FF++ video id: 'ff:Deepfakes/017_042' -> '017', 'ff:Real/017' -> '017'."""
     if video is None:

@@ -4,6 +4,7 @@ logging, checkpoints and signal handling. Stages are named; a resumed run skips 
     stage = loop.stage("supcon", steps)                      # where it starts: 0, a checkpoint's step, or done
     batches = train_batches(..., start_step=stage.start)    # the data position is the step
     stage.run(step_fn)                                       # step_fn(i) -> {name: tensor, "images": n}
+    stage.run(step_fn, val=run.val.classifier(model, keep=model))  # + validation (engine/validate.py)
 """
 from __future__ import annotations
 
@@ -63,13 +64,26 @@ class Loop:
         return time.time(), step, 0
 
 
+    def validate(self, stage: str, step: int, steps: int, val) -> None:
+        """A validation pass (logged as val_* scalars); at the stage's end, best_val's choice of weights."""
+        metrics = val(stage, step)
+        self.logger.scalars(stage, step, metrics)
+        self.logger.info(f"{stage} step {step}/{steps} validation " +
+                         " ".join(f"{k.removeprefix('val_')}={v:.4f}" for k, v in metrics.items()))
+        if step == steps:
+            note = val.end(stage)
+            if note:
+                self.logger.info(note)
+
+
 class Stage:
     """One stage of a Loop: `start` is the first step to run; `run(step_fn)` runs steps [start, steps)."""
 
     def __init__(self, loop: Loop, name: str, steps: int, start: int):
         self.loop, self.name, self.steps, self.start = loop, name, steps, start
 
-    def run(self, step_fn: Callable[[int], dict[str, torch.Tensor]]) -> None:
+    def run(self, step_fn: Callable[[int], dict[str, torch.Tensor]], val=None) -> None:
+        """`val`: a validation check (engine.validate.Check) run every val.every steps and at the end."""
         from tqdm import tqdm
         loop, name, steps = self.loop, self.name, self.steps
         if self.start >= steps and steps > 0:
@@ -89,6 +103,8 @@ class Stage:
                 if done % log_every == 0 or done == steps:
                     since = loop.log(name, done, steps, out, since)
                     bar.set_postfix({k: f"{float(v):.3f}" for k, v in out.items()}, refresh=False)
+                if val is not None and (done % val.every == 0 or done == steps):
+                    loop.validate(name, done, steps, val)
                 if done % every == 0 or done == steps or loop.signal is not None:
                     loop.save(name, done)
                 if loop.signal is not None:

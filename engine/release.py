@@ -96,6 +96,14 @@ def build_model(method: str, backbone: str, paths: dict[str, Path], loaded: dict
     return EncoderClassifier(net.encoder, cls)
 
 
+def release_calibration(method: str, paths: dict[str, Path], loaded: dict | None = None) -> dict | None:
+    """The `calibration` a run with a validation set stored in its final release file (the weights or the
+    classifier): {"threshold", "rule", "temperature", ...} (engine/validate.py); None for files without."""
+    last = "weights" if "weights" in RELEASE[method] else "classifier"
+    state = loaded if last == "weights" and loaded is not None else load_checkpoint(paths[last])
+    return state.get("calibration")
+
+
 def checkpoint_settings(path: Path, args: argparse.Namespace, defaults: dict) -> tuple[dict, str, int, str]:
     """The checkpoint's contents and its backbone, image size and input scale: the command line first, then
     what our checkpoints record about their training (the authors' files record nothing), then `defaults`."""

@@ -29,11 +29,12 @@ from engine.logger import RunLogger
 from engine.loop import Loop, Stage
 from engine.release import RELEASE, run_folder, save_release, sha256
 from engine.update import Updater
+from engine.validate import Validator
 from utils import UserError, atomic_write_text
 
 # What a run writes into its folder besides checkpoints and release files (a replaced run's are removed).
 RUN_FILES = ("log.txt", "train_log.jsonl", "bad_images.txt", "splits.csv", "results.json", "predictions.csv",
-             "results_unreadable.txt", "roc.png", "training_curves.png", "embedding.png")
+             "results_unreadable.txt", "roc.png", "training_curves.png", "embedding.png", "reliability.png")
 
 
 class RunLock:
@@ -103,6 +104,7 @@ class Run:
     checkpointer: Checkpointer
     run_id: str
     lock: RunLock | None
+    val: Validator
 
     def stage(self, name: str, steps: int) -> Stage:
         return self.loop.stage(name, steps)
@@ -112,13 +114,21 @@ class Run:
         return feed(batches, self.bad, device)
 
     def save_release(self, role: str, module: torch.nn.Module, kind: str, step: int,
-                     optimizer: torch.optim.Optimizer | None = None, belongs_to: Path | None = None) -> Path:
+                     optimizer: torch.optim.Optimizer | None = None, belongs_to: Path | None = None,
+                     detector: torch.nn.Module | None = None) -> Path:
         """Write the release file of `role` (RELEASE); `belongs_to`: the file it must be used with (its hash
-        is recorded, so that evaluation can refuse a mixture of two runs)."""
+        is recorded, so that evaluation can refuse a mixture of two runs); `detector`: the finished model
+        (images -> logits), whose decision threshold (and temperature) the validation set chooses
+        (engine/validate.py; recorded as `calibration` when validation is on)."""
         path = self.dir / RELEASE[self.dir.name][role]
         extra = {"run_id": self.run_id}
         if belongs_to is not None and is_main_process():
             extra["belongs_to"] = {"file": belongs_to.name, "sha256": sha256(belongs_to)}
+        if detector is not None and self.val.enabled and is_main_process():
+            extra["calibration"] = cal = self.val.calibrate(detector)
+            self.logger.info(f"validation threshold ({cal['rule']}): P(fake) >= {cal['threshold']:.4f} is fake"
+                             + (f"; temperature {cal['temperature']:.3f}, ECE {cal['ece']:.4f} -> "
+                                f"{cal['ece_scaled']:.4f}" if cal["temperature"] else ""))
         save_release(path, module, self.cfg, kind, step, optimizer, **extra)
         return path
 
@@ -141,6 +151,9 @@ def start_run(cfg: dict, method: str, stages: list[str], sets: dict, device: tor
     updater = Updater(optimizers, needs_loss_scaler(device, cfg["amp"], cfg["amp_dtype"]),
                       cfg["max_nonfinite_steps"], logger.info)
     bad = BadImages(run_dir, cfg["data"]["max_bad_images"], logger)
+    val = Validator(sets.get("val", (None, None, None))[2], cfg, device)
+    if val.enabled:  # its best weights so far resume with the run
+        objects["val"] = val
     ckpt = Checkpointer(run_dir / "checkpoints", cfg["keep_checkpoints"], stages, **objects, updater=updater,
                         bad_images=bad, rng=RNGState())
     updater.last_checkpoint = ckpt.latest
@@ -185,7 +198,7 @@ def start_run(cfg: dict, method: str, stages: list[str], sets: dict, device: tor
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     meta = {"run_id": run_id, "config": cfg, "data": fingerprint}
     loop = Loop(cfg, logger, ckpt, updater, lambda: meta, resumed)
-    return Run(run_dir, cfg, logger, loop, updater, bad, ckpt, run_id, lock)
+    return Run(run_dir, cfg, logger, loop, updater, bad, ckpt, run_id, lock, val)
 
 
 def _remove_stale_temporaries(run_dir: Path) -> None:

@@ -145,15 +145,18 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     # Stage 1: MPL steps
     stage = run.stage("mpl", mc["steps"])
     lab, unl = mpl_streams(labeled, unlabeled, cfg, 1, stage.start, device)  # labeled: 1 view(s)
-    stage.run(mpl_step_fn(m, run.feed(lab, device), run.feed(unl, device), run.update))
+    stage.run(mpl_step_fn(m, run.feed(lab, device), run.feed(unl, device), run.update),
+              val=run.val.classifier(m.student))  # logged; not a release, so nothing is selected
 
     # Stage 2: fine-tune the student (its EMA, if kept) on the labeled data with cross-entropy; save it
     stage = run.stage("finetune", mc["finetune_steps"])
     if m.ema is not None and stage.start == 0:
         unwrap(m.student).load_state_dict(m.ema.state_dict())  # the averaged weights are fine-tuned
     singles = train_batches(labeled, cfg, mc["batch_labeled"], 1, balance, "finetune", stage.start, device)
-    stage.run(pt_step(m.student, opt_ft, run.feed(singles, device), run.update, amp))
-    path = run.save_release("weights", m.student, "mpl", mc["steps"] + mc["finetune_steps"], opt_ft)
+    stage.run(pt_step(m.student, opt_ft, run.feed(singles, device), run.update, amp),
+              val=run.val.classifier(m.student, keep=m.student))
+    path = run.save_release("weights", m.student, "mpl", mc["steps"] + mc["finetune_steps"], opt_ft,
+                            detector=m.student)
     run.finish()
     run.logger.info(f"saved {path}")
     return {"weights": path}

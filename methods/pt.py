@@ -54,10 +54,11 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     # Loop
     stage = run.stage("pt", pc["steps"])
     batches = train_batches(labeled, cfg, pc["batch_size"], 1, cfg["data"]["balance"], "pt", stage.start, device)
-    stage.run(pt_step(model, opt, run.feed(batches, device), run.update, amp))
+    stage.run(pt_step(model, opt, run.feed(batches, device), run.update, amp),
+              val=run.val.classifier(model, keep=model))
 
     # Save
-    path = run.save_release("weights", model, "pt", pc["steps"], opt)
+    path = run.save_release("weights", model, "pt", pc["steps"], opt, detector=model)
     run.finish()
     run.logger.info(f"saved {path}")
     return {"weights": path}

@@ -16,7 +16,7 @@ from engine.dist import barrier, distribute, gather, setup_device, unwrap
 from engine.run import start_run
 from engine.update import make_optimizer
 from losses import SupConLoss
-from models import LinearClassifier, SupConNet
+from models import EncoderClassifier, LinearClassifier, SupConNet
 from utils import seed_everything
 
 STAGES = ["supcon", "classifier"]
@@ -89,15 +89,18 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     # Stage (a): SupCon network
     stage = run.stage("supcon", sc["steps"])
     pairs = train_batches(labeled, cfg, sc["batch_size"], 2, balance, "supcon", stage.start, device)
-    stage.run(supcon_step(net, opt_net, run.feed(pairs, device), criterion, run.update, amp))
+    stage.run(supcon_step(net, opt_net, run.feed(pairs, device), criterion, run.update, amp),
+              val=run.val.supcon(net, criterion, keep=net))
     encoder_path = run.save_release("encoder", net, "supcon_encoder", sc["steps"], opt_net)
 
     # Stage (b): linear classifier on the frozen encoder
     stage = run.stage("classifier", sc["classifier_steps"])
     singles = train_batches(labeled, cfg, sc["classifier_batch_size"], 1, balance, "classifier", stage.start, device)
-    stage.run(classifier_step(unwrap(net).encoder, classifier, opt_cls, run.feed(singles, device), run.update, amp))
+    detector = EncoderClassifier(unwrap(net).encoder, classifier)
+    stage.run(classifier_step(unwrap(net).encoder, classifier, opt_cls, run.feed(singles, device), run.update, amp),
+              val=run.val.classifier(detector, keep=classifier))
     classifier_path = run.save_release("classifier", classifier, "supcon_classifier", sc["classifier_steps"], opt_cls,
-                                       belongs_to=encoder_path)
+                                       belongs_to=encoder_path, detector=detector)
     run.finish()
     barrier()  # every rank may read the saved files next (SupCon-MPL)
     run.logger.info(f"saved {encoder_path} and {classifier_path}")

@@ -22,7 +22,7 @@ from engine.run import start_run
 from engine.update import make_optimizer
 from losses import SupConLoss, mpl_feedback, teacher_mpl_loss
 from methods import supcon
-from models import LinearClassifier, SupConNet
+from models import EncoderClassifier, LinearClassifier, SupConNet
 from utils import UserError, resolve_path, seed_everything
 
 STAGES = ["mpl", "finetune", "finetune_classifier"]
@@ -194,21 +194,24 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     # Stage 1: MPL steps, labeled and unlabeled iterators each endless
     stage = run.stage("mpl", mc["steps"])
     lab, unl = mpl_streams(labeled, unlabeled, cfg, 2, stage.start, device)  # labeled: 2 view(s)
-    stage.run(mpl_step_fn(pair, run.feed(lab, device), run.feed(unl, device), run.update))
+    detector = EncoderClassifier(student.encoder, s_cls)  # the student as a detector (validation)
+    stage.run(mpl_step_fn(pair, run.feed(lab, device), run.feed(unl, device), run.update),
+              val=run.val.classifier(detector))  # logged; not a release, so nothing is selected
 
     # Stages 2-3: fine-tune the student on the labeled data: SupCon, then its classifier on the frozen encoder
     stage = run.stage("finetune", mc["finetune_steps"])
     pairs = train_batches(labeled, cfg, sc["batch_size"], 2, balance, "finetune", stage.start, device)
-    stage.run(supcon.supcon_step(pair.student, opt_ft, run.feed(pairs, device), SupConLoss(mc["temperature"]),
-                                 run.update, amp))
+    criterion = SupConLoss(mc["temperature"])
+    stage.run(supcon.supcon_step(pair.student, opt_ft, run.feed(pairs, device), criterion, run.update, amp),
+              val=run.val.supcon(student, criterion, keep=student))
     encoder_path = run.save_release("encoder", student, "supconmpl_encoder", mc["steps"] + mc["finetune_steps"], opt_ft)
     stage = run.stage("finetune_classifier", mc["finetune_classifier_steps"])
     singles = train_batches(labeled, cfg, sc["classifier_batch_size"], 1, balance, "finetune-classifier",
                             stage.start, device)
     stage.run(supcon.classifier_step(student.encoder, pair.s_cls, opt_ft_cls, run.feed(singles, device), run.update,
-                                     amp))
+                                     amp), val=run.val.classifier(detector, keep=s_cls))
     classifier_path = run.save_release("classifier", s_cls, "supconmpl_classifier", mc["finetune_classifier_steps"],
-                                       opt_ft_cls, belongs_to=encoder_path)
+                                       opt_ft_cls, belongs_to=encoder_path, detector=detector)
     run.finish()
     run.logger.info(f"saved {encoder_path} and {classifier_path}")
     return {"encoder": encoder_path, "classifier": classifier_path}

@@ -69,6 +69,26 @@ def test_every_input_gets_its_own_result_even_a_tiny_image_and_a_name_that_is_no
     assert len(rows) == 2 and rows[1].startswith(bytes(tmp_path) + b"/caf\xe9.png,")  # the name as on disk
 
 
+def test_the_validation_threshold_in_the_weights_decides_the_verdicts(media, tmp_path):
+    image = str(media / "astronaut.png")
+    res = run([PY, "predict.py", image, "--method", "pt", "--weights", str(media / "pt.tar"), "--json",
+               str(tmp_path / "plain.json")])
+    assert res.returncode == 0, res.stderr
+    plain = json.loads((tmp_path / "plain.json").read_text())[image]
+    assert plain["threshold"] == 0.5 and plain["verdict"] == ("fake" if plain["score"] >= 0.5 else "real")
+    # The same weights with a validation threshold on the other side of the score: the verdict flips.
+    state = torch.load(media / "pt.tar", weights_only=True)
+    flipped = "real" if plain["verdict"] == "fake" else "fake"
+    state["calibration"] = {"threshold": plain["score"] + (0.01 if flipped == "real" else -0.01), "rule": "eer"}
+    torch.save(state, tmp_path / "calibrated.tar")
+    res = run([PY, "predict.py", image, "--method", "pt", "--weights", str(tmp_path / "calibrated.tar"), "--json",
+               str(tmp_path / "calibrated.json")])
+    assert res.returncode == 0, res.stderr
+    entry = json.loads((tmp_path / "calibrated.json").read_text())[image]
+    assert entry["score"] == plain["score"] and entry["verdict"] == flipped
+    assert "chosen on the run's validation set" in res.stderr and flipped.upper() in res.stdout.upper()
+
+
 def test_predict_needs_weights():
     res = run([PY, "predict.py", "x.png", "--method", "supcon"])
     assert res.returncode == 2 and "needs --encoder and --classifier" in res.stderr

@@ -141,7 +141,7 @@ def test_describe_cli_json_and_exit_status(trees, tmp_path):
     res = run([PY, "-m", "datasets", "describe", "--protocol", "ff_wo_nt", "--paths", str(trees / "paths.yaml"),
                "--json", str(out), f"data.index_dir={tmp_path / 'index'}"])
     assert res.returncode == 0, res.stderr
-    assert "overlap between labeled, unlabeled and test: none" in res.stdout
+    assert "overlap between labeled, unlabeled, val and test: none" in res.stdout
     d = json.loads(out.read_text())
     assert d["protocol"] == "ff_wo_nt" and set(d) == {"protocol", "sets", "overlapping_videos"}
     assert set(d["sets"]["labeled"]) == {"role", "split", "images", "videos", "real", "fake", "domains"}

@@ -289,7 +289,7 @@ def test_training_on_test_identities_stops(tiny_config_file):
     ff = yaml.safe_load(tiny_config_file.read_text())["data"]["test"][0]["root"]
     same = f"data.labeled=[{{kind: ff, root: {ff}, subset: test_set, methods: [Real, Deepfakes]}}]"
     one_line_error(run([PY, "train_pt.py", "--config", str(tiny_config_file), same]),
-                   "share an identity group across labeled/unlabeled/test")
+                   "share an identity group across labeled/unlabeled/val/test")
 
 
 @pytest.mark.slow
