@@ -41,6 +41,10 @@ DEFAULTS: dict[str, Any] = {
         "color_jitter": [0.4, 0.4, 0.4, 0.1],
         "color_jitter_p": 0.8,
         "grayscale_p": 0.2,
+        "jpeg_p": 0.0,             # ours, opt-in (0: off, the authors): re-encode as JPEG with this probability
+        "jpeg_quality": [40, 100],  # ... at a quality drawn from [min, max] (DeepfakeBench's ImageCompression)
+        "blur_p": 0.0,             # ours, opt-in (0: off): Gaussian blur with this probability
+        "blur_sigma": [0.1, 2.0],  # ... of a sigma (pixels of the stored image) drawn from [min, max]
         "unlabeled_weak": {},      # overrides of the keys above for the weak view of unlabeled images
         "unlabeled_strong": {},    # ... and for the strong view (the authors: both = the labeled augmentation)
     },
@@ -147,7 +151,15 @@ def _check_aug(aug: dict, name: str) -> None:
     scale = aug.get("scale", [0.5, 1.0])
     if not (isinstance(scale, list) and len(scale) == 2 and all(map(_number, scale)) and 0 < scale[0] <= scale[1] <= 1):
         raise UserError(f"config key '{name}.scale' must be [min, max] with 0 < min <= max <= 1, got {scale!r}")
-    for key in ("hflip", "color_jitter_p", "grayscale_p"):
+    quality = aug.get("jpeg_quality", [40, 100])
+    if not (isinstance(quality, list) and len(quality) == 2 and all(isinstance(q, int) for q in quality)
+            and 1 <= quality[0] <= quality[1] <= 100):
+        raise UserError(f"config key '{name}.jpeg_quality' must be [min, max] integers with 1 <= min <= max <= 100, "
+                        f"got {quality!r}")
+    sigma = aug.get("blur_sigma", [0.1, 2.0])
+    if not (isinstance(sigma, list) and len(sigma) == 2 and all(map(_number, sigma)) and 0 < sigma[0] <= sigma[1] <= 10):
+        raise UserError(f"config key '{name}.blur_sigma' must be [min, max] with 0 < min <= max <= 10, got {sigma!r}")
+    for key in ("hflip", "color_jitter_p", "grayscale_p", "jpeg_p", "blur_p"):
         value = aug.get(key, 0.5)
         if not (_number(value) and 0 <= value <= 1):
             raise UserError(f"config key '{name}.{key}' must be a probability in [0, 1], got {value!r}")

@@ -158,8 +158,13 @@ def parse_args(argv):
                    help="robustness sweep (repeatable): re-score every test set with jpeg:Q,.. blur:SIGMA,.. "
                         "noise:STD,.. or resize:SCALE,.. applied to every image; writes robustness.json/.md/.png "
                         "beside the metrics JSON (e.g. --perturb jpeg:90,70,50,30 --perturb blur:1,2,3)")
+    p.add_argument("--cam", type=int, default=0, metavar="N",
+                   help="Grad-CAM heat maps of the N most confident right and N most confident wrong decisions of "
+                        "every test set: <out>/cam/<set>/*.png and cam/contact_sheet.png (default: 0, none)")
     args = p.parse_args(argv)
     args.perturb = parse_perturbations(args.perturb)
+    if args.cam < 0:
+        raise UserError(f"--cam must be >= 0, got {args.cam}")
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     return args
@@ -212,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     figures = [] if args.no_plots else write_plots(args.method, model, sets, curves, run_dir, json_path.parent,
                                                      img_size, backbone, input_scale, device, cfg["seed"],
                                                      args.embedding, calibration)
+    if args.cam:
+        import explain
+        threshold = calibration["threshold"] if calibration else 0.5
+        cams = explain.write_test_cams(model, predictions, args.cam, json_path.parent, img_size, backbone,
+                                       input_scale, device, threshold)
+        figures += cams[-1:]
     title = f"{args.method} ({backbone}, {img_size}px"
     print(format_table(results, f"{title}, weights {first}) — metrics in %"))
     if args.perturb:

@@ -8,9 +8,10 @@ track is longer. `--rule mean` / `max`: over all faces instead. Unreadable input
 rest still runs.
 
 Output JSON: {"<input>": {"faces": [{"frame": int|null, "box": [x1, y1, x2, y2], "score": float,
-                                     "track": int (videos)}],
+                                     "track": int (videos), "cam": path (--cam)}],
                           "tracks": [{"frames": [int], "score": float, "decides": bool}] (videos),
-                          "score": float|null (null: no face), "error": str|null}}
+                          "score": float|null (null: no face), "error": str|null,
+                          "verdict": "fake"|"real", "threshold": float (when scored)}}
 """
 from __future__ import annotations
 
@@ -112,6 +113,8 @@ def parse_args(argv):
     p.add_argument("--margin", type=float, default=0.2, help="crop margin, as in preprocessing")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--cam", metavar="DIR", help="write a Grad-CAM heat map of every scored face into DIR (PNG, "
+                   "with its score in the title; the path is recorded in the JSON as the face's \"cam\")")
     args = p.parse_args(argv)
     for name, ok, what in (("frames", args.frames > 0, "positive"), ("batch_size", args.batch_size > 0, "positive"),
                            ("min_track", args.min_track > 0, "positive"),
@@ -141,9 +144,10 @@ def track_scores(faces: list[dict], min_track: int) -> list[dict]:
     return out
 
 
-def predict_one(path: Path, args, detector, model, transform, device) -> dict:
+def predict_one(path: Path, args, detector, model, transform, device, cam=None, number: int = 0) -> dict:
     """The result of one input: its faces and score, or its error; nothing that goes wrong with this input
-    stops the others."""
+    stops the others. `cam`: a GradCAM of the model (--cam): each face's heat map is written to --cam DIR as
+    <number>-<name>[-f<frame>]-face<k>.png and its path recorded in the face's entry."""
     entry = {"faces": [], "score": None, "error": None}
     try:
         if not path.is_file():
@@ -152,6 +156,8 @@ def predict_one(path: Path, args, detector, model, transform, device) -> dict:
         found = faces_of(path, detector, args.frames, args.all_faces or video, args.margin)
         scores = score_crops(model, [c for _, _, c in found], transform, device, args.batch_size, True)
         entry["faces"] = [{"frame": f, "box": b, "score": round(s, 6)} for (f, b, _), s in zip(found, scores)]
+        if cam is not None and found:
+            write_face_cams(cam, path, number, found, entry["faces"], args, transform, device)
         if video:
             entry["tracks"] = track_scores(entry["faces"], args.min_track)
         if scores:
@@ -163,6 +169,17 @@ def predict_one(path: Path, args, detector, model, transform, device) -> dict:
     except Exception as err:  # e.g. the face detector on a 1x1 image: this input fails, the others go on
         entry["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'failed'}"
     return entry
+
+
+def write_face_cams(cam, path: Path, number: int, found: list, faces: list[dict], args, transform, device) -> None:
+    from explain import crop_maps, safe_name, title
+    from models.gradcam import save_cam_png
+    crops = [c for _, _, c in found]
+    for k, (face, crop, heat) in enumerate(zip(faces, crops, crop_maps(cam, crops, transform, device))):
+        frame = "" if face["frame"] is None else f"-f{face['frame']}"
+        png = Path(args.cam) / f"{number:04d}-{safe_name(path.stem)}{frame}-face{k}.png"
+        save_cam_png(crop, heat, png, f"{shown(path.name)}{frame} face {k}: {title(face['score'], None, args.threshold)}")
+        face["cam"] = str(png)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,8 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     detector = load_detector("cuda" if device.type == "cuda" else "cpu")
 
     results, rows = {}, []
-    for path in expand(args.inputs):
-        entry = predict_one(path, args, detector, model, transform, device)
+    cam = None
+    if args.cam:
+        from models.gradcam import GradCAM
+        Path(args.cam).mkdir(parents=True, exist_ok=True)
+        cam = GradCAM(model, img_size)
+    for number, path in enumerate(expand(args.inputs)):
+        entry = predict_one(path, args, detector, model, transform, device, cam, number)
         if entry["score"] is not None:
             entry["verdict"] = "fake" if entry["score"] >= args.threshold else "real"
             entry["threshold"] = args.threshold

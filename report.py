@@ -15,7 +15,10 @@ from pathlib import Path
 from metrics import test_results
 from utils import UserError, atomic_write_text, run_cli
 
-NAMES = {"pt": "Baseline", "supcon": "SupCon", "supconmpl": "SupCon-MPL"}
+NAMES = {"pt": "Baseline", "supcon": "SupCon", "supconmpl": "SupCon-MPL", "mpl": "MPL"}
+# What evaluate.py may leave beside results.json (plots, --perturb, --cam): linked when present.
+FIGURES = ("roc.png", "training_curves.png", "embedding.png", "reliability.png", "robustness.png",
+           "cam/contact_sheet.png")
 
 
 def method_folders(paths: list[str]) -> list[Path]:
@@ -28,7 +31,7 @@ def method_folders(paths: list[str]) -> list[Path]:
         elif p.is_dir() and any((p / m / "results.json").is_file() for m in NAMES):
             out += [p / m for m in NAMES if (p / m / "results.json").is_file()]
         else:
-            raise UserError(f"no results.json in {p} or its pt/supcon/supconmpl folders (run evaluate.py first)")
+            raise UserError(f"no results.json in {p} or its {'/'.join(NAMES)} folders (run evaluate.py first)")
     return out
 
 
@@ -48,7 +51,7 @@ def render(folders: list[Path], out_dir: Path) -> str:
     lines += ["", "## Plots", ""]
     for folder, _ in runs:
         links = [f"[{png}]({os.path.relpath(folder / png, out_dir)})" for png in
-                 ("roc.png", "training_curves.png", "embedding.png") if (folder / png).is_file()]
+                 FIGURES if (folder / png).is_file()]
         lines.append(f"- {label(folder)}: " + (", ".join(links) if links else "no plots"))
     return "\n".join(lines) + "\n"
 

@@ -19,6 +19,11 @@ unlabeled views from the labeled augmentation). Each spec is applied either
 - grayscale with probability `aug.grayscale_p`;
 - normalisation (the backbone's mean/std, or the reference code's x/255/255 for `input_scale: seed`).
 
+Opt-in (ours; probability 0, off, in every protocol config): JPEG re-encoding (`aug.jpeg_p`, quality drawn from
+`aug.jpeg_quality`) and Gaussian blur (`aug.blur_p`, sigma from `aug.blur_sigma`) of the stored image before the
+crop, the training-side counterparts of the robustness sweep (DeepfakeBench's and the DFDC winners' recipes
+use both). The batched path encodes JPEG on the CPU, image by image (slow on a GPU; it is off by default).
+
 Random parameters are drawn on the CPU from a generator seeded by (seed, stream, step, view), so a batch's
 augmentation is the same on any device and with any number of processes (each rank slices the global
 batch's parameters).
@@ -32,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-# Per-image parameter columns: crop/flip affine (sx, sy, tx, ty), jitter factors (b, c, s, hue), gray flag.
-N_PARAMS = 9
+# Per-image parameter columns: crop/flip affine (sx, sy, tx, ty), jitter factors (b, c, s, hue), gray flag,
+# JPEG quality (0: none), blur sigma (0: none).
+N_PARAMS = 11
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 _TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _FROM_YIQ = torch.linalg.inv(_TO_YIQ)
@@ -63,6 +69,10 @@ class AugSpec:
     color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
     color_jitter_p: float = 0.8
     grayscale_p: float = 0.2
+    jpeg_p: float = 0.0                          # opt-in degradations, before the crop (off: the authors)
+    jpeg_quality: tuple[int, int] = (40, 100)
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
 
 
 ROLES = ("labeled", "unlabeled_weak", "unlabeled_strong")
@@ -75,7 +85,8 @@ def aug_spec(cfg: dict, role: str = "labeled") -> AugSpec:
     aug = {**cfg["aug"], **(cfg["aug"].get(role) or {} if role != "labeled" else {})}
     spec = AugSpec(cfg["img_size"], cfg["backbone"], cfg["input_scale"])
     return replace(spec, scale=tuple(aug["scale"]), hflip=aug["hflip"], color_jitter=tuple(aug["color_jitter"]),
-                   color_jitter_p=aug["color_jitter_p"], grayscale_p=aug["grayscale_p"])
+                   color_jitter_p=aug["color_jitter_p"], grayscale_p=aug["grayscale_p"], jpeg_p=aug["jpeg_p"],
+                   jpeg_quality=tuple(aug["jpeg_quality"]), blur_p=aug["blur_p"], blur_sigma=tuple(aug["blur_sigma"]))
 
 
 def view_specs(cfg: dict, data_role: str, views: int) -> list[AugSpec]:
@@ -96,9 +107,49 @@ def normalisation(backbone: str, input_scale: str) -> v2.Transform:
     return v2.Compose([to_float, v2.Normalize(mean=stats[0], std=stats[1])])
 
 
+def blur_kernel(sigma: float) -> int:
+    """The odd Gaussian kernel size covering +-3 sigma."""
+    return 2 * math.ceil(3 * sigma) + 1
+
+
+def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """uint8 RGB [3, H, W] re-encoded as JPEG at `quality` (OpenCV, as the robustness sweep's jpeg:Q)."""
+    import cv2
+    import numpy as np
+    hwc = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy()[:, :, ::-1])
+    _, data = cv2.imencode(".jpg", hwc, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(decoded)).permute(2, 0, 1).to(image.device)
+
+
+class RandomJPEG(torch.nn.Module):
+    """Re-encode a uint8 image as JPEG at a quality drawn uniformly from [min, max] (torch's generator)."""
+
+    def __init__(self, quality: tuple[int, int]):
+        super().__init__()
+        self.quality = quality
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return jpeg(image, int(torch.randint(self.quality[0], self.quality[1] + 1, (1,))))
+
+
+def degradations(spec: AugSpec) -> list[v2.Transform]:
+    """JPEG re-encoding and Gaussian blur with their probabilities; none at probability 0 (a RandomApply at
+    p = 0 would still draw a random number and shift every later draw)."""
+    out = []
+    if spec.jpeg_p > 0:
+        out.append(v2.RandomApply([RandomJPEG(spec.jpeg_quality)], p=spec.jpeg_p))
+    if spec.blur_p > 0:
+        out.append(v2.RandomApply([v2.GaussianBlur(blur_kernel(spec.blur_sigma[1]), sigma=spec.blur_sigma)],
+                                  p=spec.blur_p))
+    return out
+
+
 def train_transform(spec: AugSpec) -> v2.Transform:
-    """The per-image path: RandomResizedCrop, flip, colour jitter (p), grayscale (p), normalisation."""
+    """The per-image path: [JPEG (p), blur (p),] RandomResizedCrop, flip, colour jitter (p), grayscale (p),
+    normalisation."""
     return v2.Compose([
+        *degradations(spec),
         v2.RandomResizedCrop(spec.img_size, scale=spec.scale, antialias=True),
         v2.RandomHorizontalFlip(spec.hflip),
         v2.RandomApply([v2.ColorJitter(*spec.color_jitter)], p=spec.color_jitter_p),
@@ -116,6 +167,7 @@ class BatchAugment:
     """uint8 images [B, 3, S, S] (any memory format, on any device) -> float32 [B, 3, img_size, img_size]."""
 
     def __init__(self, spec: AugSpec):
+        self.spec = spec
         self.img_size = spec.img_size
         self.scale = spec.scale
         self.hflip, self.jitter_p, self.gray_p = spec.hflip, spec.color_jitter_p, spec.grayscale_p
@@ -156,10 +208,19 @@ class BatchAugment:
         hue_shift = torch.where(on, hue * (2 * u(n) - 1), 0.0)
         gray = (u(n) < self.gray_p).double()
         cols = [w * flip, h, tx, ty, factor(b), factor(c), factor(s), hue_shift, gray]
+        # The opt-in degradations draw last (and only when on), so they leave the draws above unchanged.
+        zero = torch.zeros(n, dtype=torch.float64)
+        (q_lo, q_hi), (s_lo, s_hi) = self.spec.jpeg_quality, self.spec.blur_sigma
+        cols.append(torch.where(u(n) < self.spec.jpeg_p, (q_lo + (q_hi - q_lo + 1) * u(n)).floor().clamp(max=q_hi),
+                                0.0) if self.spec.jpeg_p > 0 else zero)
+        cols.append(torch.where(u(n) < self.spec.blur_p, s_lo + (s_hi - s_lo) * u(n), 0.0) if self.spec.blur_p > 0
+                    else zero)
         return torch.stack(cols, dim=1).float()  # [n, N_PARAMS]
 
     def __call__(self, images: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """images: uint8 [B, 3, S, S]; p: [B, N_PARAMS] on the same device (from params())."""
+        if self.spec.jpeg_p > 0 or self.spec.blur_p > 0:
+            images = degrade(images, p[:, 9], p[:, 10])
         bsz, size = images.shape[0], self.img_size
         # Crop + flip: the affine map has no rotation, so the sampling grid is separable (cheaper than
         # affine_grid): grid[b, i, j] = (sx_b * u_j + tx_b, sy_b * u_i + ty_b), u = pixel centres in [-1, 1].
@@ -186,6 +247,19 @@ class BatchAugment:
         x = x.view(bsz, 3, size, size)
         # channels_last feeds the GPU's convolutions directly; on the CPU the first convolution converts.
         return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
+
+
+def degrade(images: torch.Tensor, quality: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The opt-in degradations of the batched path, per image on uint8 [B, 3, S, S]: JPEG at `quality` [B]
+    (encoded and decoded on the CPU, OpenCV) and Gaussian blur of `sigma` [B] (0: none)."""
+    from torchvision.transforms.v2 import functional as TF
+    out = images.clone()
+    for i in torch.nonzero(quality > 0).flatten().tolist():
+        out[i] = jpeg(out[i], int(quality[i]))
+    for i in torch.nonzero(sigma > 0).flatten().tolist():
+        s = float(sigma[i])
+        out[i] = TF.gaussian_blur(out[i], [blur_kernel(s)] * 2, [s, s])
+    return out
 
 
 def colour_matrix(saturation: torch.Tensor, hue: torch.Tensor, gray: torch.Tensor,

@@ -34,7 +34,8 @@ from utils import UserError, atomic_write_text
 
 # What a run writes into its folder besides checkpoints and release files (a replaced run's are removed).
 RUN_FILES = ("log.txt", "train_log.jsonl", "bad_images.txt", "splits.csv", "results.json", "predictions.csv",
-             "results_unreadable.txt", "roc.png", "training_curves.png", "embedding.png", "reliability.png")
+             "results_unreadable.txt", "roc.png", "training_curves.png", "embedding.png", "reliability.png",
+             "robustness.json", "robustness.md", "robustness.png")
 
 
 class RunLock:
@@ -216,3 +217,4 @@ def _clear(run_dir: Path, ckpt: Checkpointer, method: str) -> None:
     for name in (*RELEASE[method].values(), *RUN_FILES):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tb", ignore_errors=True)
+    shutil.rmtree(run_dir / "cam", ignore_errors=True)  # evaluate.py --cam

@@ -34,7 +34,7 @@ def test_predict_images_videos_and_a_broken_file(media, tmp_path):
     out = tmp_path / "out.json"
     res = run([PY, "predict.py", str(media / "astronaut.png"), str(media / "clip.mp4"), str(media / "coffee.jpg"),
                str(media / "broken.png"), "--method", "pt", "--weights", str(media / "pt.tar"), "--json", str(out),
-               "--csv", str(tmp_path / "faces.csv"), "--frames", "4"])
+               "--csv", str(tmp_path / "faces.csv"), "--frames", "4", "--cam", str(tmp_path / "cam")])
     assert res.returncode == 1, res.stderr  # one input could not be read; the others were scored
     data = json.loads(out.read_text())
     image = data[str(media / "astronaut.png")]
@@ -51,6 +51,10 @@ def test_predict_images_videos_and_a_broken_file(media, tmp_path):
     assert broken["score"] is None and broken["error"]
     assert "no face" in res.stdout and "1 input(s) could not be read" in res.stderr
     assert len((tmp_path / "faces.csv").read_text().splitlines()) == 1 + 5
+    # --cam: one heat-map picture per scored face, recorded beside its score
+    cams = [f["cam"] for e in data.values() for f in e["faces"]]
+    assert len(cams) == 5 and sorted(map(str, (tmp_path / "cam").iterdir())) == sorted(cams)
+    assert all(cv2.imread(c) is not None for c in cams)
 
 
 def test_every_input_gets_its_own_result_even_a_tiny_image_and_a_name_that_is_not_utf8(media, tmp_path):
@@ -109,9 +113,16 @@ def test_demo_like_run_leaves_logs_plots_and_a_report(tiny_config_file):
         for png in ("roc.png", "training_curves.png") + (("embedding.png",) if method == "supcon" else ()):
             img = cv2.imread(str(folder / png))
             assert img is not None and img.shape[0] > 300 and img.shape[1] > 300, png
+    res = run([PY, "evaluate.py", "--method", "supcon", "--config", str(tiny_config_file), "--cam", "1", "--no-plots"])
+    assert res.returncode == 0, res.stderr
+    for name in ("Deepfakes", "NeuralTextures"):  # the most confident right and wrong decision of each test set
+        pngs = sorted(p.name for p in (runs / "supcon" / "cam" / name).glob("*.png"))
+        assert pngs and set(pngs) <= {"right-1.png", "wrong-1.png"}
+    assert cv2.imread(str(runs / "supcon" / "cam" / "contact_sheet.png")) is not None
     res = run([PY, "report.py", str(runs), "--out", str(runs / "report.md")])
     assert res.returncode == 0, res.stderr
     text = (runs / "report.md").read_text()
+    assert "[cam/contact_sheet.png](supcon/cam/contact_sheet.png)" in text
     assert "| Baseline |" in text and "| SupCon |" in text and "Deepfakes (known) ACC / AUC / F1" in text
     assert "[roc.png](pt/roc.png)" in text and "[embedding.png](supcon/embedding.png)" in text
 

@@ -71,3 +71,48 @@ def test_evaluate_perturb_writes_the_sweep_and_level_zero_is_the_clean_result(ti
     assert "robustness (AUC / ACC in %)" in res.stdout
     assert not (out / "robustness.png").exists()  # --no-plots
 
+
+
+# ------------------------------------------------------------------ training-side degradations (aug.jpeg_p, aug.blur_p)
+def _augment(overrides):
+    from config import load_config
+    from datasets.augment import BatchAugment, aug_spec, train_transform
+    spec = aug_spec(load_config(None, overrides))
+    return spec, BatchAugment(spec), train_transform(spec)
+
+
+def test_training_jpeg_and_blur_are_off_by_default_and_change_nothing_then():
+    spec, batched, per_image = _augment([])
+    assert spec.jpeg_p == 0 and spec.blur_p == 0
+    assert "JPEG" not in repr(per_image) and "GaussianBlur" not in repr(per_image)
+    params = batched.params(16, torch.Generator().manual_seed(3))
+    _, on, _ = _augment(["aug.jpeg_p=0.5", "aug.blur_p=0.5"])
+    with_deg = on.params(16, torch.Generator().manual_seed(3))
+    assert torch.equal(params[:, :9], with_deg[:, :9])  # drawn last: crop, flip and colour draws are the same
+    assert not params[:, 9:].any() and with_deg[:, 9:].any()
+
+
+def test_training_jpeg_and_blur_degrade_both_paths():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    for key in ("jpeg_p", "blur_p"):
+        _, off, per_off = _augment(["img_size=32"])
+        _, on, per_on = _augment(["img_size=32", f"aug.{key}=1.0"])
+        p = on.params(4, torch.Generator().manual_seed(1))
+        p_off = p.clone()
+        p_off[:, 9:] = 0
+        assert (p[:, 9 if key == "jpeg_p" else 10] > 0).all()
+        assert not torch.allclose(on(images, p), off(images, p_off))  # the same crop, with the degradation
+        torch.manual_seed(5)
+        a = per_on(images[0])
+        torch.manual_seed(5)
+        assert a.shape == per_off(images[0]).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("override, words", [("aug.jpeg_p=1.5", "'aug.jpeg_p' must be a probability"),
+                                             ("aug.jpeg_quality=[0,100]", "'aug.jpeg_quality' must be"),
+                                             ("aug.blur_sigma=[2,1]", "'aug.blur_sigma' must be")])
+def test_bad_training_degradation_settings_are_refused(override, words):
+    from config import load_config
+    with pytest.raises(UserError, match=words):
+        load_config(None, [override])
