@@ -18,6 +18,8 @@ from datasets.index import Sample, Scan
 from utils import UserError, resolve_path
 
 FF_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+FF_EXTRA = ("FaceShifter",)  # in FF++ downloads (preprocess/ff_official.py); named explicitly in `methods`
+FF_SUBSETS = ("train_set", "val_set", "test_set")
 CELEBDF_FOLDERS = {"youtube_real_imgs": 0, "Celeb-real": 0, "YouTube-real": 0, "fake_imgs": 1, "Celeb-synthesis": 1}
 
 
@@ -64,21 +66,49 @@ def _video_folders(base: Path, scan: Scan, what: str) -> list[tuple[str, list[st
     return out
 
 
-def _ff_source(root: Path, subset: str, methods: list[str], scan: Scan) -> list[Sample]:
-    base = root / subset
-    _require_dir(base, f"FaceForensics++ '{subset}'", "ff")
+def _ff_source(root: Path, spec: dict, scan: Scan) -> list[Sample]:
+    """The videos of `subset` (with `official_split`: of every subset present, the lists decide the role).
+    A tree written from an FF++ download records its compression (FF_OFFICIAL.json): source 'ff/c23'."""
+    methods = list(spec.get("methods", ["Real", *FF_METHODS]))
+    official = spec.get("official_split", "off") not in ("off", False, None)
+    subsets = [s for s in FF_SUBSETS if (root / s).is_dir()] if official else [spec.get("subset", "train_set")]
+    if not subsets:
+        _require_dir(root / "train_set", "FaceForensics++ 'train_set'", "ff")
+    marker = root / "FF_OFFICIAL.json"
+    if root.is_dir():
+        scan.watch(root)  # the marker (or a new subset) appearing invalidates the cached index
+    source = f"ff/{json.loads(marker.read_text()).get('compression', '')}" if marker.is_file() else "ff"
     samples = []
-    for method in methods:
-        if method != "Real" and method not in FF_METHODS:
-            raise UserError(f"unknown FaceForensics++ method '{method}' (Real, {', '.join(FF_METHODS)})")
-        _require_dir(base / method, f"FaceForensics++ '{subset}/{method}'", "ff")
-        videos = _video_folders(base / method, scan, "FaceForensics++")
-        _check_ff_names(base / method, method, {v for v, _ in videos})
-        label = int(method != "Real")
-        for v, files in videos:
-            video = f"ff:{method}/{v}"  # one string shared by the video's frames
-            samples += [Sample(f, label, method, video, "ff") for f in files]
+    for subset in subsets:
+        base = root / subset
+        _require_dir(base, f"FaceForensics++ '{subset}'", "ff")
+        for method in methods:
+            if method != "Real" and method not in FF_METHODS + FF_EXTRA:
+                raise UserError(f"unknown FaceForensics++ method '{method}' (Real, {', '.join(FF_METHODS + FF_EXTRA)})")
+            if official and not (base / method).is_dir():
+                continue
+            _require_dir(base / method, f"FaceForensics++ '{subset}/{method}'", "ff")
+            videos = _video_folders(base / method, scan, "FaceForensics++")
+            _check_ff_names(base / method, method, {v for v, _ in videos})
+            label = int(method != "Real")
+            for v, files in videos:
+                video = f"ff:{method}/{v}"  # one string shared by the video's frames
+                samples += [Sample(f, label, method, video, source) for f in files]
     return samples
+
+
+def ff_official(samples: list[Sample], spec: dict, role: str | None) -> list[Sample] | None:
+    """With `official_split` (auto = <root>/splits, or a folder of FF++'s train.json / val.json / test.json):
+    test sets get the videos of test.json, training roles those of train.json (then split labeled /
+    unlabeled by `videos`); the videos of val.json serve neither. None when off."""
+    from preprocess.ff_official import read_splits, split_of
+    choice = spec.get("official_split", "off")
+    if choice in ("off", False, None) or role is None:
+        return None
+    folder = Path(spec["root"]) / "splits" if choice == "auto" else resolve_path(str(choice))
+    where = read_splits(folder)
+    want = "test" if role == "test" else "train"
+    return [s for s in samples if s.video and split_of(s.video.rsplit("/", 1)[-1], where) == want]
 
 
 def _check_ff_names(folder: Path, method: str, videos: set[str]) -> None:
@@ -245,11 +275,10 @@ KINDS: dict[str, SourceKind] = {
     "flat": SourceKind(frozenset({"root", "label", "domain"}), "<root>/<image>.png (one class)",
                        lambda root, spec, scan: _flat_source(root, spec.get("label", "fake"), spec.get("domain"),
                                                              scan)),
-    "ff": SourceKind(frozenset({"root", "subset", "methods"}),
-                     "<root>/{train_set,test_set}/{Real,Deepfakes,Face2Face,FaceSwap,NeuralTextures}/<video>/<frame>.png",
-                     lambda root, spec, scan: _ff_source(root, spec.get("subset", "train_set"),
-                                                         list(spec.get("methods", ["Real", *FF_METHODS])), scan),
-                     identities=_ff_identities),
+    "ff": SourceKind(frozenset({"root", "subset", "methods", "official_split"}),
+                     "<root>/{train_set,val_set,test_set}/{Real,Deepfakes,Face2Face,FaceSwap,NeuralTextures,FaceShifter}"
+                     "/<video>/<frame>.png (and, for official_split, FF++'s train/val/test.json in <root>/splits)",
+                     _ff_source, identities=_ff_identities, official_split=ff_official),
     "dfdc": SourceKind(frozenset({"root", "metadata", "parts"}),
                        "<root>/<video>/<frame>.png plus the original parts' metadata.json files under <metadata>",
                        lambda root, spec, scan: _dfdc_source(root, Path(spec["metadata"]), spec.get("parts"), scan),

@@ -132,13 +132,14 @@ def format_description(d: dict) -> str:
 
 
 def write_splits(path: Path, sets: dict[str, tuple[str, str | None, list[Sample]]]) -> None:
-    """One row per video and set (video, identity group, set, role, label, domain, frames): keep it with
-    your results to know exactly which videos were labeled, unlabeled and tested."""
+    """One row per video and set (video, identity group, set, role, label, domain, source, frames; the source
+    names the kind and, for a tree written from an FF++ download, its compression: ff/c23): keep it with your
+    results to know exactly which videos were labeled, unlabeled, validated and tested."""
     everything = [s for _, _, samples in sets.values() for s in samples]
     groups = identity_groups(everything)
-    rows = Counter((s.video or s.path, groups.get(s.video, s.video or s.path), name, role, s.label, s.domain)
+    rows = Counter((s.video or s.path, groups.get(s.video, s.video or s.path), name, role, s.label, s.domain, s.source)
                    for name, (role, _, samples) in sets.items() for s in samples)
-    atomic_write_csv(path, ["video", "group", "set", "role", "label", "domain", "frames"],
+    atomic_write_csv(path, ["video", "group", "set", "role", "label", "domain", "source", "frames"],
                      ((*key, n) for key, n in sorted(rows.items())))
 
 

@@ -218,8 +218,9 @@ def _work(job: tuple) -> Outcome:
     return extract_video(_worker_detector, name, path, out, opt)
 
 
-def run(input_path: Path, out: Path, opt: Options, workers: int) -> dict:
-    videos = find_videos(input_path)
+def run(input_path: Path | None, out: Path, opt: Options, workers: int, videos: list | None = None) -> dict:
+    """Extract the faces of every video under `input_path` (or of `videos`: (output name, file) pairs)."""
+    videos = videos if videos is not None else find_videos(input_path)
     if not videos:
         raise UserError(f"no videos ({', '.join(VIDEO_EXTS)}) under {input_path}")
     todo = [(n, p) for n, p in videos if not (out / n / "boxes.csv").is_file()]
@@ -255,8 +256,16 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  python -m preprocess.extract_faces --input /data/DFDC_videos/dfdc_train_part_0 "
                "--output /data/DFDC_imgs --frames 32\n"
+               "  python -m preprocess.extract_faces --ff-root /data/FF++ --compression c23 --output /data/FF_c23\n"
                "  python -m preprocess.extract_faces --input video.mp4 --output crops --stride 10 --all-faces")
-    p.add_argument("--input", required=True, help="a video file or a folder searched recursively for videos")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="a video file or a folder searched recursively for videos")
+    source.add_argument("--ff-root", help="a FaceForensics++ download (original_sequences/, manipulated_sequences/): "
+                                          "written in the authors' layout, train/val/test by the official lists "
+                                          "(preprocess/ff_official.py)")
+    p.add_argument("--compression", default="c23", help="with --ff-root: c23 (default), c40 or raw")
+    p.add_argument("--ff-splits", help="with --ff-root: the folder of train.json, val.json, test.json "
+                                       "(default: <ff-root>/splits)")
     p.add_argument("--output", required=True, help="output folder (dataset layout: <output>/<video>/...)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--frames", type=int, help="frames per video, evenly spaced (default: 32)")
@@ -292,7 +301,17 @@ def main(argv: list[str] | None = None) -> int:
                   margin=0.2 if args.margin is None else args.margin, scale=args.scale, align=args.align,
                   eye_distance=args.eye_distance, all_faces=args.all_faces, size=args.size,
                   batch_size=args.batch_size, min_prob=args.min_prob, device=device)
-    s = run(Path(args.input), Path(args.output), opt, args.workers)
+    if args.ff_root:
+        from preprocess import ff_official
+        root = Path(args.ff_root)
+        splits_dir = Path(args.ff_splits) if args.ff_splits else root / "splits"
+        videos, ff = ff_official.official_videos(root, args.compression, splits_dir)
+        print(f"FaceForensics++ {args.compression}, placed by the official lists:\n"
+              + ff_official.describe_counts(ff), file=sys.stderr)
+        s = run(root, Path(args.output), opt, args.workers, videos)
+        ff_official.write_marker(Path(args.output), ff, splits_dir)
+    else:
+        s = run(Path(args.input), Path(args.output), opt, args.workers)
     print(f"{len(s['done'])} video(s) extracted ({s['crops']} crops), {s['skipped_finished']} already done, "
           f"{len(s['no_face'])} without a face, {len(s['unreadable'])} unreadable")
     for key in ("no_face", "unreadable"):

@@ -200,7 +200,7 @@ def test_protocol_scripts_run_on_generated_trees(trees, tmp_path, protocol):
     assert results["NeuralTextures"]["video"]["n"] == 8 and results["NeuralTextures"]["n"] == 8 * FRAMES
     assert "vAUC" in res.stdout
     splits = (run_dir / "supconmpl" / "splits.csv").read_text().splitlines()
-    assert splits[0] == "video,group,set,role,label,domain,frames"
+    assert splits[0] == "video,group,set,role,label,domain,source,frames"
     assert {row.split(",")[3] for row in splits[1:]} == {"labeled", "unlabeled", "test"}
 
 
