@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from datasets import deepfakebench
 from datasets.images import IMG_EXTS
 from datasets.index import Sample, Scan
 from utils import UserError, resolve_path
@@ -288,6 +289,12 @@ KINDS: dict[str, SourceKind] = {
                           f" (and Celeb-DF-v2's {CELEBDF_TEST_LIST})",
                           lambda root, spec, scan: _celebdf_source(root, spec.get("folders"), scan),
                           identities=_celebdf_identities, official_split=celebdf_official),
+    "deepfakebench": SourceKind(frozenset({"root", "json", "dataset", "compression", "labels"}),
+                                "<root> = DeepfakeBench's rgb_dir, holding the frames its dataset JSON "
+                                "(preprocessing/dataset_json/<dataset>.json, spec key json) lists",
+                                lambda root, spec, scan: deepfakebench.build(root, spec, scan),
+                                identities=lambda video: deepfakebench.identities(video), path_keys=("json",),
+                                official_split=lambda samples, spec, role: deepfakebench.official(samples, spec, role)),
 }
 
 

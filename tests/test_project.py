@@ -100,11 +100,12 @@ AUTHORS_RECIPE = {
     "mpl.feedback": "new_minus_old", "mpl.finetune_steps": 1000, "mpl.finetune_classifier_steps": 1000,
     "mpl.finetune_lr": 1e-4, "aug.scale": [0.5, 1.0], "aug.hflip": 0.5, "aug.color_jitter": [0.4, 0.4, 0.4, 0.1],
     "aug.color_jitter_p": 0.8, "aug.grayscale_p": 0.2, "aug.unlabeled_weak": {}, "aug.unlabeled_strong": {},
+    "aug.jpeg_p": 0.0, "aug.blur_p": 0.0, "val.enabled": False, "val.select": "last",
 }
 
 
 def test_protocol_configs_resolve_to_the_authors_recipe():
-    for name in ("ff_wo_df", "ff_wo_f2f", "ff_wo_fs", "ff_wo_nt", "sin"):
+    for name in ("ff_wo_df", "ff_wo_f2f", "ff_wo_fs", "ff_wo_nt", "sin", *(f"dfb_ff_wo_{m}" for m in ("df", "f2f", "fs", "nt"))):
         cfg = load_config(str(REPO / "configs" / f"{name}.yaml"))
         for key, value in AUTHORS_RECIPE.items():
             node = cfg

@@ -1,0 +1,155 @@
+"""DeepfakeBench's preprocessed frames as a source (`kind: deepfakebench`), read through its dataset JSON.
+
+DeepfakeBench (SCLBD/DeepfakeBench) ships face frames per dataset and one index per dataset,
+`preprocessing/dataset_json/<dataset>.json`:
+
+    {"<dataset>": {"<label>": {"train"|"val"|"test": {"<compression>": {"<video>": {"label": "<label>",
+                                                                                  "frames": ["<path>", ...]}}}}}}
+
+where the compression level (c23, c40, ...) is present for the FaceForensics++ family (FaceForensics++, FF-DF,
+FF-F2F, FF-FS, FF-NT, FaceShifter, DeepFakeDetection) and absent for the others ({"<video>": {...}} directly
+under the split). Frame paths are relative to DeepfakeBench's `rgb_dir` (our `root`); absolute paths from
+another machine are re-rooted at the first path component that exists under `root`.
+
+Labels map to real/fake by name (FF-real, DFD_real, CelebDFv2_real, DFDC_real, ... are real; every other label
+is fake) and to a manipulation family (FF-DF -> Deepfakes, FF-F2F -> Face2Face, FF-FS -> FaceSwap, FF-NT ->
+NeuralTextures, FF-FH -> FaceShifter, FF-real -> Real; other labels keep their name). Roles follow the JSON's
+splits: test sets get its `test` videos, training roles its `train` videos (then split labeled/unlabeled by
+`videos` as any source), the validation videos serve neither. FF++ video names (017, 017_042) share identities
+with the ff kind's, so an overlap with an FF++ folder source is caught too.
+
+Spec: {kind: deepfakebench, root: <rgb_dir>, json: <dataset>.json, dataset: <top-level key> (default: the
+JSON's only one), compression: c23 (FF++ family), labels: [FF-real, FF-DF, ...] (default: all)}
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path, PurePosixPath
+
+from datasets.index import Sample, Scan
+from utils import UserError
+
+SPLITS = ("train", "val", "test")
+FAMILY = {"FF-real": "Real", "FF-DF": "Deepfakes", "FF-F2F": "Face2Face", "FF-FS": "FaceSwap",
+          "FF-NT": "NeuralTextures", "FF-FH": "FaceShifter"}
+_FF_NAME = re.compile(r"^\d{3}(_\d{3})?$")
+_CELEBDF_NAME = re.compile(r"^id\d+(_id\d+)?_\d{4}$")
+
+
+def is_real(label: str) -> bool:
+    return label.lower().endswith("real")
+
+
+def load_index(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"DeepfakeBench dataset JSON not found: {path} (preprocessing/dataset_json/<dataset>.json)")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON: {str(err).splitlines()[0]}") from None
+
+
+def _videos_of(node, where: str, path: Path, compression: str | None) -> dict:
+    """The {video: info} mapping of one label/split node, through its compression level if it has one."""
+    if not isinstance(node, dict):
+        raise UserError(f"{path}: {where} must be a mapping, got {type(node).__name__}")
+    first = next(iter(node.values()), None)
+    levelled = isinstance(first, dict) and "frames" not in first and all(isinstance(v, dict) for v in node.values())
+    if not levelled:
+        return node
+    if compression is None:
+        raise UserError(f"{path}: {where} has compression levels ({', '.join(node)}): set `compression` in the spec")
+    if compression not in node:
+        raise UserError(f"{path}: {where} has no compression '{compression}' (it has {', '.join(node)})")
+    return node[compression]
+
+
+class Rerooter:
+    """Frame paths -> files under root: relative paths are joined to it; an absolute path that does not exist
+    is re-rooted at its first component found under root (learned once per leading prefix)."""
+
+    def __init__(self, root: Path):
+        self.root, self.prefixes = root, {}
+
+    def __call__(self, frame: str) -> str:
+        p = PurePosixPath(frame)
+        if not p.is_absolute():
+            return str(self.root / p)
+        if Path(frame).exists():
+            return frame
+        parts = p.parts
+        for prefix, cut in self.prefixes.items():
+            if parts[:len(prefix)] == prefix:
+                return str(self.root.joinpath(*parts[cut:]))
+        for i in range(1, len(parts) - 1):
+            if (self.root / parts[i]).exists():
+                self.prefixes[parts[:i]] = i
+                return str(self.root.joinpath(*parts[i:]))
+        return str(self.root.joinpath(*parts[1:]))  # reported as missing by the caller
+
+
+def build(root: Path, spec: dict, scan: Scan) -> list[Sample]:
+    """Every listed frame of the chosen labels, all splits (the role picks them: official_split)."""
+    path = Path(spec["json"])
+    index = load_index(path)
+    if not isinstance(index, dict) or not index:
+        raise UserError(f"{path}: expected {{\"<dataset>\": {{\"<label>\": {{\"train\": ...}}}}}}")
+    dataset = spec.get("dataset") or (next(iter(index)) if len(index) == 1 else None)
+    if dataset is None or dataset not in index:
+        raise UserError(f"{path}: dataset {dataset!r} not in it (it has {', '.join(index)}); set `dataset` in the spec")
+    labels = index[dataset]
+    if not isinstance(labels, dict):
+        raise UserError(f"{path}: {dataset} must map labels to splits")
+    wanted = spec.get("labels") or list(labels)
+    unknown = [lab for lab in wanted if lab not in labels]
+    if unknown:
+        raise UserError(f"{path}: label {unknown[0]!r} not in {dataset} (it has {', '.join(labels)})")
+    reroot, samples, missing = Rerooter(root), [], []
+    scan.watch(path)  # a changed JSON (or root) rebuilds the cached index
+    if root.is_dir():
+        scan.watch(root)
+    for label in wanted:
+        splits = labels[label]
+        if not isinstance(splits, dict) or not set(splits) & set(SPLITS):
+            raise UserError(f"{path}: {dataset}/{label} must map train/val/test to videos")
+        for split in SPLITS:
+            videos = _videos_of(splits.get(split, {}), f"{dataset}/{label}/{split}", path, spec.get("compression"))
+            for video, info in videos.items():
+                if not (isinstance(info, dict) and isinstance(info.get("frames"), list)):
+                    raise UserError(f"{path}: {dataset}/{label}/{split}/{video} needs a 'frames' list")
+                own = info.get("label", label)
+                vid = f"deepfakebench:{split}/{own}/{video}"
+                for frame in info["frames"]:
+                    f = reroot(str(frame))
+                    if Path(f).is_file():
+                        samples.append(Sample(f, 0 if is_real(own) else 1, FAMILY.get(own, own), vid,
+                                              f"deepfakebench/{spec.get('compression') or '-'}"))
+                    else:
+                        missing.append(f)
+    if missing:
+        if not samples:
+            raise UserError(f"none of the {len(missing)} frames listed in {path} exist under {root} "
+                            f"(e.g. {missing[0]}): set root to DeepfakeBench's rgb_dir")
+        import sys
+        print(f"warning: {len(missing)} frames listed in {path} are missing under {root} (e.g. {missing[0]}); "
+              "they are left out", file=sys.stderr)
+    return samples
+
+
+def official(samples: list[Sample], spec: dict, role: str | None) -> list[Sample] | None:
+    """The JSON's split decides the role: test -> test, training roles -> train (val serves neither)."""
+    if role is None:
+        return None
+    want = "test" if role == "test" else "train"
+    return [s for s in samples if s.video.split(":", 1)[1].split("/", 1)[0] == want]
+
+
+def identities(video: str) -> tuple[str, ...]:
+    """FF++ names share the ff kind's identities (017_042 -> 017, 042); Celeb-DF's id0_id1_0003 -> id0, id1."""
+    name = video.rsplit("/", 1)[-1]
+    if _FF_NAME.match(name):
+        return tuple(f"ff:{p}" for p in name.split("_"))
+    if _CELEBDF_NAME.match(name):
+        return tuple(f"celebdf:{p}" for p in name.split("_") if p.startswith("id"))
+    return (video,)
