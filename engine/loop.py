@@ -63,7 +63,6 @@ class Loop:
                          f" ({rates['images_per_s']:.0f} img/s)")
         return time.time(), step, 0
 
-
     def validate(self, stage: str, step: int, steps: int, val) -> None:
         """A validation pass (logged as val_* scalars); at the stage's end, best_val's choice of weights."""
         metrics = val(stage, step)

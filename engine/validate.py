@@ -17,6 +17,7 @@ no-op returning None.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Callable
 
@@ -35,7 +36,7 @@ class Validator:
         self.samples = samples if vc["enabled"] else None
         self.cfg, self.device, self.every, self.select = cfg, device, vc["every"], vc["select"]
         self.amp = autocast(device, cfg["amp"], cfg["amp_dtype"])
-        self.best: dict = {}  # {"stage", "step", "value", "weights": {index: state_dict}} of the current stage
+        self.best: dict = {}  # {"stage", "step", "value", "weights": state_dict of `keep`} of the current stage
 
     @property
     def enabled(self) -> bool:
@@ -97,27 +98,19 @@ class Validator:
                 labels.append(y.cpu())
         return torch.cat(out), torch.cat(labels)
 
-    class _quiet:
+    @staticmethod
+    @contextlib.contextmanager
+    def _quiet(module: nn.Module):
         """Eval mode, no gradient and the global random states untouched (validation must not change what
         training draws next); the module's train/eval flags are restored after."""
-
-        def __init__(self, module: nn.Module):
-            self.module = module
-
-        def __enter__(self) -> nn.Module:
-            self.modes = [m.training for m in self.module.modules()]
-            self.rng = torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else [])
-            self.rng.__enter__()
-            self.grad = torch.no_grad()
-            self.grad.__enter__()
-            self.module.eval()
-            return self.module
-
-        def __exit__(self, *exc) -> None:
-            for m, mode in zip(self.module.modules(), self.modes):
+        modes = [m.training for m in module.modules()]
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        try:
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                yield module.eval()
+        finally:
+            for m, mode in zip(module.modules(), modes):
                 m.training = mode
-            self.grad.__exit__(*exc)
-            self.rng.__exit__(*exc)
 
     # -------------------------------------------------------------------------------- calibration
     def calibrate(self, model: nn.Module) -> dict | None:
