@@ -56,7 +56,6 @@ def class_accuracies(labels: np.ndarray, pred: np.ndarray) -> dict[str, float | 
 def threshold_metrics(labels: np.ndarray, scores: np.ndarray, calibration: dict) -> dict:
     """The decisions at the validation set's threshold (and the calibration error before and after its
     temperature, when one was fitted): the `val_threshold` entry of a test set in results.json."""
-    from engine.validate import expected_calibration_error, scaled_scores
     labels = np.asarray(labels).astype(int)
     t = calibration["threshold"]
     pred = (np.asarray(scores) >= t).astype(int)
@@ -66,6 +65,40 @@ def threshold_metrics(labels: np.ndarray, scores: np.ndarray, calibration: dict)
         out["ece"] = expected_calibration_error(labels, np.asarray(scores, dtype=np.float64))
         out["ece_scaled"] = expected_calibration_error(labels, scaled_scores(scores, calibration["temperature"]))
     return out
+
+
+def choose_threshold(labels: np.ndarray, scores: np.ndarray, rule: str) -> float:
+    """The P(fake) threshold (predict fake at >= t) at the equal-error point (rule eer: the ROC point where
+    FPR and FNR are closest) or at the best balanced accuracy (rule balanced). One class only: 0.5."""
+    from sklearn.metrics import roc_curve
+    if len(np.unique(labels)) < 2:
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    i = int(np.argmin(np.abs((1 - tpr) - fpr))) if rule == "eer" else int(np.argmax(tpr - fpr))
+    return float(min(max(thresholds[i], 0.0), 1.0))  # the first ROC threshold is +inf
+
+
+def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int = 15) -> float | None:
+    """ECE of P(fake) scores: over `bins` equal-width bins of the predicted class's confidence, the
+    |accuracy - confidence| gap weighted by the bin's share of images (Guo et al., 2017)."""
+    if len(labels) == 0:
+        return None
+    conf = np.maximum(scores, 1 - scores)
+    correct = ((scores >= 0.5).astype(int) == labels).astype(float)
+    idx = np.minimum(((conf - 0.5) * 2 * bins).astype(int), bins - 1)  # confidence in [0.5, 1]
+    ece = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+def scaled_scores(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """P(fake) after temperature scaling, from the P(fake) of the unscaled 2-way softmax:
+    softmax(z / T)[1] = sigmoid((z1 - z0) / T) and z1 - z0 = logit(P(fake))."""
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return 1 / (1 + np.exp(-np.log(p / (1 - p)) / temperature))
 
 
 def format_table(results: dict[str, dict], title: str) -> str:

@@ -112,7 +112,7 @@ def reliability_plot(curves: dict[str, tuple[str | None, np.ndarray, np.ndarray]
                      temperature: float | None = None, bins: int = 10) -> Path | None:
     """Reliability diagram: per test set, the fraction of fakes against the mean P(fake) in `bins` equal-width
     score bins (the diagonal is perfect calibration); dotted: after temperature scaling, when fitted."""
-    from engine.validate import scaled_scores
+    from metrics import scaled_scores
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 6))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -43,7 +43,8 @@ def read_split(path: Path) -> list[tuple[str, str]]:
     """The pairs of one official split file; a malformed file is one UserError line naming it and the problem."""
     if not path.is_file():
         raise UserError(f"FaceForensics++ split list not found: {path} (train.json, val.json and test.json come with "
-                        "the FaceForensics repository, dataset/splits/; put them in <ff-root>/splits or pass --ff-splits)")
+                        "the FaceForensics repository, dataset/splits/; put them in <ff-root>/splits or pass "
+                        "--ff-splits)")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -67,7 +68,8 @@ def read_splits(folder: Path) -> dict[str, str]:
         for pair in read_split(path):
             for vid in pair:
                 if where.get(vid, split) != split:
-                    raise UserError(f"{path}: video {vid} is also in {where[vid]}.json; the official lists are disjoint")
+                    raise UserError(f"{path}: video {vid} is also in {where[vid]}.json; the official lists are "
+                                    "disjoint")
                 where[vid] = split
     return where
 
@@ -93,15 +95,16 @@ def official_videos(root: Path, compression: str, splits_dir: Path | None = None
     jobs: list[tuple[str, Path]] = []
     counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
     unlisted: list[str] = []
-    sources = [("Real", originals)] + [(m, root / "manipulated_sequences" / m / compression / "videos") for m in METHODS]
+    manipulated = root / "manipulated_sequences"
+    sources = [("Real", originals)] + [(m, manipulated / m / compression / "videos") for m in METHODS]
     for method, folder in sources:
         if not folder.is_dir():
             continue  # FaceShifter and the other methods are optional downloads
         pattern = re.compile(r"^\d{3}$" if method == "Real" else r"^\d{3}_\d{3}$")
         for video in sorted(folder.glob("*.mp4")):
             if not pattern.match(video.stem):
-                raise UserError(f"{video} is not named like a FaceForensics++ "
-                                f"{'real' if method == 'Real' else 'fake'} video ('017'{'' if method == 'Real' else ', 017_042'})")
+                kind, example = ("real", "'017'") if method == "Real" else ("fake", "'017_042'")
+                raise UserError(f"{video} is not named like a FaceForensics++ {kind} video ({example})")
             split = split_of(video.stem, where)
             if split is None:
                 unlisted.append(f"{method}/{video.stem}")
@@ -117,7 +120,7 @@ def official_videos(root: Path, compression: str, splits_dir: Path | None = None
     if not jobs:
         raise UserError(f"no FaceForensics++ videos at {compression} under {root}")
     summary = {"compression": compression, "videos": counts, "not_in_any_list": unlisted, "deepfakedetection": dfd,
-               "pairs": {s: len(read_split((splits_dir or root / "splits") / f"{s}.json")) for s in SPLITS}}
+               "listed_real_videos": {s: sum(v == s for v in where.values()) for s in SPLITS}}
     return jobs, summary
 
 
@@ -138,7 +141,8 @@ def describe_counts(summary: dict) -> str:
         note = "" if per.get("Real", 0) == official else f" (the official lists have {official} real videos)"
         lines.append(f"  {split}: " + ", ".join(f"{m} {n}" for m, n in per.items()) + note)
     if summary["not_in_any_list"]:
-        lines.append(f"  in no list (left out): {len(summary['not_in_any_list'])}, e.g. {summary['not_in_any_list'][0]}")
+        left = summary["not_in_any_list"]
+        lines.append(f"  in no list (left out): {len(left)}, e.g. {left[0]}")
     if summary["deepfakedetection"]:
         lines.append(f"  DeepFakeDetection (extra test set): {summary['deepfakedetection']} videos")
     return "\n".join(lines)
