@@ -51,7 +51,7 @@ def training_curves(log_file: Path, path: Path, title: str) -> Path | None:
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 4), squeeze=False)
-    skip = {"stage", "step", "time", "steps_per_s", "images_per_s"}
+    skip = {"stage", "step", "time", "steps_per_s", "images_per_s", "rss_mb", "private_mb"}
     for ax, stage in zip(axes[0], stages):
         mine = [r for r in rows if r["stage"] == stage]
         by_step: dict[int, dict] = {}

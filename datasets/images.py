@@ -14,6 +14,12 @@ class BadImageError(OSError):
 
 def read_image(path: str) -> torch.Tensor:
     """An image file as a uint8 RGB tensor [3, H, W] (grayscale and alpha converted)."""
+    img = cv2.cvtColor(decode_bgr(path), cv2.COLOR_BGR2RGB)
+    return torch.from_numpy(img).permute(2, 0, 1).contiguous()  # [H, W, 3] -> [3, H, W]
+
+
+def decode_bgr(path: str) -> np.ndarray:
+    """An image file as OpenCV decodes it: uint8 BGR [H, W, 3] (grayscale, alpha and 16 bits converted)."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
@@ -26,8 +32,7 @@ def read_image(path: str) -> torch.Tensor:
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise BadImageError(f"cannot decode image {path}")
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return torch.from_numpy(img).permute(2, 0, 1).contiguous()  # [H, W, 3] -> [3, H, W]
+    return img
 
 
 def _jpeg_complete(data: bytes) -> bool:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from datasets.augment import BatchAugment, view_specs
-from datasets.images import IMG_EXTS, BadImageError, read_image
+from datasets.images import IMG_EXTS, BadImageError, decode_bgr
 from datasets.index import Sample
 from datasets.sampling import StepBatchSampler, stream_seed
 from engine.dist import rank_world
@@ -122,16 +122,24 @@ SHARD_IMAGES = 50_000
 
 
 def _load(args: tuple[str, int]) -> tuple[str, np.ndarray | None]:
-    """(path, uint8 [3, S, S]) or (path, None) for an unreadable image. Runs in worker processes."""
+    """(path, uint8 RGB [3, S, S]) or (path, None) for an unreadable image. Runs in worker processes.
+    Resized before the BGR -> RGB swap, on the smaller image: a channel permutation commutes with the
+    per-channel resize, so the pixels equal read_image's resized."""
     path, size = args
     try:
-        img = read_image(path).permute(1, 2, 0).numpy()  # [H, W, 3] RGB
+        img = decode_bgr(path)  # [H, W, 3] BGR
     except BadImageError:
         return path, None
     h, w = img.shape[:2]
-    interp = cv2.INTER_AREA if h > size or w > size else cv2.INTER_LINEAR
-    img = cv2.resize(img, (size, size), interpolation=interp) if (h, w) != (size, size) else img
-    return path, np.ascontiguousarray(img.transpose(2, 0, 1))
+    if (h, w) != (size, size):
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if h > size or w > size else cv2.INTER_LINEAR)
+    return path, np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))
+
+
+def _init_loader() -> None:
+    """Pack workers: one OpenCV thread each (the processes are the parallelism; OpenCV's own pool in every
+    worker would oversubscribe the cores)."""
+    cv2.setNumThreads(1)
 
 
 def _open_pack(out: Path, size: int) -> tuple[dict, dict, set]:
@@ -191,7 +199,7 @@ def build_pack(paths: list[str], out: Path, size: int, workers: int = 0, shard_i
     keys = list(dict.fromkeys(pack_key(p) for p in paths))  # unique, in order
     todo = [k for k in keys if k not in index and k not in bad]
     counts = {"added": 0, "bad": 0, "skipped": len(keys) - len(todo)}
-    pool = get_context("fork").Pool(workers) if workers > 0 else None
+    pool = get_context("fork").Pool(workers, _init_loader) if workers > 0 else None
     bar = tqdm(total=len(todo), desc="pack", unit="img", disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
     try:
         for start in range(0, len(todo), shard_images):

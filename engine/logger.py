@@ -10,6 +10,19 @@ from pathlib import Path
 from engine.dist import is_main_process
 
 
+def host_memory_mb() -> dict[str, float]:
+    """This process's host memory in MB (Linux /proc; {} elsewhere): rss_mb, all resident pages, and
+    private_mb, its anonymous and shared-memory pages, i.e. without the file pages mapped from a pack or
+    from the libraries, which the kernel can drop and reread. A leak shows as private_mb growing with steps."""
+    try:
+        fields = dict(line.split(":", 1) for line in open("/proc/self/status") if line.startswith("Rss"))
+    except OSError:
+        return {}
+    mb = {k: float(v.split()[0]) / 1024 for k, v in fields.items()}  # kB -> MB
+    private = mb.get("RssAnon", 0.0) + mb.get("RssShmem", 0.0)
+    return {"rss_mb": round(private + mb.get("RssFile", 0.0), 1), "private_mb": round(private, 1)}
+
+
 class RunLogger:
     """Prints and appends to <run>/log.txt; writes one JSON line per logged step to <run>/train_log.jsonl."""
 

@@ -17,7 +17,7 @@ import torch
 
 from engine.checkpoint import Checkpointer
 from engine.dist import world_size
-from engine.logger import RunLogger
+from engine.logger import RunLogger, host_memory_mb
 from engine.update import Updater
 
 DONE = 1 << 40  # the start step of a finished stage
@@ -58,7 +58,7 @@ class Loop:
         elapsed = max(time.time() - clock, 1e-9)
         rates = {"steps_per_s": (step - first) / elapsed, "images_per_s": images / elapsed}
         lrs = {f"lr_{k}": o.param_groups[0]["lr"] for k, o in self.updater.optimizers.items()}
-        self.logger.scalars(stage, step, {**values, **rates, **lrs})
+        self.logger.scalars(stage, step, {**values, **rates, **lrs, **host_memory_mb()})
         self.logger.info(f"{stage} step {step}/{steps} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()) +
                          f" ({rates['images_per_s']:.0f} img/s)")
         return time.time(), step, 0

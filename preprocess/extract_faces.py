@@ -29,8 +29,9 @@ ALIGNED_SIZE = 256  # aligned crops without --size
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
-def load_detector(device: str = "cpu", min_prob: float = 0.9, min_face: int = 20):
-    """MTCNN from facenet-pytorch (weights inside the package, nothing downloaded)."""
+def load_detector(device: str = "cpu", min_prob: float = 0.9, min_face: int = 20, reference: bool = False):
+    """MTCNN from facenet-pytorch (weights inside the package, nothing downloaded), run by preprocess.detector
+    (the same detections, faster; `reference`: by facenet-pytorch's own code)."""
     try:
         from facenet_pytorch import MTCNN
     except ImportError:
@@ -38,7 +39,11 @@ def load_detector(device: str = "cpu", min_prob: float = 0.9, min_face: int = 20
                         "(with --no-deps, so that it keeps the pinned torch)") from None
     # min_face: the smallest face searched for (MTCNN's image pyramid starts at 12 / min_face: a larger value
     # skips its largest, costliest levels; faces smaller than it are not found)
-    return MTCNN(keep_all=True, device=device, thresholds=[0.6, 0.7, min_prob], min_face_size=min_face)
+    mtcnn = MTCNN(keep_all=True, device=device, thresholds=[0.6, 0.7, min_prob], min_face_size=min_face)
+    if reference:
+        return mtcnn
+    from preprocess.detector import Detector
+    return Detector(mtcnn)
 
 
 def find_videos(root: Path) -> list[tuple[str, Path]]:
@@ -87,12 +92,11 @@ def _read_sampled(cap, wanted: list[int] | None) -> tuple[list[tuple[int, np.nda
     """The frames of `wanted` (all if None), and how many frames the video held."""
     keep = None if wanted is None else set(wanted)
     out, i = [], 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
+    while cap.grab():  # decodes; only the kept frames are converted (retrieve)
         if keep is None or i in keep:
-            out.append((i, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+            ok, frame = cap.retrieve()
+            if ok:
+                out.append((i, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
         i += 1
     return out, i
 
@@ -142,6 +146,7 @@ class Options:
     batch_size: int = 16
     min_prob: float = 0.9
     min_face: int = 20                   # MTCNN's min_face_size (its default)
+    reference_detector: bool = False     # facenet-pytorch's own detection code instead of preprocess.detector
     device: str = "cpu"
 
 
@@ -209,11 +214,11 @@ def extract_video(detector, name: str, path: Path, out: Path, opt: Options) -> O
 _worker_detector = None
 
 
-def _init_worker(device: str, min_prob: float, min_face: int) -> None:
+def _init_worker(opt: Options) -> None:
     global _worker_detector
     import torch
     torch.set_num_threads(1)  # parallel over videos, one core each
-    _worker_detector = load_detector(device, min_prob, min_face)
+    _worker_detector = load_detector(opt.device, opt.min_prob, opt.min_face, opt.reference_detector)
 
 
 def _work(job: tuple) -> Outcome:
@@ -236,10 +241,10 @@ def run(input_path: Path | None, out: Path, opt: Options, workers: int, videos: 
     bar = dict(total=len(jobs), desc="videos", file=sys.stderr, disable=not sys.stderr.isatty())
     if workers > 1 and opt.device == "cpu" and len(jobs) > 1:
         import multiprocessing as mp
-        with mp.get_context("spawn").Pool(workers, _init_worker, (opt.device, opt.min_prob, opt.min_face)) as pool:
+        with mp.get_context("spawn").Pool(workers, _init_worker, (opt,)) as pool:
             outcomes = list(tqdm(pool.imap(_work, jobs), **bar))
     else:
-        detector = load_detector(opt.device, opt.min_prob, opt.min_face)
+        detector = load_detector(opt.device, opt.min_prob, opt.min_face, opt.reference_detector)
         outcomes = [extract_video(detector, *job) for job in tqdm(jobs, **bar)]
     summary = {
         "videos": len(videos), "skipped_finished": skipped,
@@ -289,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-face", type=int, default=20,
                    help="smallest face searched for, in pixels (MTCNN's min_face_size, default 20); a larger value is "
                         "faster (e.g. 60 for FF++'s large faces) and misses faces smaller than it")
+    p.add_argument("--reference-detector", action="store_true",
+                   help="run MTCNN through facenet-pytorch's own code (slower; the same detections to float rounding: "
+                        "preprocess/detector.py)")
     p.add_argument("--batch-size", type=int, default=16, help="frames per detector call")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel videos on CPU")
@@ -307,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     opt = Options(frames=None if args.stride else (args.frames or 32), stride=args.stride,
                   margin=0.2 if args.margin is None else args.margin, scale=args.scale, align=args.align,
                   eye_distance=args.eye_distance, all_faces=args.all_faces, size=args.size,
-                  batch_size=args.batch_size, min_prob=args.min_prob, min_face=args.min_face, device=device)
+                  batch_size=args.batch_size, min_prob=args.min_prob, min_face=args.min_face,
+                  reference_detector=args.reference_detector, device=device)
     if args.ff_root:
         from preprocess import ff_official
         root = Path(args.ff_root)

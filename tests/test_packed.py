@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -76,6 +77,16 @@ def test_packed_pixels_are_the_decoded_images_and_bad_files_are_listed(tiny_demo
         assert np.array_equal(images[i], read_image(samples[i].path).numpy())  # 32 px sources: stored as decoded
     with pytest.raises(UserError, match="1 of the 1 test images are not in pack"):
         pack.rows([Sample(str(tmp_path / "elsewhere.png"), 0, "Real", None)], "test")
+    # Resized (down: area, up: bilinear), with two workers: the decoded RGB image resized by OpenCV.
+    for size, interp in ((20, cv2.INTER_AREA), (48, cv2.INTER_LINEAR)):
+        res = run([PY, "-m", "preprocess.pack", "--folder", str(folder), "--out", str(tmp_path / f"pack{size}"),
+                   "--size", str(size), "--workers", "2"])
+        assert res.returncode == 0, res.stderr
+        images = np.empty((5, 3, size, size), np.uint8)
+        Pack(tmp_path / f"pack{size}").gather(shard, row, images)
+        for i in range(5):
+            want = cv2.resize(read_image(samples[i].path).permute(1, 2, 0).numpy(), (size, size), interpolation=interp)
+            assert np.array_equal(images[i], want.transpose(2, 0, 1)), size
 
 
 def test_batched_augmentation_with_identity_parameters_only_normalises():

@@ -110,6 +110,8 @@ def test_demo_like_run_leaves_logs_plots_and_a_report(tiny_config_file):
         assert list((folder / "tb").glob("events.out.tfevents.*"))
         rows = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
         assert all("images_per_s" in r and any(k.startswith("lr_") for k in r) for r in rows)
+        # host memory with every logged step: torch alone holds well over 50 MB, private pages are part of all
+        assert all(50 < r["private_mb"] <= r["rss_mb"] < 64_000 for r in rows if "images_per_s" in r)
         for png in ("roc.png", "training_curves.png") + (("embedding.png",) if method == "supcon" else ()):
             img = cv2.imread(str(folder / png))
             assert img is not None and img.shape[0] > 300 and img.shape[1] > 300, png

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,15 @@ def test_run_folder_follows_config_and_result_changing_overrides():
     b = load_config("configs/demo.yaml", ["supcon.lr=2e-3"])["run_name"]
     assert a.startswith("demo-") and b.startswith("demo-") and a != b
     assert load_config("configs/demo.yaml", ["supcon.lr=1e-3", "run_name=mine"])["run_name"] == "mine"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads Linux /proc")
+def test_host_memory_follows_what_the_process_holds():
+    from engine.logger import host_memory_mb
+    before = host_memory_mb()
+    block = np.ones(200 * 2**20, np.uint8)  # 200 MB, touched
+    held = host_memory_mb()
+    assert 0 < before["private_mb"] <= before["rss_mb"]
+    assert 190 < held["private_mb"] - before["private_mb"] < 260
+    del block
+    assert host_memory_mb()["private_mb"] < held["private_mb"] - 150

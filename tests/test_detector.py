@@ -1,0 +1,93 @@
+"""preprocess.detector runs facenet-pytorch's MTCNN faster: the same detections as facenet-pytorch's own code."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("facenet_pytorch", reason="pip install --no-deps facenet-pytorch==2.6.0 (done by .ci/run)")
+
+from preprocess.detector import Detector, area_crops, integral_image  # noqa: E402
+
+
+def photo(name):
+    import skimage
+    return cv2.cvtColor(cv2.imread(str(Path(skimage.__file__).parent / "data" / name)), cv2.COLOR_BGR2RGB)
+
+
+def test_area_crops_are_bit_identical_to_interpolate_area():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 90, 120, 3), dtype=np.uint8)
+    ii = integral_image(frames)
+    n = 200
+    y0, x0 = rng.integers(0, 80, n), rng.integers(0, 110, n)
+    h = np.minimum(rng.integers(1, 90, n), 90 - y0)   # from 1 px (upsampled) to most of the frame
+    w = np.minimum(rng.integers(1, 120, n), 120 - x0)
+    image = rng.integers(0, 2, n)
+    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    for size in (24, 48):
+        ours = area_crops(ii, image, y0, x0, h, w, size)
+        for k in range(n):
+            ref = F.interpolate(tensor[image[k]:image[k] + 1, :, y0[k]:y0[k] + h[k], x0[k]:x0[k] + w[k]],
+                                size=(size, size), mode="area")[0].permute(1, 2, 0).numpy()
+            assert np.array_equal(ours[k], ref), (size, k, h[k], w[k])
+
+
+def scenes():
+    """Frames with one face, two faces of different sizes, a tilted face, a small face, and none."""
+    face = photo("astronaut.png")                                         # 512 x 512
+    one = cv2.resize(face, (320, 240))
+    two = np.full((240, 400, 3), 90, np.uint8)
+    two[10:230, 0:220] = cv2.resize(face, (220, 220))
+    two[100:200, 260:360] = cv2.resize(face, (100, 100))
+    tilted = cv2.warpAffine(one, cv2.getRotationMatrix2D((160, 120), 25, 1.0), (320, 240))
+    small = np.full((240, 320, 3), 30, np.uint8)
+    small[60:180, 160:280] = cv2.resize(face, (120, 120))
+    camera = cv2.resize(photo("camera.png"), (320, 240))                  # a man with a camera (imread: 3 channels)
+    none = cv2.resize(photo("coffee.png"), (320, 240))
+    return {"one": one, "two": two, "tilted": tilted, "small": small, "camera": camera, "none": none}
+
+
+def assert_same(ref, ours):
+    (rb, rp, rl), (ob, op, ol) = ref, ours
+    if rb is None:
+        assert ob is None and ol is None
+        return
+    assert ob.shape == rb.shape
+    assert np.abs(ob - rb).max() < 1e-2 and np.abs(ol - rl).max() < 1e-2           # pixels
+    assert np.abs(np.asarray(op, float) - np.asarray(rp, float)).max() < 1e-5
+
+
+@pytest.mark.parametrize("min_face", [20, 60])
+def test_the_same_faces_as_facenet_pytorch_one_frame_at_a_time_and_batched(min_face):
+    from facenet_pytorch import MTCNN
+    torch.manual_seed(0)
+    mtcnn = MTCNN(keep_all=True, thresholds=[0.6, 0.7, 0.9], min_face_size=min_face)
+    ours = Detector(mtcnn)
+    found = {}
+    for name, frame in scenes().items():
+        ref = mtcnn.detect(frame, landmarks=True)
+        assert_same(ref, ours.detect(frame, landmarks=True))
+        found[name] = 0 if ref[0] is None else len(ref[0])
+        boxes, probs = ours.detect(frame)                                  # without landmarks: two values
+        assert (boxes is None) == (ref[0] is None)
+    # (the astronaut's face is a sixth of the photo's width: 16 to 55 px here)
+    assert found["one"] == found["tilted"] == 1 and found["none"] == 0
+    assert found["two"] == found["small"] + 1 == (2 if min_face == 20 else 1)  # 16 and 25 px: under 60
+    # A batch of equal-sized frames, as extract_faces sends them.
+    batch = [scenes()[k] for k in ("one", "tilted", "small", "none")]
+    ref, got = mtcnn.detect(batch, landmarks=True), ours.detect(batch, landmarks=True)
+    for k in range(len(batch)):
+        assert_same((ref[0][k], ref[1][k], ref[2][k]), (got[0][k], got[1][k], got[2][k]))
+
+
+def test_other_inputs_go_to_facenet_pytorch():
+    from facenet_pytorch import MTCNN
+    from PIL import Image
+    mtcnn = MTCNN(keep_all=True)
+    frame = scenes()["one"]
+    boxes, _ = Detector(mtcnn).detect(Image.fromarray(frame))
+    ref, _ = mtcnn.detect(Image.fromarray(frame))
+    assert np.array_equal(boxes, ref)
