@@ -347,8 +347,12 @@ def config_from_args(args: argparse.Namespace, config: str | None = None) -> dic
     return load_config(config or args.config, overrides)
 
 
-def train_command(prog: str, doc: str, example: str, train, argv: list[str] | None) -> int:
-    """A training script's main: parse the command line, build the config, train."""
+def train_command(prog: str, doc: str, example: str, method: str, argv: list[str] | None) -> int:
+    """A training script's main: parse the command line, build the config, then import the method's module
+    (`method`, e.g. "methods.pt": torch, timm and torchvision take seconds to import, which --help and a
+    config error need not wait for) and train."""
+    import importlib
     args = config_parser(prog, doc, example).parse_args(argv)
-    train(config_from_args(args), args.resume, args.allow_data_change)
+    cfg = config_from_args(args)
+    importlib.import_module(method).train(cfg, args.resume, args.allow_data_change)
     return 0

@@ -7,14 +7,13 @@ SupCon-MPL; options (UDA, a baseline for h, an EMA student) under mpl_options, a
 Writes <out_dir>/<run_name>/mpl/{mpl.tar, config.yaml, log.txt, train_log.jsonl, splits.csv, checkpoints/}.
 """
 from config import train_command
-from methods.mpl import train
 from utils import run_cli
 
 EXAMPLE = "python train_mpl.py --config configs/demo.yaml mpl.steps=100"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return train_command("train_mpl.py", __doc__, EXAMPLE, train, argv)
+    return train_command("train_mpl.py", __doc__, EXAMPLE, "methods.mpl", argv)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,13 @@ augmented labeled images (methods/pt.py).
 Writes <out_dir>/<run_name>/pt/{pt.tar, config.yaml, log.txt, train_log.jsonl, splits.csv, checkpoints/}.
 """
 from config import train_command
-from methods.pt import train
 from utils import run_cli
 
 EXAMPLE = "python train_pt.py --config configs/demo.yaml pt.steps=200"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return train_command("train_pt.py", __doc__, EXAMPLE, train, argv)
+    return train_command("train_pt.py", __doc__, EXAMPLE, "methods.pt", argv)
 
 
 if __name__ == "__main__":

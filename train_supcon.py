@@ -5,14 +5,13 @@ augmented views of each labeled image, (b) a linear classifier with cross-entrop
 Writes <out_dir>/<run_name>/supcon/{supcon_encoder.tar, supcon_classifier.tar, config.yaml, log.txt, checkpoints/}.
 """
 from config import train_command
-from methods.supcon import train
 from utils import run_cli
 
 EXAMPLE = "python train_supcon.py --config configs/demo.yaml supcon.steps=200"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return train_command("train_supcon.py", __doc__, EXAMPLE, train, argv)
+    return train_command("train_supcon.py", __doc__, EXAMPLE, "methods.supcon", argv)
 
 
 if __name__ == "__main__":

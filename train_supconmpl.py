@@ -7,14 +7,13 @@ and saved as the SupCon-MPL model. If the teacher's checkpoint is missing, the t
 Writes <out_dir>/<run_name>/supconmpl/{mpl_supcon_encoder.tar, mpl_supcon_classifier.tar, config.yaml, log.txt}.
 """
 from config import train_command
-from methods.supconmpl import train
 from utils import run_cli
 
 EXAMPLE = "python train_supconmpl.py --config configs/demo.yaml mpl.steps=100"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return train_command("train_supconmpl.py", __doc__, EXAMPLE, train, argv)
+    return train_command("train_supconmpl.py", __doc__, EXAMPLE, "methods.supconmpl", argv)
 
 
 if __name__ == "__main__":

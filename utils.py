@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent
 
@@ -56,6 +55,7 @@ def resolve_path(path: str | os.PathLike) -> Path:
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
+    import torch  # here, not at the top: a command's --help and config errors need no torch
     torch.manual_seed(seed)
 
 
