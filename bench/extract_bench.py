@@ -139,7 +139,8 @@ def main() -> int:
         if args.workers > 1 and args.device == "cpu":
             print(f"scaling: {rows[-1][2] / rows[-1][1] / (rows[1][2] / rows[1][1]):.2f}x with {args.workers} workers")
         if args.min_face:
-            print(f"with --min-face {args.min_face}: {(rows[3][2] / rows[3][1]) / ref:.2f}x the reference per core")
+            _, t, n, _ = next(r for r in rows if "--min-face" in r[0])
+            print(f"with --min-face {args.min_face}: {(n / t) / ref:.2f}x the reference per core")
         print(f"face extraction speed-up over reference-style per core: {per_core:.2f}x")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
