@@ -98,7 +98,8 @@ def tree_memory(pid: int) -> tuple[float, float]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
@@ -108,7 +109,8 @@ def tree_memory(pid: int) -> tuple[float, float]:
         p = todo.pop()
         todo.extend(children.get(p, []))
         try:
-            lines = open(f"/proc/{p}/smaps_rollup").read().splitlines()[1:]
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                lines = f.read().splitlines()[1:]
         except OSError:
             continue
         kb = {k: float(v.split()[0]) for k, v in (line.split(":", 1) for line in lines)}

@@ -71,7 +71,7 @@ def test_the_same_faces_as_facenet_pytorch_one_frame_at_a_time_and_batched(min_f
         ref = mtcnn.detect(frame, landmarks=True)
         assert_same(ref, ours.detect(frame, landmarks=True))
         found[name] = 0 if ref[0] is None else len(ref[0])
-        boxes, probs = ours.detect(frame)                                  # without landmarks: two values
+        boxes, _ = ours.detect(frame)                                      # without landmarks: two values
         assert (boxes is None) == (ref[0] is None)
     # (the astronaut's face is a sixth of the photo's width: 16 to 55 px here)
     assert found["one"] == found["tilted"] == 1 and found["none"] == 0
