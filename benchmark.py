@@ -18,6 +18,12 @@ In one run it
   worker count: PIL per image, our per-image path from files (cv2 + torchvision v2), and the pack with
   batched augmentation;
 - writes a Markdown report (--out) and ends with `SupCon-MPL step speed-up over reference-style: <ratio>x`.
+
+--profile OUT adds, per pipeline, where the step's time goes (bench/step_profile.py): a torch.profiler trace of
+--profile-steps steps (OUT/<pipeline>.trace.json.gz), the device time by kernel class, the kernels launched
+per step, the time no kernel runs, and a roofline bound from the step's FLOPs and bytes against the
+device's measured bandwidth and matmul rate; the tables go to OUT/profile.md. --cuda-graphs times the
+steps as the training scripts run them with cuda_graphs=true (engine/graphs.py).
 """
 from __future__ import annotations
 
@@ -45,6 +51,12 @@ from bench.report import machine, peak_tflops, report
 from utils import UserError, run_cli
 
 PIPELINES = ("pt", "supcon", "mpl")
+PROFILE_NOTE = """Per pipeline: device time by class over a profiled window (torch.profiler, kernels classed by name;
+on a CPU, operators' self time classed by name), as ms per step and as % of the step's unprofiled median
+time; the idle row is that time less the time some kernel ran. ops/step, TFLOP, GB and the roofline bound
+come from one step's aten operators (bench/step_profile.py): each operator's FLOPs over the matmul rate or its
+bytes (arguments read once, outputs written once) over the bandwidth, whichever is larger, summed.
+"""
 
 
 # ----------------------------------------------------------------------------------------------- set-up
@@ -73,6 +85,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", default=".cache/bench", help="folder for the generated images and pack")
     p.add_argument("--amp-dtype", default="auto", choices=("auto", "bf16", "fp16"))
     p.add_argument("--compile", action="store_true", help="torch.compile our networks (not the reference's)")
+    p.add_argument("--cuda-graphs", action="store_true", help="replay our steps as CUDA graphs (cuda_graphs=true)")
+    p.add_argument("--profile", metavar="OUT", help="profile each pipeline's step: traces and OUT/profile.md")
+    p.add_argument("--profile-steps", type=int, default=3, help="steps in each profiler trace")
+    p.add_argument("--check-graphs", type=int, metavar="N", default=0,
+                   help="only compare N steps of each pipeline: eager, eager again, CUDA graphs (same start, "
+                        "same batches); writes --out")
     p.add_argument("--no-reference", action="store_true", help="skip the reference-style steps")
     p.add_argument("--no-data-path", action="store_true", help="skip the data-path table")
     p.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for the utilisation column")
@@ -94,7 +112,8 @@ def bench_config(args: argparse.Namespace) -> dict:
         cfg["mpl"]["batch_labeled"] = args.batch_labeled
     if args.batch_unlabeled is not None:
         cfg["mpl"]["batch_unlabeled"] = args.batch_unlabeled
-    cfg.update(pretrained="none", amp=True, amp_dtype=args.amp_dtype, compile=args.compile, device=args.device)
+    cfg.update(pretrained="none", amp=True, amp_dtype=args.amp_dtype, compile=args.compile, device=args.device,
+               cuda_graphs=args.cuda_graphs)
     return cfg
 
 
@@ -195,9 +214,13 @@ def our_step(pipeline: str, cfg: dict, samples: list, device: torch.device, tmp:
     from engine.update import make_optimizer
     from losses import SupConLoss
     from methods import pt, supcon, supconmpl
+    from engine.graphs import use_cuda_graphs
     from models import LinearClassifier, SupConNet, build_baseline
     logger = RunLogger(tmp)
-    amp = autocast(device, cfg["amp"], cfg["amp_dtype"])
+    graphs, note = use_cuda_graphs(cfg, device)
+    if cfg["cuda_graphs"]:
+        print(note, file=sys.stderr)
+    amp = autocast(device, cfg["amp"], cfg["amp_dtype"], cache=not graphs)
     bad = BadImages(tmp, cfg["data"]["max_bad_images"], logger)
     batches = lambda n, views, stream, role="labeled": feed(  # noqa: E731
         train_batches(samples, cfg, n, views, stream != "mpl-unlabeled", stream, 0, device, role), bad, device)
@@ -205,14 +228,14 @@ def our_step(pipeline: str, cfg: dict, samples: list, device: torch.device, tmp:
         model = distribute(build_baseline(cfg["backbone"], "none"), device, cfg)
         optimizers = {"opt": make_optimizer(model.parameters(), 1e-4)}
         update = Updater(optimizers, needs_loss_scaler(device, cfg["amp"], cfg["amp_dtype"]), 10, logger.info)
-        step = pt.pt_step(model, optimizers["opt"], batches(cfg["pt"]["batch_size"], 1, "pt"), update, amp)
+        step = pt.pt_step(model, optimizers["opt"], batches(cfg["pt"]["batch_size"], 1, "pt"), update, amp, graphs)
         return step, cfg["pt"]["batch_size"], update
     if pipeline == "supcon":
         net = distribute(SupConNet(cfg["backbone"], "none"), device, cfg)
         optimizers = {"opt": make_optimizer(net.parameters(), 1e-4)}
         update = Updater(optimizers, needs_loss_scaler(device, cfg["amp"], cfg["amp_dtype"]), 10, logger.info)
         step = supcon.supcon_step(net, optimizers["opt"], batches(cfg["supcon"]["batch_size"], 2, "supcon"),
-                                  SupConLoss(0.1), update, amp)
+                                  SupConLoss(0.1), update, amp, graphs)
         return step, 2 * cfg["supcon"]["batch_size"], update
     mc = cfg["mpl"]
     teacher, student = SupConNet(cfg["backbone"], "none"), SupConNet(cfg["backbone"], "none")
@@ -220,7 +243,7 @@ def our_step(pipeline: str, cfg: dict, samples: list, device: torch.device, tmp:
     pair = supconmpl.MPLPair(*(distribute(mod, device, cfg) for mod in mods), mc, amp)
     update = Updater(pair.optimizers(), needs_loss_scaler(device, cfg["amp"], cfg["amp_dtype"]), 10, logger.info)
     step = supconmpl.mpl_step_fn(pair, batches(mc["batch_labeled"], 2, "mpl-labeled"),
-                                 batches(mc["batch_unlabeled"], 2, "mpl-unlabeled", "unlabeled"), update)
+                                 batches(mc["batch_unlabeled"], 2, "mpl-unlabeled", "unlabeled"), update, graphs)
     return step, 2 * (mc["batch_labeled"] + mc["batch_unlabeled"]), update
 
 
@@ -248,6 +271,28 @@ def reference_step(pipeline: str, cfg: dict, items: list, device: torch.device, 
     lab = reference.pil_batches(items, cfg, mc["batch_labeled"], 2, workers)
     unl = reference.pil_batches(items, cfg, mc["batch_unlabeled"], 2, workers)
     return lambda i: reference.mpl_step(pair, lab, unl, device)
+
+
+def check_graphs(pipelines: list[str], cfg: dict, samples: list, device: torch.device, steps: int, tmp: Path) -> str:
+    """Markdown: the logged values of `steps` steps of each pipeline run three times from the same initial
+    weights on the same batches: eager, eager again (the run-to-run spread of the GPU's kernels), and
+    replayed as a CUDA graph; the largest relative difference of each against the first eager run."""
+    rows = ["| pipeline | value | step 1 eager | step N eager | max rel. diff, eager again | "
+            "max rel. diff, CUDA graphs |", "|---|---|---|---|---|---|"]
+    for name in pipelines:
+        runs = []
+        for k, graphs in enumerate((False, False, True)):
+            torch.manual_seed(0)
+            step, _, update = our_step(name, {**cfg, "cuda_graphs": graphs}, samples, device, tmp / f"{name}-{k}")
+            outs = [{key: float(v) for key, v in step(i).items() if key != "images"} for i in range(steps)]
+            update.check(steps)
+            runs.append(outs)
+            del step, update
+        for key in runs[0][0]:
+            first = [o[key] for o in runs[0]]
+            diff = [max(abs(o[key] - f) / max(abs(f), 1e-6) for o, f in zip(run, first)) for run in runs[1:]]
+            rows.append(f"| {name} | {key} | {first[0]:.5g} | {first[-1]:.5g} | {diff[0]:.2e} | {diff[1]:.2e} |")
+    return "\n".join(rows) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------- data path
@@ -317,11 +362,34 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     info, results, ref, flops = machine(device), {}, {}, {}
+    if args.check_graphs:
+        with tempfile.TemporaryDirectory() as tmp:
+            table = check_graphs(pipelines, cfg, samples, device, args.check_graphs, Path(tmp))
+        text = (f"# CUDA graphs against eager steps\n\nCommand: `python {' '.join(sys.argv)}`\n\n" +
+                "\n".join(f"- {k}: {v}" for k, v in info.items()) + "\n\n" + table)
+        out = Path(args.out or f"bench/graph-check-{device.type}.md")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(text)
+        return 0
+    prof_dir = Path(args.profile) if args.profile else None
+    if prof_dir is not None:
+        from bench import step_profile as profile
+        prof_dir.mkdir(parents=True, exist_ok=True)
+        ceil, prof_tables = profile.ceilings(device), []
     with tempfile.TemporaryDirectory() as tmp:
         for name in pipelines:
             step, images, update = our_step(name, cfg, samples, device, Path(tmp) / name)
-            results[name] = {**time_steps(step, args.warmup, args.steps, args.window, device), "images": images}
+            # Counted first: these calls run eagerly (with --cuda-graphs, before the graph is captured).
             flops[name] = count_flops(step)
+            roof = profile.roofline(step, ceil) if prof_dir is not None else None
+            results[name] = {**time_steps(step, args.warmup, args.steps, args.window, device), "images": images}
+            if prof_dir is not None:
+                timeline = profile.trace_steps(step, device, args.profile_steps, prof_dir / f"{name}.trace.json.gz")
+                label = name + (" (CUDA graphs)" if cfg["cuda_graphs"] and device.type == "cuda" else "")
+                prof_tables.append(profile.profile_table(label, results[name]["median_s"], timeline, roof, ceil,
+                                                         device.type))
+                print(prof_tables[-1], file=sys.stderr, flush=True)
             if device.type == "cuda":
                 results[name]["syncs"] = count_syncs(step)
             update.check(0)
@@ -341,6 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     data_rows = [] if args.no_data_path else data_path(cfg, items, samples, device, workers, args.data_batches,
                                                         cfg["mpl"]["batch_unlabeled"])
     text = report(args, cfg, device, info, results, ref, data_rows, flops, peak_tflops(args.peak_tflops, device))
+    if prof_dir is not None:
+        head = (f"# Step profile\n\nCommand: `python {' '.join(sys.argv)}`\n\n" + "\n".join(
+            f"- {k}: {v}" for k, v in info.items()) + f"\n- compile: {cfg['compile']}; CUDA graphs: "
+            f"{cfg['cuda_graphs']}\n- measured ceilings: memory bandwidth {ceil['bandwidth'] / 1e12:.3g} TB/s "
+            f"(device-to-device copy, read + write), {ceil['matmul_dtype']} matmul {ceil['matmul_flops'] / 1e12:.3g} "
+            "TFLOP/s\n\n" + PROFILE_NOTE)
+        (prof_dir / "profile.md").write_text(head + "\n" + "\n".join(prof_tables))
+        print(f"profile written to {prof_dir / 'profile.md'}")
     out = Path(args.out or f"bench/results-{device.type}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "amp": True,                   # mixed precision on CUDA, a speed choice (ignored on CPU); false: the authors' fp32
     "amp_dtype": "auto",           # auto (bf16 where the GPU has it, else fp16 with a loss scaler) | bf16 | fp16
     "compile": False,              # torch.compile the networks (slow start, faster steps on GPUs)
+    "cuda_graphs": True,           # replay each training step as a CUDA graph where possible (one CUDA device,
+                                   # bf16/fp32, no compile; engine/graphs.py): the same updates, 2-3x faster
+                                   # steps on an H200 (bench/results-h200-graphs.md); false: eager steps
     "sync_bn": False,              # multi-GPU: batch-norm statistics over the global batch (SyncBatchNorm)
     "workers": 4,                  # DataLoader worker processes
     "log_every": 50,               # steps between log lines
@@ -103,7 +106,7 @@ DEFAULTS: dict[str, Any] = {
 # Settings that may change between a run and its resumption without changing its result (they also do not
 # name the run folder).
 RESUME_FREE = {"device", "weights_dir", "workers", "log_every", "checkpoint_every", "keep_checkpoints",
-               "max_nonfinite_steps", "data.max_bad_images", "amp", "amp_dtype", "compile"}
+               "max_nonfinite_steps", "data.max_bad_images", "amp", "amp_dtype", "compile", "cuda_graphs"}
 _FREE_SECTIONS = {"data.paths"}  # mappings whose keys the user chooses (dataset root names)
 AUG_ROLES = ("unlabeled_weak", "unlabeled_strong")  # sections of `aug` that override its keys for a role
 _CHOICES = {"input_scale": ("project", "seed"), "mpl.feedback": ("new_minus_old", "old_minus_new"),

@@ -13,12 +13,13 @@ def amp_dtype(device: torch.device, name: str = "auto") -> torch.dtype:
     return torch.bfloat16 if name == "bf16" else torch.float16
 
 
-def autocast(device: torch.device, enabled: bool = True, dtype: str = "auto"):
+def autocast(device: torch.device, enabled: bool = True, dtype: str = "auto", cache: bool = True):
     """Mixed-precision autocast on CUDA (bf16, or fp16 where bf16 is missing: see engine.update's loss
     scaler); a no-op elsewhere (CPU runs stay fp32 and deterministic). The returned context may be entered
-    again and again."""
+    again and again. cache=False: no cache of the weights' low-precision copies, as CUDA graph capture
+    requires (engine/graphs.py; each weight is cast once per forward either way)."""
     if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=amp_dtype(device, dtype))
+        return torch.autocast("cuda", dtype=amp_dtype(device, dtype), cache_enabled=cache)
     return contextlib.nullcontext()
 
 

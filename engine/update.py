@@ -58,9 +58,12 @@ class Updater:
                 del opt.found_inf
         else:
             return self._host_update(opt, loss, bool(finite), name)
+        # Counted in place on one tensor per name, so that a CUDA-graphed step (engine/graphs.py) that
+        # replays this addition keeps counting into the tensor check() reads.
         count = self.pending.get(name)
-        skipped = (~finite).to(torch.int64)
-        self.pending[name] = skipped if count is None else count + skipped
+        if count is None:
+            count = self.pending[name] = torch.zeros((), dtype=torch.int64, device=loss.device)
+        count.add_((~finite).to(torch.int64))
         return True
 
     def _host_update(self, opt: torch.optim.Optimizer, loss: torch.Tensor, finite: bool, name: str) -> bool:
@@ -76,10 +79,10 @@ class Updater:
 
     def check(self, step: int) -> None:
         """Report the updates skipped on the device since the last check (one host sync)."""
-        pending, self.pending = self.pending, {}
-        for name, count in pending.items():
+        for name, count in self.pending.items():
             n = int(count)
             if n:
+                count.zero_()
                 self.nonfinite += n
                 self.log(f"non-finite {name}: {n} update(s) skipped up to step {step} "
                          f"({self.nonfinite}/{self.max_nonfinite})")

@@ -12,6 +12,7 @@ from datasets.loaders import train_batches
 from datasets.protocols import prepare_data, record_splits, role_samples, training_sets
 from engine.amp import autocast
 from engine.dist import distribute, setup_device
+from engine.graphs import StepGraph, graphed_step, use_cuda_graphs
 from engine.run import start_run
 from engine.update import make_optimizer
 from models import build_baseline
@@ -19,24 +20,25 @@ from utils import seed_everything
 
 
 def pt_step(model: nn.Module, opt: torch.optim.Optimizer, next_batch: Callable, update: Callable,
-            amp) -> Callable[[int], dict]:
-    """A step of cross-entropy on one augmented view of each labeled image (DDP averages the gradient)."""
-    def step(i: int) -> dict:
+            amp, graphs: bool = False) -> Callable[[int], dict]:
+    """A step of cross-entropy on one augmented view of each labeled image (DDP averages the gradient);
+    graphs: replayed as a CUDA graph (engine/graphs.py)."""
+    def core(x: torch.Tensor, y: torch.Tensor) -> dict:  # [B, 3, H, W], [B]
         model.train()
-        x, y = next_batch()  # [B, 3, H, W], [B]
         with amp:
             logits = model(x)  # [B, 2]
         loss = F.cross_entropy(logits.float(), y)
         update(opt, loss, "loss")
-        return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean(), "images": y.shape[0]}
-    return step
+        return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}
+    return graphed_step(next_batch, StepGraph(core, [opt], graphs), lambda batch: batch[-1].shape[0])
 
 
 def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> dict:
     device = setup_device(cfg)
     seed_everything(cfg["seed"])
     pc = cfg["pt"]
-    amp = autocast(device, cfg["amp"], cfg["amp_dtype"])
+    graphs, graphs_note = use_cuda_graphs(cfg, device)
+    amp = autocast(device, cfg["amp"], cfg["amp_dtype"], cache=not graphs)
 
     # Data (checked before anything is written; test sets too, so that a missing root fails now)
     prepare_data(cfg)
@@ -50,11 +52,12 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     record_splits(sets, run.dir)
     run.logger.info(f"baseline: backbone {cfg['backbone']}, {pc['steps']} steps on {device}; run folder {run.dir}; "
                     f"labeled: {len(labeled)} images")
+    run.logger.info(graphs_note)
 
     # Loop
     stage = run.stage("pt", pc["steps"])
     batches = train_batches(labeled, cfg, pc["batch_size"], 1, cfg["data"]["balance"], "pt", stage.start, device)
-    stage.run(pt_step(model, opt, run.feed(batches, device), run.update, amp),
+    stage.run(pt_step(model, opt, run.feed(batches, device), run.update, amp, graphs),
               val=run.val.classifier(model, keep=model))
 
     # Save

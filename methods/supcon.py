@@ -13,6 +13,7 @@ from datasets.loaders import train_batches
 from datasets.protocols import prepare_data, record_splits, role_samples, training_sets
 from engine.amp import autocast
 from engine.dist import barrier, distribute, gather, setup_device, unwrap
+from engine.graphs import StepGraph, graphed_step, use_cuda_graphs
 from engine.run import start_run
 from engine.update import make_optimizer
 from losses import SupConLoss
@@ -33,32 +34,31 @@ def supcon_features(net: nn.Module, views: list[torch.Tensor], amp) -> torch.Ten
 
 
 def supcon_step(net: nn.Module, opt: torch.optim.Optimizer, next_batch: Callable, criterion: SupConLoss,
-                update: Callable, amp) -> Callable[[int], dict]:
-    """A step of SupCon on two views of each labeled image, over the global batch; trains encoder and head."""
-    def step(i: int) -> dict:
+                update: Callable, amp, graphs: bool = False) -> Callable[[int], dict]:
+    """A step of SupCon on two views of each labeled image, over the global batch; trains encoder and head.
+    graphs: replayed as a CUDA graph (engine/graphs.py)."""
+    def core(v1: torch.Tensor, v2: torch.Tensor, y: torch.Tensor) -> dict:  # [B, 3, H, W] x 2, [B]
         net.train()
-        v1, v2, y = next_batch()
         features = supcon_features(net, [v1, v2], amp)  # [B_global, 2, D]
         loss = criterion(features, gather(y))
         update(opt, loss, "supcon loss")
-        return {"loss": loss.detach(), "images": 2 * y.shape[0]}
-    return step
+        return {"loss": loss.detach()}
+    return graphed_step(next_batch, StepGraph(core, [opt], graphs), lambda batch: 2 * batch[-1].shape[0])
 
 
 def classifier_step(encoder: nn.Module, classifier: nn.Module, opt: torch.optim.Optimizer, next_batch: Callable,
-                    update: Callable, amp) -> Callable[[int], dict]:
+                    update: Callable, amp, graphs: bool = False) -> Callable[[int], dict]:
     """A step of cross-entropy on frozen encoder features (encoder in eval mode, no gradient)."""
-    def step(i: int) -> dict:
+    def core(x: torch.Tensor, y: torch.Tensor) -> dict:  # [B, 3, H, W], [B]
         encoder.eval()
         classifier.train()
-        x, y = next_batch()
         with torch.no_grad(), amp:
             feats = encoder(x)  # [B, F]
         logits = classifier(feats.float())  # [B, 2]
         loss = F.cross_entropy(logits, y)
         update(opt, loss, "classifier loss")
-        return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean(), "images": y.shape[0]}
-    return step
+        return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}
+    return graphed_step(next_batch, StepGraph(core, [opt], graphs), lambda batch: batch[-1].shape[0])
 
 
 def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> dict:
@@ -66,7 +66,8 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     device = setup_device(cfg)
     seed_everything(cfg["seed"])
     sc, balance = cfg["supcon"], cfg["data"]["balance"]
-    amp = autocast(device, cfg["amp"], cfg["amp_dtype"])
+    graphs, graphs_note = use_cuda_graphs(cfg, device)
+    amp = autocast(device, cfg["amp"], cfg["amp_dtype"], cache=not graphs)
 
     # Data (checked before anything is written; test sets too, so that a missing root fails now)
     prepare_data(cfg)
@@ -85,20 +86,21 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     record_splits(sets, run.dir)
     run.logger.info(f"SupCon teacher: backbone {cfg['backbone']}, {sc['steps']} + {sc['classifier_steps']} steps "
                     f"on {device}; run folder {run.dir}; labeled: {len(labeled)} images")
+    run.logger.info(graphs_note)
 
     # Stage (a): SupCon network
     stage = run.stage("supcon", sc["steps"])
     pairs = train_batches(labeled, cfg, sc["batch_size"], 2, balance, "supcon", stage.start, device)
-    stage.run(supcon_step(net, opt_net, run.feed(pairs, device), criterion, run.update, amp),
-              val=run.val.supcon(net, criterion, keep=net))
+    stage.run(supcon_step(net, opt_net, run.feed(pairs, device), criterion, run.update, amp,
+                          graphs), val=run.val.supcon(net, criterion, keep=net))
     encoder_path = run.save_release("encoder", net, "supcon_encoder", sc["steps"], opt_net)
 
     # Stage (b): linear classifier on the frozen encoder
     stage = run.stage("classifier", sc["classifier_steps"])
     singles = train_batches(labeled, cfg, sc["classifier_batch_size"], 1, balance, "classifier", stage.start, device)
     detector = EncoderClassifier(unwrap(net).encoder, classifier)
-    stage.run(classifier_step(unwrap(net).encoder, classifier, opt_cls, run.feed(singles, device), run.update, amp),
-              val=run.val.classifier(detector, keep=classifier))
+    stage.run(classifier_step(unwrap(net).encoder, classifier, opt_cls, run.feed(singles, device), run.update, amp,
+                              graphs), val=run.val.classifier(detector, keep=classifier))
     classifier_path = run.save_release("classifier", classifier, "supcon_classifier", sc["classifier_steps"], opt_cls,
                                        belongs_to=encoder_path, detector=detector)
     run.finish()

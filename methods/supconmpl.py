@@ -17,6 +17,7 @@ from datasets.protocols import prepare_data, record_splits, role_samples, traini
 from engine.amp import autocast
 from engine.checkpoint import load_weights
 from engine.dist import distribute, gather, is_main_process, mean_over_ranks, setup_device, unwrap
+from engine.graphs import StepGraph, graphed_step, use_cuda_graphs
 from engine.release import release_paths
 from engine.run import start_run
 from engine.update import make_optimizer
@@ -118,18 +119,19 @@ def mpl_step(m: MPLPair, x_l: torch.Tensor, x_l2: torch.Tensor, y_l: torch.Tenso
 
 
 def mpl_step_fn(pair: MPLPair, next_labeled: Callable, next_unlabeled: Callable,
-                update: Callable) -> Callable[[int], dict]:
+                update: Callable, graphs: bool = False) -> Callable[[int], dict]:
     """The training loop's MPL step: the next labeled and unlabeled batches (two views each), mpl_step,
-    and what it logs."""
-    def step(i: int) -> dict:
-        x_l, x_l2, y_l = next_labeled()
-        x_uw, x_us, y_u = next_unlabeled()  # y_u: logging only
+    and what it logs; graphs: mpl_step replayed as a CUDA graph (engine/graphs.py)."""
+    def core(x_l, x_l2, y_l, x_uw, x_us, y_u) -> dict:  # y_u: logging only
         out = mpl_step(pair, x_l, x_l2, y_l, x_uw, x_us, update)
         # Agreement of the pseudo labels with the unlabeled set's true labels (never used for training).
         out["pseudo_acc"] = (out.pop("pseudo") == y_u).float().mean()
-        out["images"] = 2 * (x_l.shape[0] + x_uw.shape[0])
         return out
-    return step
+
+    def next_batch() -> tuple[torch.Tensor, ...]:
+        return (*next_labeled(), *next_unlabeled())  # x_l, x_l2, y_l, x_uw, x_us, y_u
+    return graphed_step(next_batch, StepGraph(core, list(pair.optimizers().values()), graphs),
+                        lambda batch: 2 * (batch[0].shape[0] + batch[3].shape[0]))
 
 
 def teacher_paths(cfg: dict) -> tuple[Path, Path]:
@@ -157,7 +159,8 @@ def ensure_teacher(cfg: dict, resume: bool, allow_data_change: bool) -> tuple[Pa
 def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> dict:
     mc, sc, balance = cfg["mpl"], cfg["supcon"], cfg["data"]["balance"]
     device = setup_device(cfg)
-    amp = autocast(device, cfg["amp"], cfg["amp_dtype"])
+    graphs, graphs_note = use_cuda_graphs(cfg, device)
+    amp = autocast(device, cfg["amp"], cfg["amp_dtype"], cache=not graphs)
 
     # Data (checked before anything is trained): labeled (two views) and a separate unlabeled source
     prepare_data(cfg)
@@ -190,26 +193,27 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
                     f"{mc['finetune_classifier_steps']} fine-tune steps on {device}; run folder {run.dir}; "
                     f"labeled: {len(labeled)} images, unlabeled: {len(unlabeled)} images")
     run.logger.info(f"teacher from {enc_path} and {cls_path}")
+    run.logger.info(graphs_note)
 
     # Stage 1: MPL steps, labeled and unlabeled iterators each endless
     stage = run.stage("mpl", mc["steps"])
     lab, unl = mpl_streams(labeled, unlabeled, cfg, 2, stage.start, device)  # labeled: 2 view(s)
     detector = EncoderClassifier(student.encoder, s_cls)  # the student as a detector (validation)
-    stage.run(mpl_step_fn(pair, run.feed(lab, device), run.feed(unl, device), run.update),
+    stage.run(mpl_step_fn(pair, run.feed(lab, device), run.feed(unl, device), run.update, graphs),
               val=run.val.classifier(detector))  # logged; not a release, so nothing is selected
 
     # Stages 2-3: fine-tune the student on the labeled data: SupCon, then its classifier on the frozen encoder
     stage = run.stage("finetune", mc["finetune_steps"])
     pairs = train_batches(labeled, cfg, sc["batch_size"], 2, balance, "finetune", stage.start, device)
     criterion = SupConLoss(mc["temperature"])
-    stage.run(supcon.supcon_step(pair.student, opt_ft, run.feed(pairs, device), criterion, run.update, amp),
-              val=run.val.supcon(student, criterion, keep=student))
+    stage.run(supcon.supcon_step(pair.student, opt_ft, run.feed(pairs, device), criterion, run.update, amp,
+                                 graphs), val=run.val.supcon(student, criterion, keep=student))
     encoder_path = run.save_release("encoder", student, "supconmpl_encoder", mc["steps"] + mc["finetune_steps"], opt_ft)
     stage = run.stage("finetune_classifier", mc["finetune_classifier_steps"])
     singles = train_batches(labeled, cfg, sc["classifier_batch_size"], 1, balance, "finetune-classifier",
                             stage.start, device)
     stage.run(supcon.classifier_step(student.encoder, pair.s_cls, opt_ft_cls, run.feed(singles, device), run.update,
-                                     amp), val=run.val.classifier(detector, keep=s_cls))
+                                     amp, graphs), val=run.val.classifier(detector, keep=s_cls))
     classifier_path = run.save_release("classifier", s_cls, "supconmpl_classifier", mc["finetune_classifier_steps"],
                                        opt_ft_cls, belongs_to=encoder_path, detector=detector)
     run.finish()
