@@ -22,8 +22,9 @@ In one run it
 --profile OUT adds, per pipeline, where the step's time goes (bench/step_profile.py): a torch.profiler trace of
 --profile-steps steps (OUT/<pipeline>.trace.json.gz), the device time by kernel class, the kernels launched
 per step, the time no kernel runs, and a roofline bound from the step's FLOPs and bytes against the
-device's measured bandwidth and matmul rate; the tables go to OUT/profile.md. --cuda-graphs times the
-steps as the training scripts run them with cuda_graphs=true (engine/graphs.py).
+device's measured bandwidth and matmul rate; the tables go to OUT/profile.md. On a GPU our steps are
+replayed as CUDA graphs, as the training scripts run them by default (engine/graphs.py); --no-cuda-graphs
+times them eager.
 """
 from __future__ import annotations
 
@@ -85,7 +86,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", default=".cache/bench", help="folder for the generated images and pack")
     p.add_argument("--amp-dtype", default="auto", choices=("auto", "bf16", "fp16"))
     p.add_argument("--compile", action="store_true", help="torch.compile our networks (not the reference's)")
-    p.add_argument("--cuda-graphs", action="store_true", help="replay our steps as CUDA graphs (cuda_graphs=true)")
+    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
+                   help="replay our steps as CUDA graphs on a GPU, as the training scripts do by default "
+                        "(cuda_graphs=true); --no-cuda-graphs: eager steps")
     p.add_argument("--profile", metavar="OUT", help="profile each pipeline's step: traces and OUT/profile.md")
     p.add_argument("--profile-steps", type=int, default=3, help="steps in each profiler trace")
     p.add_argument("--check-graphs", type=int, metavar="N", default=0,
@@ -218,7 +221,7 @@ def our_step(pipeline: str, cfg: dict, samples: list, device: torch.device, tmp:
     from models import LinearClassifier, SupConNet, build_baseline
     logger = RunLogger(tmp)
     graphs, note = use_cuda_graphs(cfg, device)
-    if cfg["cuda_graphs"]:
+    if cfg["cuda_graphs"] and device.type == "cuda":
         print(note, file=sys.stderr)
     amp = autocast(device, cfg["amp"], cfg["amp_dtype"], cache=not graphs)
     bad = BadImages(tmp, cfg["data"]["max_bad_images"], logger)

@@ -41,7 +41,8 @@ def report(args, cfg, device, info, results, ref, data_rows, flops, peak) -> str
     lines = ["# Benchmark", "", f"Command: `python {' '.join(sys.argv)}`", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
     lines += [f"- device: {device}; precision: {'bf16/fp16 autocast' if device.type == 'cuda' else 'fp32'} (ours), "
-              f"fp32 (reference-style); compile: {cfg['compile']}",
+              f"fp32 (reference-style); compile: {cfg['compile']}; CUDA graphs (ours): "
+              f"{bool(cfg.get('cuda_graphs')) and device.type == 'cuda' and not cfg['compile']}",
               f"- backbone {cfg['backbone']}, {cfg['img_size']} px; batches: pt {cfg['pt']['batch_size']}, supcon "
               f"{cfg['supcon']['batch_size']} x 2 views, mpl {mc['batch_labeled']} labeled + {mc['batch_unlabeled']} "
               f"unlabeled x 2 views; source images {args.images} x {args.source_size} px PNG; reference-style "
