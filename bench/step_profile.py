@@ -138,7 +138,6 @@ def ceilings(device: torch.device, quick: bool = False) -> dict:
     n = (1 << 28 if gpu else 1 << 24) // (16 if quick else 1)  # floats: 1 GiB (GPU), 64 MiB (CPU)
     src, dst = torch.rand(n, device=device), torch.empty(n, device=device)
     bandwidth = 2 * src.numel() * 4 / best(lambda: dst.copy_(src), 10)
-    del src, dst
     k = (8192 if gpu else 1024) // (4 if quick else 1)
     dtype = torch.bfloat16 if gpu else torch.float32
     a, b = torch.randn(k, k, device=device, dtype=dtype), torch.randn(k, k, device=device, dtype=dtype)
