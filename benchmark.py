@@ -50,15 +50,10 @@ from engine.logger import RunLogger
 from engine.update import Updater
 from bench.data_path import data_path
 from bench.report import machine, peak_tflops, report
+from engine.graphs import use_cuda_graphs
 from utils import UserError, run_cli
 
 PIPELINES = ("pt", "supcon", "mpl")
-PROFILE_NOTE = """Per pipeline: device time by class over a profiled window (torch.profiler, kernels classed by name;
-on a CPU, operators' self time classed by name), as ms per step and as % of the step's unprofiled median
-time; the idle row is that time less the time some kernel ran. ops/step, TFLOP, GB and the roofline bound
-come from one step's aten operators (bench/step_profile.py): each operator's FLOPs over the matmul rate or its
-bytes (arguments read once, outputs written once) over the bandwidth, whichever is larger, summed.
-"""
 
 
 # ----------------------------------------------------------------------------------------------- set-up
@@ -218,7 +213,6 @@ def our_step(pipeline: str, cfg: dict, samples: list, device: torch.device, tmp:
     from engine.update import make_optimizer
     from losses import SupConLoss
     from methods import pt, supcon, supconmpl
-    from engine.graphs import use_cuda_graphs
     from models import LinearClassifier, SupConNet, build_baseline
     logger = RunLogger(tmp)
     graphs, note = use_cuda_graphs(cfg, device)
@@ -332,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(text)
         print(text)
         return 0
+    graphed = use_cuda_graphs(cfg, device)[0]
     prof_dir = Path(args.profile) if args.profile else None
     if prof_dir is not None:
         from bench import step_profile as profile
@@ -340,13 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in pipelines:
             step, images, update = our_step(name, cfg, samples, device, Path(tmp) / name)
-            # Counted first: these calls run eagerly (with --cuda-graphs, before the graph is captured).
+            # Counted first: these calls run eagerly (with CUDA graphs: before the graph is captured).
             flops[name] = count_flops(step)
             roof = profile.roofline(step, ceil) if prof_dir is not None else None
             results[name] = {**time_steps(step, args.warmup, args.steps, args.window, device), "images": images}
             if prof_dir is not None:
                 timeline = profile.trace_steps(step, device, args.profile_steps, prof_dir / f"{name}.trace.json.gz")
-                label = name + (" (CUDA graphs)" if cfg["cuda_graphs"] and device.type == "cuda" else "")
+                label = name + (" (CUDA graphs)" if graphed else "")
                 prof_tables.append(profile.profile_table(label, results[name]["median_s"], timeline, roof, ceil,
                                                          device.type))
                 print(prof_tables[-1], file=sys.stderr, flush=True)
@@ -370,12 +365,9 @@ def main(argv: list[str] | None = None) -> int:
                                                         cfg["mpl"]["batch_unlabeled"])
     text = report(args, cfg, device, info, results, ref, data_rows, flops, peak_tflops(args.peak_tflops, device))
     if prof_dir is not None:
-        head = (f"# Step profile\n\nCommand: `python {' '.join(sys.argv)}`\n\n" + "\n".join(
-            f"- {k}: {v}" for k, v in info.items()) + f"\n- compile: {cfg['compile']}; CUDA graphs: "
-            f"{cfg['cuda_graphs']}\n- measured ceilings: memory bandwidth {ceil['bandwidth'] / 1e12:.3g} TB/s "
-            f"(device-to-device copy, read + write), {ceil['matmul_dtype']} matmul {ceil['matmul_flops'] / 1e12:.3g} "
-            "TFLOP/s\n\n" + PROFILE_NOTE)
-        (prof_dir / "profile.md").write_text(head + "\n" + "\n".join(prof_tables))
+        info = {**info, "compile": cfg["compile"], "CUDA graphs": graphed}
+        (prof_dir / "profile.md").write_text(profile.profile_report(f"python {' '.join(sys.argv)}", info, ceil,
+                                                                    prof_tables))
         print(f"profile written to {prof_dir / 'profile.md'}")
     out = Path(args.out or f"bench/results-{device.type}.md")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,8 @@ import sys
 
 import torch
 
+from engine.graphs import use_cuda_graphs
+
 # Dense bf16 tensor-core peaks (vendor datasheets, SXM parts), TFLOP/s, by device-name fragment.
 BF16_PEAK = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "A10": 125.0, "L4": 121.0}
 
@@ -42,7 +44,7 @@ def report(args, cfg, device, info, results, ref, data_rows, flops, peak) -> str
     lines += [f"- {k}: {v}" for k, v in info.items()]
     lines += [f"- device: {device}; precision: {'bf16/fp16 autocast' if device.type == 'cuda' else 'fp32'} (ours), "
               f"fp32 (reference-style); compile: {cfg['compile']}; CUDA graphs (ours): "
-              f"{bool(cfg.get('cuda_graphs')) and device.type == 'cuda' and not cfg['compile']}",
+              f"{use_cuda_graphs(cfg, device)[0]}",
               f"- backbone {cfg['backbone']}, {cfg['img_size']} px; batches: pt {cfg['pt']['batch_size']}, supcon "
               f"{cfg['supcon']['batch_size']} x 2 views, mpl {mc['batch_labeled']} labeled + {mc['batch_unlabeled']} "
               f"unlabeled x 2 views; source images {args.images} x {args.source_size} px PNG; reference-style "

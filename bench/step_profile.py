@@ -247,6 +247,23 @@ def _self_times(ops: list[dict]):
 
 
 # ----------------------------------------------------------------------------------------------- report
+NOTE = """Per pipeline: device time by class over a profiled window (torch.profiler, kernels classed by name;
+on a CPU, operators' self time classed by name), as ms per step and as % of the step's unprofiled median
+time; the idle row is that time less the time some kernel ran. ops/step, TFLOP, GB and the roofline bound
+come from one step's aten operators (bench/step_profile.py): each operator's FLOPs over the matmul rate or its
+bytes (arguments read once, outputs written once) over the bandwidth, whichever is larger, summed.
+"""
+
+
+def profile_report(command: str, info: dict, ceil: dict, tables: list[str]) -> str:
+    """The profile.md of benchmark.py --profile: the command, the machine and settings (`info`), the measured
+    ceilings, what the tables mean, then one table per pipeline (profile_table)."""
+    lines = ["# Step profile", "", f"Command: `{command}`", ""] + [f"- {k}: {v}" for k, v in info.items()]
+    lines.append(f"- measured ceilings: memory bandwidth {ceil['bandwidth'] / 1e12:.3g} TB/s (device-to-device "
+                 f"copy, read + write), {ceil['matmul_dtype']} matmul {ceil['matmul_flops'] / 1e12:.3g} TFLOP/s")
+    return "\n".join(lines) + "\n\n" + NOTE + "\n" + "\n".join(tables)
+
+
 def profile_table(name: str, step_s: float, timeline: dict, roof: dict, ceil: dict, device_type: str) -> str:
     """Markdown: per class, the measured time (per step and as % of the unprofiled step), launches, FLOPs,
     bytes and roofline bound; then the totals and the longest kernels."""
