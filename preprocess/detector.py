@@ -1,21 +1,28 @@
-"""MTCNN face detection as facenet-pytorch runs it, with its two CPU bottlenecks removed.
+"""MTCNN face detection as facenet-pytorch runs it, faster on a CPU.
 
-facenet-pytorch's `detect_face` (the detector of the authors' pipeline) spends about a third of its CPU time
-cutting candidate faces for its second and third stages: one `interpolate(mode="area")` call per candidate
-(about a hundred per frame), each a few hundred microseconds of call overhead for a 24 x 24 or 48 x 48 result.
-`Detector` runs the same three networks with the same weights, thresholds, pyramid, NMS and box regression
-(facenet-pytorch's own helpers), and changes only how the work is done:
+`Detector` runs facenet-pytorch's three networks with the same weights, thresholds, pyramid, NMS and box
+regression (facenet-pytorch's own helpers), and changes only how the work is done. Measured on one core of a
+2-core AMD EPYC (bench/results-extract-cpu.md), in the order of what they saved:
 
-- every candidate of a stage is cut and resampled at once from an integral image of the frames. The result is
+- every resampling is cut from an integral image of the frame (OpenCV's `integral`): the pyramid's levels
+  (separably: row bins, then column bins) and all the candidates of the second and third stages at once
+  (facenet-pytorch: one `interpolate(mode="area")` call per candidate, about a hundred per frame). Both are
   bit-identical to `interpolate(mode="area")` (adaptive average pooling): the same bins, the same integer sums
   (exact in float32 for 8-bit pixels), divided by the bin height and then its width in float32, as ATen does;
-- the networks run on channels-last tensors (faster convolutions and max pooling on CPU; their outputs agree
-  with the default layout to float rounding).
+- PNet runs one frame at a time (a frame's activations stay in the CPU's caches; a batch of 16 frames of
+  640 x 360 made the elementwise passes several times slower per frame), and RNet / ONet 128 / 64 candidates
+  at a time rather than 512;
+- PNet's layers each in their fastest form: the first convolution and PReLU in the default layout, the rest
+  channels-last, its 2 x 2 ceil-mode max pooling as maxima of strided views (exact), its two 1 x 1 heads as
+  one matrix product, and the two-class softmax as the logistic of the difference; RNet and ONet
+  channels-last. These agree with facenet-pytorch's outputs to float rounding.
 
-tests/test_detector.py compares it with facenet-pytorch's `MTCNN.detect` on real frames.
+tests/test_detector.py compares it with facenet-pytorch's `MTCNN.detect` on real frames. CPU only (load_detector
+uses facenet-pytorch's own code on a GPU, faster there).
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,13 +30,32 @@ import torch.nn.functional as F
 
 def integral_image(frames: np.ndarray) -> np.ndarray:
     """[B, H, W, C] uint8 -> [B, H + 1, W + 1, C] running sums (a zero first row and column), so that the sum
-    of any rectangle is four lookups; int32 (exact for frames up to 8 megapixels), int64 beyond."""
+    of any rectangle is four lookups; by OpenCV (10x numpy's cumsum), int32 (exact for frames up to 8
+    megapixels), float64 beyond (exact integers too)."""
     b, h, w, c = frames.shape
-    dtype = np.int32 if 255 * h * w < 2**31 else np.int64
-    ii = np.zeros((b, h + 1, w + 1, c), dtype)
-    np.cumsum(frames, axis=1, dtype=dtype, out=ii[:, 1:, 1:])
-    np.cumsum(ii[:, 1:, 1:], axis=2, out=ii[:, 1:, 1:])
-    return ii
+    depth = cv2.CV_32S if 255 * h * w < 2**31 else cv2.CV_64F
+    out = np.empty((b, h + 1, w + 1, c), np.int32 if depth == cv2.CV_32S else np.float64)
+    for i in range(b):
+        out[i] = cv2.integral(frames[i], sdepth=depth).reshape(h + 1, w + 1, c)
+    return out
+
+
+def area_resize(ii: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One frame's integral image, channels first [C, H + 1, W + 1] -> the frame resampled to size (h, w) as
+    `interpolate(mode="area")` does, [C, h, w] float32; bit-identical to it (the same bins and integer sums,
+    the same divisions). Separable: the rows' bin sums first, then the columns'."""
+    (height, width), (h, w) = (ii.shape[1] - 1, ii.shape[2] - 1), size
+    i, j = np.arange(h), np.arange(w)
+    ys, ye = (i * height) // h, ((i + 1) * height + h - 1) // h
+    xs, xe = (j * width) // w, ((j + 1) * width + w - 1) // w
+    rows = np.take(ii, ye, axis=1)
+    rows -= np.take(ii, ys, axis=1)                                            # [C, h, W + 1]
+    sums = np.take(rows, xe, axis=2)
+    sums -= np.take(rows, xs, axis=2)                                          # [C, h, w]
+    out = sums.astype(np.float32)
+    out /= (ye - ys).astype(np.float32)[:, None]
+    out /= (xe - xs).astype(np.float32)
+    return out
 
 
 def area_crops(ii: np.ndarray, image: np.ndarray, y0: np.ndarray, x0: np.ndarray, h: np.ndarray, w: np.ndarray,
@@ -40,12 +66,30 @@ def area_crops(ii: np.ndarray, image: np.ndarray, y0: np.ndarray, x0: np.ndarray
     i = np.arange(size)
     ys, ye = y0[:, None] + (i * h[:, None]) // size, y0[:, None] + ((i + 1) * h[:, None] + size - 1) // size
     xs, xe = x0[:, None] + (i * w[:, None]) // size, x0[:, None] + ((i + 1) * w[:, None] + size - 1) // size
-    b = image[:, None, None]
-    ys_, ye_, xs_, xe_ = ys[:, :, None], ye[:, :, None], xs[:, None, :], xe[:, None, :]
-    sums = ii[b, ye_, xe_] - ii[b, ys_, xe_] - ii[b, ye_, xs_] + ii[b, ys_, xs_]      # [N, size, size, C]
+    # the four corners of every cell as positions in the flat integral image (one take each: 2.5x faster than
+    # indexing it with four broadcast index arrays)
+    _, rows, cols, c = ii.shape
+    frame_row = (image * rows)[:, None]
+    top, bottom = ((frame_row + ys) * cols * c)[:, :, None, None], ((frame_row + ye) * cols * c)[:, :, None, None]
+    left, right = (xs * c)[:, None, :, None] + np.arange(c), (xe * c)[:, None, :, None] + np.arange(c)
+    flat = ii.reshape(-1)
+    sums = flat[bottom + right] - flat[top + right] - flat[bottom + left] + flat[top + left]   # [N, size, size, C]
     kh, kw = (ye - ys).astype(np.float32), (xe - xs).astype(np.float32)
     # ATen's adaptive_avg_pool2d: sum / kh / kw, in this order, in float32
     return sums.astype(np.float32) / kh[:, :, None, None] / kw[:, None, :, None]
+
+
+def max_pool_2x2_ceil(x: torch.Tensor) -> torch.Tensor:
+    """`max_pool2d(x, 2, 2, ceil_mode=True)` of [N, C, H, W] (PNet's pooling), exactly: the maxima of row pairs,
+    then of column pairs; an odd last row or column is its own window, as in ceil mode."""
+    h, w = x.shape[-2:]
+    rows = torch.maximum(x[..., 0:h - 1:2, :], x[..., 1:h:2, :])
+    if h % 2:
+        rows = torch.cat([rows, x[..., h - 1:, :]], dim=-2)
+    out = torch.maximum(rows[..., 0:w - 1:2], rows[..., 1:w:2])
+    if w % 2:
+        out = torch.cat([out, rows[..., w - 1:]], dim=-1)
+    return out
 
 
 class Detector:
@@ -58,14 +102,34 @@ class Detector:
         from facenet_pytorch.models.utils import detect_face as reference
         self.mtcnn, self.ref = mtcnn, reference
         self.device = torch.device(mtcnn.device)
+        p = mtcnn.pnet    # PNet's two 1 x 1 heads (face / not face, box offsets) as one [6, 32] matrix
+        self.head_w = torch.cat([p.conv4_1.weight, p.conv4_2.weight]).flatten(1).detach()
+        self.head_b = torch.cat([p.conv4_1.bias, p.conv4_2.bias]).detach()
 
-    def _net(self, net, images: np.ndarray) -> tuple:
+    def _net(self, net, images: np.ndarray, chunk: int) -> tuple:
         """Run a stage's network on [N, S, S, 3] float32 pixels (normalised as facenet-pytorch does), channels
-        last, in chunks of 512 as its fixed_batch_process."""
+        last, `chunk` candidates at a time: small enough for a chunk's activations to stay in the CPU's caches
+        (facenet-pytorch's 512 made RNet 1.5x and ONet 1.9x slower per candidate on one core)."""
         x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2)   # [N, 3, S, S], channels-last strides
         x = (x - 127.5) * 0.0078125
-        outs = [net(x[i:i + 512]) for i in range(0, len(x), 512)]
+        outs = [net(x[i:i + chunk]) for i in range(0, len(x), chunk)]
         return tuple(torch.cat(v, dim=0) for v in zip(*outs))
+
+    def _pnet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """facenet-pytorch's PNet on one normalised pyramid level [1, 3, h, w]: box offsets [1, 4, h', w'] and
+        face probabilities [1, h', w']. The same layers and weights, each in its fastest form on a CPU core:
+        the first convolution and PReLU in the default layout (PReLU over 10 channels is slower channels-last),
+        the 2 x 2 max pooling as maxima of strided views (exact; max_pool2d took 2x as long channels-last, 6x
+        in the default layout), the rest channels-last, the two 1 x 1 heads as one matrix product."""
+        p = self.mtcnn.pnet
+        x = F.prelu(F.conv2d(x, p.conv1.weight, p.conv1.bias), p.prelu1.weight)
+        x = max_pool_2x2_ceil(x).contiguous(memory_format=torch.channels_last)
+        x = F.prelu(F.conv2d(x, p.conv2.weight, p.conv2.bias), p.prelu2.weight)
+        x = F.prelu(F.conv2d(x, p.conv3.weight, p.conv3.bias), p.prelu3.weight)
+        y = F.linear(x.permute(0, 2, 3, 1), self.head_w, self.head_b)          # [1, h', w', 2 + 4]
+        # softmax over two classes, as the logistic of their difference (the same to float rounding, 4x faster
+        # than softmax over a strided last dimension)
+        return y[..., 2:].permute(0, 3, 1, 2), torch.sigmoid(y[..., 1] - y[..., 0])
 
     def _cut(self, ii: np.ndarray, boxes: torch.Tensor, image_inds: torch.Tensor, width: int, height: int,
              size: int):
@@ -96,23 +160,30 @@ class Detector:
         threshold, factor = m.thresholds, m.factor
         stack = np.ascontiguousarray(np.stack(frames))                          # [B, H, W, 3] uint8
         batch, height, width = stack.shape[:3]
-        # [B, 3, H, W]: contiguous for the pyramid's resampling (ATen's area kernel is slower on channels last)
-        imgs = torch.from_numpy(stack).to(self.device).permute(0, 3, 1, 2).float().contiguous()
+        ii = integral_image(stack)                                              # the pyramid's and the crops'
+        ii_chw = np.ascontiguousarray(ii.transpose(0, 3, 1, 2))                 # [B, 3, H + 1, W + 1]
 
-        # 1. PNet over the scale pyramid (as facenet-pytorch: 12 / min_face_size, times `factor` while >= 12 px)
+        # 1. PNet over the scale pyramid (as facenet-pytorch: 12 / min_face_size, times `factor` while >= 12 px),
+        # one frame at a time: a frame's tensors stay in the CPU's caches (a batch of 16 frames made every
+        # elementwise pass several times slower per frame)
         scale, minl, scales = 12.0 / m.min_face_size, min(height, width) * 12.0 / m.min_face_size, []
         while minl >= 12:
             scales.append(scale)
             scale, minl = scale * factor, minl * factor
         boxes, image_inds, picks, offset = [], [], [], 0
         for scale in scales:
-            im = F.interpolate(imgs, size=(int(height * scale + 1), int(width * scale + 1)), mode="area")
-            reg, probs = m.pnet(((im - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last))
-            boxes_s, inds_s = ref.generateBoundingBox(reg, probs[:, 1], scale, threshold[0])
-            boxes.append(boxes_s)
-            image_inds.append(inds_s)
-            picks.append(ref.batched_nms(boxes_s[:, :4], boxes_s[:, 4], inds_s, 0.5) + offset)
-            offset += boxes_s.shape[0]
+            size = (int(height * scale + 1), int(width * scale + 1))
+            for b in range(batch):
+                level = area_resize(ii_chw[b], size)                            # [3, h, w]
+                level -= 127.5                                                  # normalised as facenet-pytorch
+                level *= 0.0078125
+                reg, probs = self._pnet(torch.from_numpy(level)[None].to(self.device))
+                boxes_s, inds_s = ref.generateBoundingBox(reg, probs, scale, threshold[0])
+                inds_s += b
+                boxes.append(boxes_s)
+                image_inds.append(inds_s)
+                picks.append(ref.batched_nms(boxes_s[:, :4], boxes_s[:, 4], inds_s, 0.5) + offset)
+                offset += boxes_s.shape[0]
         picks = torch.cat(picks)
         boxes, image_inds = torch.cat(boxes)[picks], torch.cat(image_inds)[picks]
         pick = ref.batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
@@ -122,13 +193,12 @@ class Detector:
                              boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
                              boxes[:, 4]]).permute(1, 0)
         boxes = ref.rerec(boxes)
-        ii = integral_image(stack) if len(boxes) else None
 
         # 2. RNet on 24 x 24 crops of the candidates
         if len(boxes):
             crops, ok = self._cut(ii, boxes, image_inds, width, height, 24)
             boxes, image_inds = boxes[ok], image_inds[ok]
-            reg, prob = self._net(m.rnet, crops)
+            reg, prob = self._net(m.rnet, crops, 128)
             score = prob[:, 1]
             keep = score > threshold[1]
             boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
@@ -142,7 +212,7 @@ class Detector:
         if len(boxes):
             crops, ok = self._cut(ii, boxes, image_inds, width, height, 48)
             boxes, image_inds = boxes[ok], image_inds[ok]
-            reg, marks, prob = self._net(m.onet, crops)
+            reg, marks, prob = self._net(m.onet, crops, 64)
             score = prob[:, 1]
             keep = score > threshold[2]
             marks = marks[keep].permute(1, 0)                                    # [10, K]
