@@ -164,7 +164,7 @@ class Detector:
         ii_chw = np.ascontiguousarray(ii.transpose(0, 3, 1, 2))                 # [B, 3, H + 1, W + 1]
 
         # 1. PNet over the scale pyramid (as facenet-pytorch: 12 / min_face_size, times `factor` while >= 12 px),
-        # one frame at a time (its activations stay in the caches); candidates in facenet-pytorch's order
+        # one frame at a time (its activations stay in the caches): the same candidates as facenet-pytorch's batch
         scale, minl, scales = 12.0 / m.min_face_size, min(height, width) * 12.0 / m.min_face_size, []
         while minl >= 12:
             scales.append(scale)
