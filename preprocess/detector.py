@@ -43,7 +43,8 @@ def integral_image(frames: np.ndarray) -> np.ndarray:
 def area_resize(ii: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """One frame's integral image, channels first [C, H + 1, W + 1] -> the frame resampled to size (h, w) as
     `interpolate(mode="area")` does, [C, h, w] float32; bit-identical to it (the same bins and integer sums,
-    the same divisions). Separable: the rows' bin sums first, then the columns'."""
+    the same divisions) for every size but 1 x 1, which ATen computes as a mean (MTCNN's levels are >= 12 px).
+    Separable: the rows' bin sums first, then the columns'."""
     (height, width), (h, w) = (ii.shape[1] - 1, ii.shape[2] - 1), size
     i, j = np.arange(h), np.arange(w)
     ys, ye = (i * height) // h, ((i + 1) * height + h - 1) // h
