@@ -28,7 +28,9 @@ def test_area_crops_are_bit_identical_to_interpolate_area():
     image = rng.integers(0, 2, n)
     tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     for size in (24, 48):
-        ours = area_crops(ii, image, y0, x0, h, w, size)
+        ours = np.empty((n, size, size, 3), np.float32)
+        for b in range(2):
+            ours[image == b] = area_crops(ii[b], *(v[image == b] for v in (y0, x0, h, w)), size)
         for k in range(n):
             ref = F.interpolate(tensor[image[k]:image[k] + 1, :, y0[k]:y0[k] + h[k], x0[k]:x0[k] + w[k]],
                                 size=(size, size), mode="area")[0].permute(1, 2, 0).numpy()
