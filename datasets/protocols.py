@@ -149,13 +149,17 @@ def record_splits(sets: dict, run_dir: Path) -> None:
         write_splits(run_dir / "splits.csv", sets)
 
 
-def prepare_data(cfg: dict) -> None:
+def prepare_data(cfg: dict, training: bool = False) -> None:
     """Generate the embedded demo benchmark first if the config asks for it and it is missing (and its
-    pack, when the config trains from it)."""
+    pack, when the config trains from it; with `training`, its stand-in for ImageNet weights when the config
+    starts from them)."""
     if cfg["data"].get("demo"):
-        from preprocess.demo import ensure_demo
+        from preprocess.demo import PRETRAINED, ensure_demo
         root = resolve_path(cfg["data"]["demo"])
         packed = cfg["data"]["packed"] and resolve_path(cfg["data"]["packed"]) == root / "pack"
+        # the demo's stand-in for ImageNet weights only for a training run that starts from them (configs/demo.yaml)
+        starts = (cfg.get("pretrained"), (cfg.get("mpl") or {}).get("student_pretrained"))
+        stand_in = training and any(isinstance(w, str) and resolve_path(w) == root / PRETRAINED for w in starts)
         if is_main_process():  # one process writes it; the others wait for it
-            ensure_demo(root, pack_size=cfg["img_size"] if packed else None)
+            ensure_demo(root, pack_size=cfg["img_size"] if packed else None, pretrained=stand_in)
         barrier()

@@ -126,7 +126,7 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     amp = autocast(device, cfg["amp"], cfg["amp_dtype"])
 
     # Data: labeled and unlabeled, as SupCon-MPL (same batch sizes, steps and protocols)
-    prepare_data(cfg)
+    prepare_data(cfg, training=True)
     sets = training_sets(cfg)
     labeled = role_samples(sets, "labeled", {"mpl.batch_labeled": mc["batch_labeled"]})
     unlabeled = role_samples(sets, "unlabeled", {"mpl.batch_unlabeled": mc["batch_unlabeled"]})

@@ -41,7 +41,7 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     amp = autocast(device, cfg["amp"], cfg["amp_dtype"], cache=not graphs)
 
     # Data (checked before anything is written; test sets too, so that a missing root fails now)
-    prepare_data(cfg)
+    prepare_data(cfg, training=True)
     sets = training_sets(cfg)
     labeled = role_samples(sets, "labeled", {"pt.batch_size": pc["batch_size"]})
 

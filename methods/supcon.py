@@ -70,7 +70,7 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     amp = autocast(device, cfg["amp"], cfg["amp_dtype"], cache=not graphs)
 
     # Data (checked before anything is written; test sets too, so that a missing root fails now)
-    prepare_data(cfg)
+    prepare_data(cfg, training=True)
     sets = training_sets(cfg)
     labeled = role_samples(sets, "labeled", {"supcon.batch_size": sc["batch_size"],
                                              "supcon.classifier_batch_size": sc["classifier_batch_size"]})

@@ -163,7 +163,7 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     amp = autocast(device, cfg["amp"], cfg["amp_dtype"], cache=not graphs)
 
     # Data (checked before anything is trained): labeled (two views) and a separate unlabeled source
-    prepare_data(cfg)
+    prepare_data(cfg, training=True)
     sets = training_sets(cfg)
     labeled = role_samples(sets, "labeled", {"mpl.batch_labeled": mc["batch_labeled"],
                                              "supcon.batch_size": sc["batch_size"],

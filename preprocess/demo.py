@@ -168,12 +168,33 @@ def _write_tree(tmp: Path, params: dict) -> None:
                     _write(tmp / POSTGEN / f"{vid:03d}_{f:04d}.png", _compress(fake, quality))
     (tmp / "README.txt").write_text(__doc__)
     if params.get("pretrained"):
-        from preprocess.demo_pretrain import pretrain
-        capture = {"video_track": _video_track, "crop": _crop, "add_sensor_noise": _add_sensor_noise,
-                   "compress": _compress}
-        pretrain(tmp / PRETRAINED, photos, capture, size=size, seed=seed)
+        _pretrain(tmp / PRETRAINED, photos, params)
     # The marker goes last: a folder without it was never completed.
     (tmp / MARKER).write_text(json.dumps({"generator": GENERATOR, **params}, indent=2) + "\n")
+
+
+def _pretrain(path: Path, photos: list, params: dict) -> None:
+    """The stand-in for ImageNet weights (preprocess/demo_pretrain.py), a function of the demo's parameters
+    alone: the same file whether written with the demo or added to it later."""
+    from preprocess.demo_pretrain import pretrain
+    capture = {"video_track": _video_track, "crop": _crop, "add_sensor_noise": _add_sensor_noise,
+               "compress": _compress}
+    pretrain(path, photos, capture, size=params["size"], seed=params["seed"])
+
+
+def _add_pretrained(out: Path, current: dict) -> None:
+    """Add the stand-in weights to the complete demo at `out` that lacks them (the caller holds the lock):
+    written beside it, renamed into place, then the marker rewritten to say so."""
+    from utils import atomic_write_text
+    print(f"adding the stand-in for ImageNet weights to the demo benchmark at {out} (takes a minute)",
+          file=sys.stderr)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        _pretrain(tmp / PRETRAINED, load_photos(), current)
+        os.replace(tmp / PRETRAINED, out / PRETRAINED)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_text(out / MARKER, json.dumps({**current, "pretrained": True}, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- guarding the target
@@ -249,15 +270,21 @@ def generate(out: str | os.PathLike, seed: int = 0, size: int = 64, train_ids: i
              frames: int = 8, quiet: bool = False, replace: bool = True, pretrained: bool = False) -> Path:
     """Write the demo benchmark at `out` and return it. Written into a private temporary sibling under a lock,
     then renamed into place, so a reader never sees a partial demo and two writers never mix. An existing
-    demo with the same parameters is kept (replace=False) or replaced (replace=True); anything at `out`
-    that is not a demo written by this project is never touched (UserError)."""
+    demo with the same parameters is kept (replace=False; the stand-in weights added to it if `pretrained`
+    and it lacks them) or replaced (replace=True); anything at `out` that is not a demo written by this
+    project is never touched (UserError)."""
     out = Path(out).absolute()
     params = dict(version=DEMO_VERSION, seed=seed, size=size, train_ids=train_ids, test_ids=test_ids, frames=frames,
                   pretrained=pretrained)
     with _demo_lock(out):
         current = demo_params(out)
-        if not replace and current is not None and {k: current.get(k) for k in params} == params:
-            return out  # another process wrote it while this one waited for the lock
+        if not replace and current is not None and all(current.get(k) == v for k, v in params.items()
+                                                       if k != "pretrained"):
+            # another process wrote it while this one waited for the lock, or an earlier run that needed no
+            # stand-in weights did
+            if pretrained and not current.get("pretrained"):
+                _add_pretrained(out, current)
+            return out
         _check_replaceable(out)
         for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by killed runs (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
@@ -281,17 +308,21 @@ def generate(out: str | os.PathLike, seed: int = 0, size: int = 64, train_ids: i
     return out
 
 
-def ensure_demo(root: str | os.PathLike, seed: int = 0, pack_size: int | None = None) -> Path:
-    """The demo benchmark at `root` (with its stand-in for ImageNet weights), generated first unless a
-    complete one of this version and seed is there; with `pack_size`, also its training images packed at
-    <root>/pack. Safe with several processes at once (they wait for one writer)."""
+def ensure_demo(root: str | os.PathLike, seed: int = 0, pack_size: int | None = None,
+                pretrained: bool = True) -> Path:
+    """The demo benchmark at `root`, generated first unless a complete one of this version and seed is there;
+    with `pretrained`, also its stand-in for ImageNet weights (added to a demo that lacks them: a minute of
+    training that a run starting from other weights, or `datasets describe`, need not wait for); with
+    `pack_size`, also its training images packed at <root>/pack. Safe with several processes at once (they
+    wait for one writer)."""
     root = Path(root)
     params = demo_params(root)
     ready = params is not None and params.get("version") == DEMO_VERSION and params.get("seed") == seed
     if not ready:
         _check_replaceable(root.absolute())  # before saying anything: a folder that is not ours is refused
         print(f"demo benchmark not found at {root}: generating it (takes a minute)", file=sys.stderr)
-        generate(root, seed=seed, replace=False, pretrained=True)
+    if not ready or (pretrained and not params.get("pretrained")):
+        generate(root, seed=seed, replace=False, pretrained=pretrained)
     if pack_size and not (root / PACK / "meta.json").is_file():
         with _demo_lock(root.absolute()):
             if not (root / PACK / "meta.json").is_file():

@@ -1,4 +1,5 @@
 """Nothing the project did not create is ever deleted, and concurrent runs never leave a partial demo."""
+import hashlib
 import subprocess
 
 import pytest
@@ -74,3 +75,29 @@ def test_two_first_runs_generating_the_demo_at_once_get_the_whole_demo(tmp_path)
     # 100 train ids (half labeled) x (Real + Deepfakes) x 8 frames: the whole demo, not a truncated one.
     assert '"images": 800' in counts[0]
     assert sum(1 for p in demo.rglob("*.png")) == 4960
+    # `describe` trains nothing: the stand-in for ImageNet weights waits for a run that starts from it
+    assert not (demo / "pretrained-test_resnet.pth").exists()
+
+
+def test_the_stand_in_weights_are_added_when_a_run_first_needs_them_from_the_same_inputs(tmp_path, monkeypatch):
+    """A demo generated without its stand-in weights gets them later from the same inputs (so the same file) as
+    a demo generated with them; its images are left as they were."""
+    import preprocess.demo_pretrain
+    from preprocess.demo import PRETRAINED, demo_params, generate
+
+    def pretrain(out, photos, capture, size, seed):  # records what the weights would be trained from
+        digest = hashlib.sha256(b"".join(p.tobytes() for p in photos)).hexdigest()
+        out.write_text(f"{digest} size={size} seed={seed} {sorted(capture)}")
+    monkeypatch.setattr(preprocess.demo_pretrain, "pretrain", pretrain)
+    kw = dict(seed=3, size=16, train_ids=2, test_ids=2, frames=1, quiet=True)
+    at_once = generate(tmp_path / "a", pretrained=True, **kw)
+    later = generate(tmp_path / "b", pretrained=False, **kw)
+    assert not (later / PRETRAINED).exists() and demo_params(later)["pretrained"] is False
+    images = {p: p.read_bytes() for p in later.rglob("*.png")}
+    generate(later, replace=False, pretrained=True, **kw)
+    assert (later / PRETRAINED).read_text() == (at_once / PRETRAINED).read_text()
+    assert demo_params(later)["pretrained"] is True
+    assert {p: p.read_bytes() for p in later.rglob("*.png")} == images
+    assert not list(tmp_path.glob(".b.partial-*"))  # no partial folder left beside it
+    generate(later, replace=False, pretrained=False, **kw)  # a run that needs no weights keeps them
+    assert (later / PRETRAINED).exists() and demo_params(later)["pretrained"] is True
