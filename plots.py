@@ -16,7 +16,7 @@ def _pyplot():
 
 def roc_plot(curves: dict[str, tuple[str | None, np.ndarray, np.ndarray]], path: Path, title: str) -> Path | None:
     """ROC curve of every test set on one figure: known sets solid, unknown dashed, AUC in the legend."""
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from metrics import roc_auc, roc_curve
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 6))
     drawn = 0
@@ -25,7 +25,7 @@ def roc_plot(curves: dict[str, tuple[str | None, np.ndarray, np.ndarray]], path:
             continue
         fpr, tpr, _ = roc_curve(labels, scores)
         style = "--" if split == "unknown" else "-"
-        ax.plot(fpr, tpr, style, lw=2, label=f"{name} ({split or 'test'}) AUC {100 * roc_auc_score(labels, scores):.1f}")
+        ax.plot(fpr, tpr, style, lw=2, label=f"{name} ({split or 'test'}) AUC {100 * roc_auc(labels, scores):.1f}")
         drawn += 1
     if not drawn:
         plt.close(fig)

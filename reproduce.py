@@ -159,7 +159,7 @@ def paired_bootstrap(pairs: list[tuple[dict, dict]], n_boot: int = 1000, seed: i
     """SupCon-MPL minus another method, per metric: the mean over seeds of the difference and its 95% CI
     from resampling test videos (the same resample for both methods; seeds pooled by averaging).
     pairs: per seed, (predictions of SupCon-MPL, predictions of the other), as `predictions` returns."""
-    from sklearn.metrics import roc_auc_score
+    from metrics import roc_auc
     rng = np.random.default_rng(seed)
     diffs = {"acc": [], "auc": []}
     for ours, theirs in pairs:
@@ -172,12 +172,12 @@ def paired_bootstrap(pairs: list[tuple[dict, dict]], n_boot: int = 1000, seed: i
         correct = ((a >= 0.5) == y).astype(float) - ((b >= 0.5) == y).astype(float)
         diffs["acc"].append(np.concatenate([[correct.mean()], (w @ correct) / w.sum(axis=1)]))
         two = len(np.unique(y)) == 2
-        auc = [roc_auc_score(y, a) - roc_auc_score(y, b)] if two else []
+        auc = [roc_auc(y, a) - roc_auc(y, b)] if two else []
         for k in range(min(n_boot, 200) if two else 0):  # AUC: fewer resamples (each is a full ROC)
             keep = w[k] > 0
             if len(np.unique(y[keep])) == 2:
-                auc.append(roc_auc_score(y[keep], a[keep], sample_weight=w[k][keep])
-                           - roc_auc_score(y[keep], b[keep], sample_weight=w[k][keep]))
+                auc.append(roc_auc(y[keep], a[keep], sample_weight=w[k][keep])
+                           - roc_auc(y[keep], b[keep], sample_weight=w[k][keep]))
         diffs["auc"].append(np.array(auc))
     out = {}
     for metric, per_seed in diffs.items():
