@@ -15,7 +15,8 @@ regression (facenet-pytorch's own helpers), and changes only how the work is don
 - PNet's layers each in their fastest form: the first convolution and PReLU in the default layout, the rest
   channels-last, its 2 x 2 ceil-mode max pooling as maxima of strided views (exact), its two 1 x 1 heads as
   one matrix product, and the two-class softmax as the logistic of the difference; RNet and ONet
-  channels-last. These agree with facenet-pytorch's outputs to float rounding.
+  channels-last; the channels-last PReLUs of PNet and RNet over their [N H W, C] view (exact). These agree
+  with facenet-pytorch's outputs to float rounding.
 
 tests/test_detector.py compares it with facenet-pytorch's `MTCNN.detect` on real frames. CPU only (load_detector
 uses facenet-pytorch's own code on a GPU, faster there).
