@@ -50,8 +50,7 @@ def average_precision(labels, scores) -> float:
     average_precision_score, not interpolated). Needs a fake image."""
     labels, scores = np.asarray(labels).astype(np.int64), np.asarray(scores, dtype=np.float64)
     fps, tps, _ = _counts_at_thresholds(labels, scores)
-    called = tps + fps
-    precision = np.where(called != 0, tps / np.where(called != 0, called, 1), 0.0)
+    precision = tps / (tps + fps)  # every threshold calls at least one image fake
     precision, recall = np.r_[precision[::-1], 1.0], np.r_[(tps / tps[-1])[::-1], 0.0]
     return float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))
 
