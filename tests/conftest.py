@@ -1,20 +1,26 @@
 """Shared fixtures: a tiny demo tree in the FF++ layout and a tiny config pointing at it."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
+import warm_python
+
 REPO = Path(__file__).resolve().parent.parent
 
 # pytest.ini runs the suite in two worker processes (pytest-xdist): one core each, so that the commands the
-# tests start (training runs, mostly) use one thread of arithmetic instead of competing for both cores.
+# tests start (training runs, mostly) use one thread of arithmetic instead of competing for both cores. (Also
+# with -n 0: the warm server below is started with it, and a command asking for other threads runs cold.)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
     torch.set_num_threads(1)
 
@@ -60,10 +66,48 @@ def tiny_config_file(tiny_demo, tmp_path) -> Path:
     return path
 
 
-def run(args: list[str], cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run a command the way a user would, from the repository root."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run(args: list[str], cwd: Path = REPO, timeout: int = 300, cold: bool = False) -> subprocess.CompletedProcess:
+    """Run a command the way a user would, from the repository root (cold: in fresh interpreters)."""
+    env = {**(cold_env() if cold else os.environ), "PYTHONUNBUFFERED": "1"}
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-PY = sys.executable
+# `python` for the commands the tests run: tests/warm_python.py's client, which runs them in forks of a server
+# that imported torch & co. once (the suite's time was mostly those imports), or execs the real interpreter
+# while the server is starting, for what it cannot run, and with SUPCON_TESTS_COLD=1.
+REAL_PY = sys.executable
+_BIN = tempfile.mkdtemp(prefix="supcon-warm-")
+if len(_BIN) > 90:  # a Unix socket's path must fit in 108 bytes
+    shutil.rmtree(_BIN)
+    _BIN = tempfile.mkdtemp(prefix="supcon-warm-", dir="/tmp")
+atexit.register(shutil.rmtree, _BIN, True)
+PY = warm_python.install(_BIN)
+
+
+def cold_env() -> dict:
+    """The environment for fresh interpreters: for tests comparing separate processes (a warm server's
+    children share its string hash seed)."""
+    env = {k: v for k, v in os.environ.items() if k != warm_python.SOCKET_ENV}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != _BIN)
+    return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_python_server():
+    if os.environ.get("SUPCON_TESTS_COLD"):
+        yield None
+        return
+    sock = os.path.join(_BIN, "server.sock")
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import warm_python; "
+            "warm_python.main()")
+    with open(os.path.join(_BIN, "server.log"), "w") as log:
+        # (OMP_NUM_THREADS=1, above: OpenBLAS would otherwise start threads at import, and a server with
+        # threads refuses to fork children that would lack them.)
+        server = subprocess.Popen([REAL_PY, "-c", code, sock, str(os.getpid())], cwd=REPO,
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    # The clients use the server once its socket is there (after its imports); until then they run cold.
+    os.environ[warm_python.SOCKET_ENV] = sock
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
+    yield server
+    server.terminate()
+    server.wait(timeout=30)

@@ -72,7 +72,7 @@ def test_training_is_deterministic_on_cpu(tiny_demo, tmp_path):
     for name in ("a", "b"):
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(tiny_config(tiny_demo, tmp_path / name)))
-        res = run([PY, "train_pt.py", "--config", str(path)])
+        res = run([PY, "train_pt.py", "--config", str(path)], cold=True)  # fresh interpreters: own hash seeds
         assert res.returncode == 0, res.stderr
         weights.append(torch.load(tmp_path / name / "tiny" / "pt" / "pt.tar", weights_only=True)["model_state_dict"])
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import PY, REPO, run, tiny_config
+from conftest import PY, REPO, cold_env, run, tiny_config
 
 
 def one_line_error(res, *needles):
@@ -30,8 +30,9 @@ def config_file(tmp_path, demo, name="cfg", **extra):
     return path
 
 
-def start(args):
-    return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(args, cold=False):
+    return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cold_env() if cold else None)
 
 
 def wait_for(path, timeout=120):
@@ -50,7 +51,7 @@ def kill(proc):
 @pytest.mark.slow
 def test_a_second_run_into_a_running_folder_stops_and_a_dead_runs_lock_does_not_block(tiny_demo, tmp_path):
     cfg = config_file(tmp_path, tiny_demo, pt={"steps": 400, "batch_size": 8}, checkpoint_every=5)
-    first = start([PY, "train_pt.py", "--config", str(cfg)])
+    first = start([PY, "train_pt.py", "--config", str(cfg)], cold=True)  # (its pid is the program's)
     folder = tmp_path / "runs" / "tiny" / "pt"
     wait_for(folder / "train_log.jsonl")
     second = run([PY, "train_pt.py", "--config", str(cfg), "pt.lr=0.5", "--run-name", "tiny"])
