@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -22,12 +23,14 @@ REPORT = ("import json, os, sys; print(json.dumps({'argv': sys.argv, 'cwd': os.g
 
 
 @pytest.fixture
-def warm():
+def warm(warm_python_server):
     """Waits for this worker's server to have finished its imports."""
     sock = os.environ[warm_python.SOCKET_ENV]
     deadline = time.time() + 180
     while not os.path.exists(sock):
-        assert time.time() < deadline, "the warm server did not start"
+        log = Path(sock).with_name("server.log")
+        assert warm_python_server.poll() is None, f"the warm server ended: {log.read_text()[-2000:]}"
+        assert time.time() < deadline, "the warm server did not start in 3 minutes"
         time.sleep(0.2)
 
 

@@ -222,7 +222,10 @@ def serve(path: str, parent: int) -> dict:
                 os.close(fd)
             continue
         if _needs_cold(request["env"]):
-            _send_msg(conn, {"cold": True})
+            try:
+                _send_msg(conn, {"cold": True})
+            except OSError:
+                pass
             conn.close()
             for fd in fds:
                 os.close(fd)
@@ -240,7 +243,10 @@ def serve(path: str, parent: int) -> dict:
         for fd in fds:
             os.close(fd)
         children[pid] = conn
-        _send_msg(conn, {"pid": pid})
+        try:
+            _send_msg(conn, {"pid": pid})
+        except OSError:  # the caller is gone already: the next look kills the command
+            pass
     for pid in list(children):
         _kill_group(pid, end)
     sys.exit(0)
