@@ -10,13 +10,15 @@ threads are joined, atexit functions run and streams flushed, and the modules ar
 
 Pieces:
   serve(socket)    the server (one per pytest worker, started by conftest): forks a child per request,
-                   reports the child's pid and how it ended; kills the child when the caller goes away
-                   (the caller was killed with SIGKILL, say);
+                   reports the child's pid and how it ended; kills the child's process group when the caller
+                   goes away (killed with SIGKILL, say), before it serves anything else;
+  become, main     in the child: the caller's fds, directory, environment and sys.path, then the program
+                   run as CPython runs a script, `-m` or `-c`, and its end (status, traceback) as CPython's;
   client (`bin/python`, `bin/python3`, written by `install`)
                    what the tests and the shell scripts run as `python`: sends its argv, cwd, environment
                    and fds 0-2 to the server, forwards the signals it gets, and exits as the child did.
                    Anything it does not understand (`-X`, `-W`, stdin as the program, no server) it hands
-                   to the real interpreter with exec, so it is never wrong, only sometimes cold.
+                   to the real interpreter with exec.
 
 Where a warm command differs from a fresh interpreter:
   - it shares the server's string hash seed with its siblings, and the modules the server imported (torch &
@@ -278,7 +280,10 @@ def _kill_group(pid: int, ended, timeout: float = 10.0) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    ended(pid, os.waitpid(pid, 0)[1])
+    try:
+        ended(pid, os.waitpid(pid, 0)[1])
+    except ChildProcessError:  # reaped already (while waiting for another group)
+        pass
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -328,7 +333,7 @@ def _stdio(fd: int, write: bool, unbuffered: bool, like) -> object:
 
 def become(request: dict, base_path: list[str]) -> None:
     """In a forked child: take the caller's fds, cwd, environment and command line, then run the program
-    as `python` would (exceptions and SystemExit propagate to the interpreter, which reports them)."""
+    as `python` would (its exceptions and SystemExit propagate to main, which ends the process as CPython)."""
     import importlib
     import random
     import runpy
