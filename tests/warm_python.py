@@ -134,15 +134,11 @@ def client(python: str) -> None:
         os.kill(pid, signum)
     for s in FORWARD:
         signal.signal(s, forward)
-    while True:
-        try:
-            end = _recv_msg(sock)
-            break
-        except InterruptedError:
-            continue
-        except EOFError:
-            sys.stderr.write("tests/warm_python.py: the server went away while the command ran\n")
-            os._exit(1)
+    try:  # (a forwarded signal does not interrupt the wait: Python retries the read, PEP 475)
+        end = _recv_msg(sock)
+    except EOFError:
+        sys.stderr.write("tests/warm_python.py: the server went away while the command ran\n")
+        os._exit(1)
     if end.get("signal"):  # end as the child did: killed by the same signal
         signal.signal(end["signal"], signal.SIG_DFL)
         os.kill(os.getpid(), end["signal"])
