@@ -89,14 +89,17 @@ def ours(videos: list, out: Path, sample: int, device: str, workers: int, min_fa
     return sum(1 for _ in summary["done"]) * sample
 
 
-def timed(fn, repeat: int) -> tuple[float, int]:
-    """The best of `repeat` runs (seconds) and the frames detected on."""
-    best = float("inf")
+def timed(fns: list, repeat: int) -> list[tuple[float, int]]:
+    """Each of `fns` run `repeat` times, in rounds (every function once per round, so that a machine whose
+    speed drifts between minutes slows all rows alike); per function the best time (seconds) and the frames
+    detected on."""
+    best, frames = [float("inf")] * len(fns), [0] * len(fns)
     for _ in range(repeat):
-        start = time.perf_counter()
-        frames = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, frames
+        for k, fn in enumerate(fns):
+            start = time.perf_counter()
+            frames[k] = fn()
+            best[k] = min(best[k], time.perf_counter() - start)
+    return list(zip(best, frames))
 
 
 def main() -> int:
@@ -108,7 +111,8 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="ours with this many processes too")
     p.add_argument("--min-face", type=int, help="also ours with extract_faces --min-face (e.g. 60)")
-    p.add_argument("--repeat", type=int, default=3, help="runs per row, the fastest kept (a shared machine is noisy)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="rounds of every row, the fastest of each row kept (a shared machine is noisy)")
     args = p.parse_args()
     import torch
     torch.set_num_threads(1)
@@ -118,19 +122,19 @@ def main() -> int:
         videos = make_videos(tmp / "videos", args.videos, args.frames, width, height)
         print(f"{args.videos} videos of {args.frames} frames at {width}x{height}, {args.sample} sampled per video, "
               f"device {args.device}, {os.cpu_count()} cores", flush=True)
-        rows = []
-        t, n = timed(lambda: reference_loop(videos, tmp / "ref", args.sample, args.device), args.repeat)
-        rows.append(("reference-style loop, 1 process", t, n, 1))
-        t, n = timed(lambda: ours(videos, tmp / "ours1", args.sample, args.device, 1, None), args.repeat)
-        rows.append(("extract_faces --workers 1", t, n, 1))
-        t, n = timed(lambda: ours(videos, tmp / "ours_ref", args.sample, args.device, 1, None, True), args.repeat)
-        rows.append(("extract_faces --workers 1 --reference-detector", t, n, 1))
+        runs = [("reference-style loop, 1 process", 1,
+                 lambda: reference_loop(videos, tmp / "ref", args.sample, args.device)),
+                ("extract_faces --workers 1", 1,
+                 lambda: ours(videos, tmp / "ours1", args.sample, args.device, 1, None)),
+                ("extract_faces --workers 1 --reference-detector", 1,
+                 lambda: ours(videos, tmp / "ours_ref", args.sample, args.device, 1, None, True))]
         if args.min_face:
-            t, n = timed(lambda: ours(videos, tmp / "ours_mf", args.sample, args.device, 1, args.min_face), args.repeat)
-            rows.append((f"extract_faces --workers 1 --min-face {args.min_face}", t, n, 1))
+            runs.append((f"extract_faces --workers 1 --min-face {args.min_face}", 1,
+                         lambda: ours(videos, tmp / "ours_mf", args.sample, args.device, 1, args.min_face)))
         if args.workers > 1 and args.device == "cpu":
-            t, n = timed(lambda: ours(videos, tmp / "oursN", args.sample, args.device, args.workers, None), args.repeat)
-            rows.append((f"extract_faces --workers {args.workers}", t, n, args.workers))
+            runs.append((f"extract_faces --workers {args.workers}", args.workers,
+                         lambda: ours(videos, tmp / "oursN", args.sample, args.device, args.workers, None)))
+        rows = [(what, t, n, cores) for (what, cores, _), (t, n) in zip(runs, timed([r[2] for r in runs], args.repeat))]
         for what, t, n, cores in rows:
             print(f"{what:<48} {t:7.1f} s  {n / t:6.2f} frames/s  {args.videos / t:6.3f} videos/s  "
                   f"({n / t / cores:.2f} frames/s per core)")

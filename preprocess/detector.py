@@ -9,13 +9,14 @@ regression (facenet-pytorch's own helpers), and changes only how the work is don
   once (facenet-pytorch: one `interpolate(mode="area")` call per candidate, about a hundred per frame). Both are
   bit-identical to `interpolate(mode="area")` (adaptive average pooling): the same bins, the same integer sums
   (exact in float32 for 8-bit pixels), divided by the bin height and then its width in float32, as ATen does;
-- PNet runs one frame at a time (a frame's activations stay in the CPU's caches; a batch of 16 frames of
-  640 x 360 made the elementwise passes several times slower per frame), and RNet / ONet 128 / 64 candidates
-  at a time rather than 512;
+- PNet runs each pyramid level on about 200,000 pixels of frames at a time: one or two frames at the largest
+  levels (their activations stay in the CPU's caches; a batch of 16 frames of 640 x 360 made the elementwise
+  passes several times slower per frame), many at the small ones (one frame of those is mostly per-call
+  overhead); RNet / ONet 128 / 32 candidates at a time rather than 512;
 - PNet's layers each in their fastest form: the first convolution and PReLU in the default layout, the rest
   channels-last, its 2 x 2 ceil-mode max pooling as maxima of strided views (exact), its two 1 x 1 heads as
   one matrix product, and the two-class softmax as the logistic of the difference; RNet and ONet
-  channels-last; the channels-last PReLUs of PNet and RNet over their [N H W, C] view (exact). These agree
+  channels-last; the channels-last PReLUs of the three networks over their [N H W, C] view (exact). These agree
   with facenet-pytorch's outputs to float rounding.
 
 tests/test_detector.py compares it with facenet-pytorch's `MTCNN.detect` on real frames. CPU only (load_detector
@@ -42,18 +43,18 @@ def integral_image(frames: np.ndarray) -> np.ndarray:
 
 
 def area_resize(ii: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """One frame's integral image, channels first [C, H + 1, W + 1] -> the frame resampled to size (h, w) as
-    `interpolate(mode="area")` does, [C, h, w] float32; bit-identical to it (the same bins and integer sums,
-    the same divisions) for every size but 1 x 1, which ATen computes as a mean (MTCNN's levels are >= 12 px).
-    Separable: the rows' bin sums first, then the columns'."""
-    (height, width), (h, w) = (ii.shape[1] - 1, ii.shape[2] - 1), size
+    """Integral images, channels first [..., C, H + 1, W + 1] (one frame or a batch) -> the frames resampled to
+    size (h, w) as `interpolate(mode="area")` does, [..., C, h, w] float32; bit-identical to it (the same bins
+    and integer sums, the same divisions) for every size but 1 x 1, which ATen computes as a mean (MTCNN's
+    levels are >= 12 px). Separable: the rows' bin sums first, then the columns'."""
+    (height, width), (h, w) = (ii.shape[-2] - 1, ii.shape[-1] - 1), size
     i, j = np.arange(h), np.arange(w)
     ys, ye = (i * height) // h, ((i + 1) * height + h - 1) // h
     xs, xe = (j * width) // w, ((j + 1) * width + w - 1) // w
-    rows = np.take(ii, ye, axis=1)
-    rows -= np.take(ii, ys, axis=1)                                            # [C, h, W + 1]
-    sums = np.take(rows, xe, axis=2)
-    sums -= np.take(rows, xs, axis=2)                                          # [C, h, w]
+    rows = np.take(ii, ye, axis=-2)
+    rows -= np.take(ii, ys, axis=-2)                                           # [..., C, h, W + 1]
+    sums = np.take(rows, xe, axis=-1)
+    sums -= np.take(rows, xs, axis=-1)                                         # [..., C, h, w]
     out = sums.astype(np.float32)
     out /= (ye - ys).astype(np.float32)[:, None]
     out /= (xe - xs).astype(np.float32)
@@ -105,6 +106,13 @@ class Detector:
     probs [K] (with landmarks, points [K, 5, 2]) per frame, None where no face. Other inputs (PIL images,
     float arrays) go to facenet-pytorch's own implementation."""
 
+    # PNet's pyramid levels run GROUP_PIXELS pixels of frames at a time: the large levels a frame or two at a
+    # time (their activations then stay in the CPU's caches: 16 frames of the largest level at once took 2.4x
+    # as long per frame), the small ones many frames per call (a 14 x 25 level of one frame is all call
+    # overhead). One core of a 2-core AMD EPYC, PNet over the pyramid of 640 x 360 frames: about 20 ms a
+    # frame against 26-32 one frame at a time (bench/results-extract-cpu.md).
+    GROUP_PIXELS = 200_000
+
     def __init__(self, mtcnn):
         from facenet_pytorch.models.utils import detect_face as reference
         self.mtcnn, self.ref = mtcnn, reference
@@ -116,15 +124,16 @@ class Detector:
     def _net(self, net, images: np.ndarray, chunk: int) -> tuple:
         """Run a stage's network on [N, S, S, 3] float32 pixels (normalised as facenet-pytorch does), channels
         last, `chunk` candidates at a time: small enough for a chunk's activations to stay in the CPU's caches
-        (facenet-pytorch's 512 made RNet 1.5x and ONet 1.9x slower per candidate on one core)."""
+        (first layer's output 7 MB for 128 RNet candidates, 9 MB for 32 ONet ones; facenet-pytorch's 512 made
+        RNet 1.5x and ONet 1.9x slower per candidate on one core, 64 ONet candidates 1.4x)."""
         x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2)   # [N, 3, S, S], channels-last strides
         x = (x - 127.5) * 0.0078125
         outs = [net(x[i:i + chunk]) for i in range(0, len(x), chunk)]
         return tuple(torch.cat(v, dim=0) for v in zip(*outs))
 
     def _pnet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """facenet-pytorch's PNet on one normalised pyramid level [1, 3, h, w]: box offsets [1, 4, h', w'] and
-        face probabilities [1, h', w']. The same layers and weights, each in its fastest form on a CPU core:
+        """facenet-pytorch's PNet on a normalised pyramid level of G frames [G, 3, h, w]: box offsets
+        [G, 4, h', w'] and face probabilities [G, h', w']. The same layers and weights, each in its fastest form on a CPU core:
         the first convolution and PReLU in the default layout (PReLU over 10 channels is slower channels-last),
         the 2 x 2 max pooling as maxima of strided views (exact; max_pool2d took 2x as long channels-last, 6x
         in the default layout), the rest channels-last, the two 1 x 1 heads as one matrix product."""
@@ -147,6 +156,18 @@ class Detector:
         x = prelu_cl(r.conv3(x), r.prelu3.weight)
         x = r.prelu4(r.dense4(x.permute(0, 3, 2, 1).reshape(len(x), -1)))   # flattened as facenet-pytorch does
         return r.dense5_2(x), r.softmax5_1(r.dense5_1(x))
+
+    def _onet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """facenet-pytorch's ONet.forward on channels-last [N, 3, 48, 48] with its PReLUs as prelu_cl (the
+        same outputs, bit for bit; its 4-d PReLUs were a quarter of ONet's time): box offsets [N, 4],
+        landmarks [N, 10], face probabilities [N, 2]."""
+        o = self.mtcnn.onet
+        x = o.pool1(prelu_cl(o.conv1(x), o.prelu1.weight))
+        x = o.pool2(prelu_cl(o.conv2(x), o.prelu2.weight))
+        x = o.pool3(prelu_cl(o.conv3(x), o.prelu3.weight))
+        x = prelu_cl(o.conv4(x), o.prelu4.weight)
+        x = o.prelu5(o.dense5(x.permute(0, 3, 2, 1).reshape(len(x), -1)))  # flattened as facenet-pytorch does
+        return o.dense6_2(x), o.dense6_3(x), o.softmax6_1(o.dense6_1(x))
 
     def _cut(self, ii: np.ndarray, boxes: torch.Tensor, image_inds: torch.Tensor, width: int, height: int,
              size: int):
@@ -187,7 +208,7 @@ class Detector:
         ii_chw = np.ascontiguousarray(ii.transpose(0, 3, 1, 2))                 # [B, 3, H + 1, W + 1]
 
         # 1. PNet over the scale pyramid (as facenet-pytorch: 12 / min_face_size, times `factor` while >= 12 px),
-        # one frame at a time (its activations stay in the caches): the same candidates as facenet-pytorch's batch
+        # a group of frames at a time: the same candidates as facenet-pytorch's batch of all frames
         scale, minl, scales = 12.0 / m.min_face_size, min(height, width) * 12.0 / m.min_face_size, []
         while minl >= 12:
             scales.append(scale)
@@ -195,11 +216,12 @@ class Detector:
         boxes, image_inds, picks, offset = [], [], [], 0
         for scale in scales:
             size = (int(height * scale + 1), int(width * scale + 1))
-            for b in range(batch):
-                level = area_resize(ii_chw[b], size)                            # [3, h, w]
+            group = max(1, self.GROUP_PIXELS // (size[0] * size[1]))
+            for b in range(0, batch, group):
+                level = area_resize(ii_chw[b:b + group], size)                  # [G, 3, h, w]
                 level -= 127.5                                                  # normalised as facenet-pytorch
                 level *= 0.0078125
-                reg, probs = self._pnet(torch.from_numpy(level)[None].to(self.device))
+                reg, probs = self._pnet(torch.from_numpy(level).to(self.device))
                 boxes_s, inds_s = ref.generateBoundingBox(reg, probs, scale, threshold[0])
                 inds_s += b
                 boxes.append(boxes_s)
@@ -234,7 +256,7 @@ class Detector:
         if len(boxes):
             crops, ok = self._cut(ii, boxes, image_inds, width, height, 48)
             boxes, image_inds = boxes[ok], image_inds[ok]
-            reg, marks, prob = self._net(m.onet, crops, 64)
+            reg, marks, prob = self._net(self._onet, crops, 32)
             score = prob[:, 1]
             keep = score > threshold[2]
             marks = marks[keep].permute(1, 0)                                    # [10, K]

@@ -48,6 +48,16 @@ def test_pyramid_levels_are_bit_identical_to_interpolate_area():
         assert np.array_equal(ours, F.interpolate(tensor, size=size, mode="area")[0].numpy()), size
 
 
+def test_pyramid_levels_of_a_batch_of_frames_are_those_of_each_frame():
+    frames = np.random.default_rng(3).integers(0, 256, (3, 90, 160, 3), dtype=np.uint8)
+    ii = np.ascontiguousarray(integral_image(frames).transpose(0, 3, 1, 2))         # [3, 3, 91, 161]
+    for size in [(55, 97), (12, 21)]:
+        batch = area_resize(ii, size)
+        assert batch.shape == (3, 3, *size)
+        for b in range(3):
+            assert np.array_equal(batch[b], area_resize(ii[b], size))
+
+
 def test_integral_image_is_exact_for_large_frames():
     frame = np.full((1, 3000, 3000, 1), 255, np.uint8)              # 255 * 9e6 > 2**31: float64 sums
     ii = integral_image(frame)
@@ -106,11 +116,15 @@ def test_the_same_faces_as_facenet_pytorch_one_frame_at_a_time_and_batched(min_f
     # (the astronaut's face is a sixth of the photo's width: 16 to 55 px here)
     assert found["one"] == found["tilted"] == 1 and found["none"] == 0
     assert found["two"] == found["small"] + 1 == (2 if min_face == 20 else 1)  # 16 and 25 px: under 60
-    # A batch of equal-sized frames, as extract_faces sends them.
-    batch = [scenes()[k] for k in ("one", "tilted", "small", "none")]
-    ref, got = mtcnn.detect(batch, landmarks=True), ours.detect(batch, landmarks=True)
-    for k in range(len(batch)):
-        assert_same((ref[0][k], ref[1][k], ref[2][k]), (got[0][k], got[1][k], got[2][k]))
+    # A batch of equal-sized frames, as extract_faces sends them; PNet on one frame of a pyramid level at a
+    # time, on groups of two or three (the last group short), on all five at once.
+    batch = [scenes()[k] for k in ("one", "tilted", "small", "none", "camera")]
+    ref = mtcnn.detect(batch, landmarks=True)
+    for group_pixels in (1, 2 * 145 * 193, 3 * 145 * 193, 10**9):      # the largest level of 320 x 240: 145 x 193
+        ours.GROUP_PIXELS = group_pixels
+        got = ours.detect(batch, landmarks=True)
+        for k in range(len(batch)):
+            assert_same((ref[0][k], ref[1][k], ref[2][k]), (got[0][k], got[1][k], got[2][k]))
 
 
 def test_other_inputs_go_to_facenet_pytorch():

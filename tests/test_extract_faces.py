@@ -119,3 +119,21 @@ def test_align_levels_the_eyes_and_scale_cuts_squares(tmp_path):
     bad = run([PY, "-m", "preprocess.extract_faces", "--input", str(video), "--output", str(tmp_path / "x"),
                "--align", "--scale", "1.3"])
     assert bad.returncode == 2 and "not allowed with" in bad.stderr
+
+
+def test_extraction_benchmark_times_every_row_and_ends_with_the_ratio():
+    """bench/extract_bench.py on one tiny video: every row timed, the reference loop and ours on the same frames,
+    and the last line the per-core speed-up the issue asks for."""
+    res = run([PY, "bench/extract_bench.py", "--videos", "1", "--frames", "8", "--sample", "2", "--size", "160x120",
+               "--workers", "2", "--min-face", "40", "--repeat", "2"])
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    rows = {line.split("  ")[0].strip(): line for line in lines if "frames/s per core" in line}
+    assert set(rows) == {"reference-style loop, 1 process", "extract_faces --workers 1",
+                         "extract_faces --workers 1 --reference-detector", "extract_faces --workers 1 --min-face 40",
+                         "extract_faces --workers 2"}, lines
+    for line in rows.values():
+        frames_per_s = float(line.split("frames/s")[0].split()[-1])
+        assert frames_per_s > 0
+    assert lines[-1].startswith("face extraction speed-up over reference-style per core: ") and lines[-1].endswith("x")
+    assert float(lines[-1].split(": ")[1][:-1]) > 0
