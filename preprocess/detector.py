@@ -31,14 +31,16 @@ import torch.nn.functional as F
 
 
 def integral_image(frames: np.ndarray) -> np.ndarray:
-    """[B, H, W, C] uint8 -> [B, H + 1, W + 1, C] running sums (a zero first row and column), so that the sum
-    of any rectangle is four lookups; by OpenCV (10x numpy's cumsum), int32 (exact for frames up to 8
+    """[B, H, W, C] uint8 -> [B, C, H + 1, W + 1] running sums of each channel (a zero first row and column), so
+    that the sum of any rectangle is four lookups; channels first, the layout of the pyramid levels PNet takes.
+    By OpenCV (10x numpy's cumsum) on each channel's plane, written in place; int32 (exact for frames up to 8
     megapixels), float64 beyond (exact integers too)."""
     b, h, w, c = frames.shape
     depth = cv2.CV_32S if 255 * h * w < 2**31 else cv2.CV_64F
-    out = np.empty((b, h + 1, w + 1, c), np.int32 if depth == cv2.CV_32S else np.float64)
+    out = np.empty((b, c, h + 1, w + 1), np.int32 if depth == cv2.CV_32S else np.float64)
     for i in range(b):
-        out[i] = cv2.integral(frames[i], sdepth=depth).reshape(h + 1, w + 1, c)
+        for k, plane in enumerate(cv2.split(frames[i])):
+            cv2.integral(plane, out[i, k], sdepth=depth)
     return out
 
 
@@ -62,7 +64,7 @@ def area_resize(ii: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def area_crops(ii: np.ndarray, y0: np.ndarray, x0: np.ndarray, h: np.ndarray, w: np.ndarray, size: int) -> np.ndarray:
-    """The rectangles [y0, y0 + h) x [x0, x0 + w) (all [N]) of one frame, given its integral image [H + 1, W + 1, C],
+    """The rectangles [y0, y0 + h) x [x0, x0 + w) (all [N]) of one frame, given its integral image [C, H + 1, W + 1],
     each resampled to size x size as `interpolate(mode="area")` (adaptive average pooling) does: output cell i
     covers rows floor(i h / size) to ceil((i + 1) h / size). Returns [N, size, size, C] float32."""
     i = np.arange(size)
@@ -70,9 +72,10 @@ def area_crops(ii: np.ndarray, y0: np.ndarray, x0: np.ndarray, h: np.ndarray, w:
     xs, xe = x0[:, None] + (i * w[:, None]) // size, x0[:, None] + ((i + 1) * w[:, None] + size - 1) // size
     # the four corners of every cell as positions in the flat integral image (one take each: 2.5x faster than
     # indexing it with four broadcast index arrays)
-    _, cols, c = ii.shape
-    top, bottom = (ys * cols * c)[:, :, None, None], (ye * cols * c)[:, :, None, None]
-    left, right = (xs * c)[:, None, :, None] + np.arange(c), (xe * c)[:, None, :, None] + np.arange(c)
+    c, rows, cols = ii.shape
+    plane = np.arange(c) * (rows * cols)
+    top, bottom = (ys * cols)[:, :, None, None], (ye * cols)[:, :, None, None]
+    left, right = xs[:, None, :, None] + plane, xe[:, None, :, None] + plane
     flat = ii.reshape(-1)
     sums = flat[bottom + right] - flat[top + right] - flat[bottom + left] + flat[top + left]   # [N, size, size, C]
     kh, kw = (ye - ys).astype(np.float32), (xe - xs).astype(np.float32)
@@ -81,15 +84,19 @@ def area_crops(ii: np.ndarray, y0: np.ndarray, x0: np.ndarray, h: np.ndarray, w:
 
 
 def max_pool_2x2_ceil(x: torch.Tensor) -> torch.Tensor:
-    """`max_pool2d(x, 2, 2, ceil_mode=True)` of [N, C, H, W] (PNet's pooling), exactly: the maxima of row pairs,
-    then of column pairs; an odd last row or column is its own window, as in ceil mode."""
-    h, w = x.shape[-2:]
-    rows = torch.maximum(x[..., 0:h - 1:2, :], x[..., 1:h:2, :])
+    """`max_pool2d(x, 2, 2, ceil_mode=True)` of [N, C, H, W] (PNet's pooling), exactly, returned channels-last
+    (the layout of PNet's next layers): the maxima of row pairs, then of column pairs, each written straight
+    into its output; an odd last row or column is its own window, as in ceil mode."""
+    n, c, h, w = x.shape
+    rows = x.new_empty(n, c, (h + 1) // 2, w)
+    torch.maximum(x[..., 0:h - 1:2, :], x[..., 1:h:2, :], out=rows[..., :h // 2, :])
     if h % 2:
-        rows = torch.cat([rows, x[..., h - 1:, :]], dim=-2)
-    out = torch.maximum(rows[..., 0:w - 1:2], rows[..., 1:w:2])
+        rows[..., -1, :] = x[..., -1, :]
+    out = torch.empty(n, c, (h + 1) // 2, (w + 1) // 2, dtype=x.dtype, device=x.device,
+                      memory_format=torch.channels_last)
+    torch.maximum(rows[..., 0:w - 1:2], rows[..., 1:w:2], out=out[..., :w // 2])
     if w % 2:
-        out = torch.cat([out, rows[..., w - 1:]], dim=-1)
+        out[..., -1] = rows[..., -1]
     return out
 
 
@@ -139,7 +146,7 @@ class Detector:
         in the default layout), the rest channels-last, the two 1 x 1 heads as one matrix product."""
         p = self.mtcnn.pnet
         x = F.prelu(F.conv2d(x, p.conv1.weight, p.conv1.bias), p.prelu1.weight)
-        x = max_pool_2x2_ceil(x).contiguous(memory_format=torch.channels_last)
+        x = max_pool_2x2_ceil(x)                                                # channels-last
         x = prelu_cl(F.conv2d(x, p.conv2.weight, p.conv2.bias), p.prelu2.weight)
         x = prelu_cl(F.conv2d(x, p.conv3.weight, p.conv3.bias), p.prelu3.weight)
         y = F.linear(x.permute(0, 2, 3, 1), self.head_w, self.head_b)          # [1, h', w', 2 + 4]
@@ -180,7 +187,7 @@ class Detector:
         image, y0, x0, h, w = image_inds.cpu().numpy()[ok], y0[ok], x0[ok], h[ok], w[ok]
         # a frame at a time: its integral image (2.8 MB at 640 x 360) stays in the caches while its candidates'
         # corners are read (all frames' at once: 1.8x slower, the reads falling all over 16 frames' 44 MB)
-        crops = np.empty((len(image), size, size, ii.shape[3]), np.float32)
+        crops = np.empty((len(image), size, size, ii.shape[1]), np.float32)
         for b in np.unique(image):
             sel = np.flatnonzero(image == b)
             crops[sel] = area_crops(ii[b], y0[sel], x0[sel], h[sel], w[sel], size)
@@ -204,8 +211,7 @@ class Detector:
         threshold, factor = m.thresholds, m.factor
         stack = np.ascontiguousarray(np.stack(frames))                          # [B, H, W, 3] uint8
         batch, height, width = stack.shape[:3]
-        ii = integral_image(stack)                                              # the pyramid's and the crops'
-        ii_chw = np.ascontiguousarray(ii.transpose(0, 3, 1, 2))                 # [B, 3, H + 1, W + 1]
+        ii = integral_image(stack)                                # the pyramid's and the crops', [B, 3, H + 1, W + 1]
 
         # 1. PNet over the scale pyramid (as facenet-pytorch: 12 / min_face_size, times `factor` while >= 12 px),
         # a group of frames at a time: the same candidates as facenet-pytorch's batch of all frames
@@ -218,7 +224,7 @@ class Detector:
             size = (int(height * scale + 1), int(width * scale + 1))
             group = max(1, self.GROUP_PIXELS // (size[0] * size[1]))
             for b in range(0, batch, group):
-                level = area_resize(ii_chw[b:b + group], size)                  # [G, 3, h, w]
+                level = area_resize(ii[b:b + group], size)                      # [G, 3, h, w]
                 level -= 127.5                                                  # normalised as facenet-pytorch
                 level *= 0.0078125
                 reg, probs = self._pnet(torch.from_numpy(level).to(self.device))

@@ -40,7 +40,7 @@ def test_area_crops_are_bit_identical_to_interpolate_area():
 def test_pyramid_levels_are_bit_identical_to_interpolate_area():
     """MTCNN's pyramid levels (and other sizes, up and down, odd and even) cut from the integral image."""
     frames = np.random.default_rng(1).integers(0, 256, (1, 90, 160, 3), dtype=np.uint8)
-    ii = np.ascontiguousarray(integral_image(frames).transpose(0, 3, 1, 2))[0]       # [3, 91, 161]
+    ii = integral_image(frames)[0]                                                   # [3, 91, 161]
     tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     for size in [(55, 97), (39, 69), (28, 49), (12, 21), (2, 3), (90, 160), (91, 200), (7, 100)]:
         ours = area_resize(ii, size)
@@ -50,7 +50,7 @@ def test_pyramid_levels_are_bit_identical_to_interpolate_area():
 
 def test_pyramid_levels_of_a_batch_of_frames_are_those_of_each_frame():
     frames = np.random.default_rng(3).integers(0, 256, (3, 90, 160, 3), dtype=np.uint8)
-    ii = np.ascontiguousarray(integral_image(frames).transpose(0, 3, 1, 2))         # [3, 3, 91, 161]
+    ii = integral_image(frames)                                                      # [3, 3, 91, 161]
     for size in [(55, 97), (12, 21)]:
         batch = area_resize(ii, size)
         assert batch.shape == (3, 3, *size)
@@ -61,18 +61,20 @@ def test_pyramid_levels_of_a_batch_of_frames_are_those_of_each_frame():
 def test_integral_image_is_exact_for_large_frames():
     frame = np.full((1, 3000, 3000, 1), 255, np.uint8)              # 255 * 9e6 > 2**31: float64 sums
     ii = integral_image(frame)
-    assert ii.dtype == np.float64 and ii[0, -1, -1, 0] == 255 * 3000 * 3000
+    assert ii.dtype == np.float64 and ii[0, 0, -1, -1] == 255 * 3000 * 3000
     small = np.random.default_rng(2).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
     ii = integral_image(small)
-    assert ii.dtype == np.int32 and ii.shape == (2, 6, 8, 3)
-    assert np.array_equal(ii[:, 1:, 1:], small.astype(np.int64).cumsum(1).cumsum(2))
-    assert not ii[:, 0].any() and not ii[:, :, 0].any()
+    assert ii.dtype == np.int32 and ii.shape == (2, 3, 6, 8)                       # channels first
+    assert np.array_equal(ii[:, :, 1:, 1:], small.astype(np.int64).cumsum(1).cumsum(2).transpose(0, 3, 1, 2))
+    assert not ii[:, :, 0].any() and not ii[:, :, :, 0].any()
 
 
-@pytest.mark.parametrize("shape", [(1, 10, 215, 383), (1, 10, 216, 384), (2, 3, 5, 4), (1, 1, 1, 1)])
+@pytest.mark.parametrize("shape", [(1, 10, 215, 383), (1, 10, 216, 384), (2, 10, 215, 384), (2, 3, 5, 4), (1, 1, 1, 1)])
 def test_strided_max_pooling_is_max_pool2d_ceil_mode(shape):
     x = torch.randn(shape)
-    assert torch.equal(max_pool_2x2_ceil(x), F.max_pool2d(x, 2, 2, ceil_mode=True))
+    out = max_pool_2x2_ceil(x)
+    assert torch.equal(out, F.max_pool2d(x, 2, 2, ceil_mode=True))
+    assert out.is_contiguous(memory_format=torch.channels_last)
 
 
 def scenes():
