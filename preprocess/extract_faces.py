@@ -44,7 +44,8 @@ def load_detector(device: str = "cpu", min_prob: float = 0.9, min_face: int = 20
     mtcnn = MTCNN(keep_all=True, device=device, thresholds=[0.6, 0.7, min_prob], min_face_size=min_face)
     if reference or not str(device).startswith("cpu"):
         return mtcnn
-    from preprocess.detector import Detector
+    from preprocess.detector import Detector, keep_freed_memory
+    keep_freed_memory()
     return Detector(mtcnn)
 
 
