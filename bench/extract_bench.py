@@ -7,7 +7,8 @@ python bench/extract_bench.py --videos 6 --frames 120 --sample 32 --size 640x360
 Both run with one torch thread and the same allocator setting (extract_faces's: freed memory kept for reuse);
 the reference in one process, ours with --workers 1 (per core) and with --workers N (the scaling over the
 machine's cores). The rows run in rounds, each row once a round, the best of --repeat rounds kept. On a GPU
-(--device cuda) both detect on the GPU. The last line reads `face extraction speed-up over reference-style per core: <ratio>x`.
+(--device cuda) both detect on the GPU. The last line reads
+`face extraction speed-up over reference-style per core: <ratio>x`.
 """
 from __future__ import annotations
 
