@@ -157,16 +157,17 @@ class Detector:
 
     def _pnet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """facenet-pytorch's PNet on a normalised pyramid level of G frames [G, 3, h, w]: box offsets
-        [G, 4, h', w'] and face probabilities [G, h', w']. The same layers and weights, each in its fastest form on a CPU core:
-        the first convolution and PReLU in the default layout (PReLU over 10 channels is slower channels-last),
-        the 2 x 2 max pooling as maxima of strided views (exact; max_pool2d took 2x as long channels-last, 6x
-        in the default layout), the rest channels-last, the two 1 x 1 heads as one matrix product."""
+        [G, 4, h', w'] and face probabilities [G, h', w']. The same layers and weights, each in its fastest form
+        on a CPU core: the first convolution and PReLU in the default layout (PReLU over 10 channels is slower
+        channels-last), the 2 x 2 max pooling as maxima of strided views (exact; max_pool2d took 2x as long
+        channels-last, 6x in the default layout), the rest channels-last, the two 1 x 1 heads as one matrix
+        product."""
         p = self.mtcnn.pnet
         x = F.prelu(F.conv2d(x, p.conv1.weight, p.conv1.bias), p.prelu1.weight)
         x = max_pool_2x2_ceil(x)                                                # channels-last
         x = prelu_cl(F.conv2d(x, p.conv2.weight, p.conv2.bias), p.prelu2.weight)
         x = prelu_cl(F.conv2d(x, p.conv3.weight, p.conv3.bias), p.prelu3.weight)
-        y = F.linear(x.permute(0, 2, 3, 1), self.head_w, self.head_b)          # [1, h', w', 2 + 4]
+        y = F.linear(x.permute(0, 2, 3, 1), self.head_w, self.head_b)          # [G, h', w', 2 + 4]
         # softmax over two classes, as the logistic of their difference (the same to float rounding, 4x faster
         # than softmax over a strided last dimension)
         return y[..., 2:].permute(0, 3, 1, 2), torch.sigmoid(y[..., 1] - y[..., 0])
