@@ -82,13 +82,41 @@ def reference_loop(videos: list, out: Path, sample: int, device: str) -> int:
 
 
 def ours(videos: list, out: Path, sample: int, device: str, workers: int, min_face: int | None,
-         reference_detector: bool = False) -> int:
+         reference_detector: bool = False, batch_size: int = 16) -> int:
     from preprocess.extract_faces import Options, run
     shutil.rmtree(out, ignore_errors=True)  # a rerun would skip the finished videos
-    opt = Options(frames=sample, device=device, reference_detector=reference_detector,
+    opt = Options(frames=sample, device=device, reference_detector=reference_detector, batch_size=batch_size,
                   **({"min_face": min_face} if min_face else {}))
     summary = run(None, out, opt, workers, videos)
     return sum(1 for _ in summary["done"]) * sample
+
+
+def stages(videos: list, out: Path, sample: int, device: str, batch_size: int, repeat: int) -> None:
+    """Where extract_faces's time goes, one stage after another in one thread (best of `repeat`): decoding the
+    sampled frames, detecting, cutting and writing the crops."""
+    from preprocess.extract_faces import Options, detect_faces, load_detector, read_frames, write_crops
+    opt = Options(frames=sample, device=device, batch_size=batch_size)
+    detector = load_detector(device)
+    sync = (lambda: __import__("torch").cuda.synchronize()) if device.startswith("cuda") else (lambda: None)
+    best = {}
+    for _ in range(repeat):
+        shutil.rmtree(out, ignore_errors=True)
+        t = {}
+        start = time.perf_counter()
+        frames = [read_frames(path, sample, None) for _, path in videos]
+        t["decode"] = time.perf_counter() - start
+        start = time.perf_counter()
+        faces = [detect_faces(detector, f, opt) for f in frames]
+        sync()
+        t["detect"] = time.perf_counter() - start
+        start = time.perf_counter()
+        for (name, _), fs in zip(videos, faces):
+            write_crops(out / name, fs, opt)
+        t["write"] = time.perf_counter() - start
+        best = {k: min(v, best.get(k, float("inf"))) for k, v in t.items()}
+    n = sum(len(f) for f in frames)
+    print("stages, one thread: " + ", ".join(f"{k} {v * 1e3:.0f} ms ({n / v:.0f} frames/s)" for k, v in best.items()),
+          flush=True)
 
 
 def timed(fns: list, repeat: int) -> list[tuple[float, int]]:
@@ -113,6 +141,8 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="ours with this many processes too")
     p.add_argument("--min-face", type=int, help="also ours with extract_faces --min-face (e.g. 60)")
+    p.add_argument("--batch-size", type=int, default=16, help="extract_faces --batch-size (frames per detector call)")
+    p.add_argument("--stages", action="store_true", help="first, the time of each stage of ours alone")
     p.add_argument("--repeat", type=int, default=3,
                    help="rounds of every row, the fastest of each row kept (a shared machine is noisy)")
     args = p.parse_args()
@@ -131,15 +161,19 @@ def main() -> int:
         runs = [("reference-style loop, 1 process", 1,
                  lambda: reference_loop(videos, tmp / "ref", args.sample, args.device)),
                 ("extract_faces --workers 1", 1,
-                 lambda: ours(videos, tmp / "ours1", args.sample, args.device, 1, None)),
+                 lambda: ours(videos, tmp / "ours1", args.sample, args.device, 1, None, False, args.batch_size)),
                 ("extract_faces --workers 1 --reference-detector", 1,
-                 lambda: ours(videos, tmp / "ours_ref", args.sample, args.device, 1, None, True))]
+                 lambda: ours(videos, tmp / "ours_ref", args.sample, args.device, 1, None, True, args.batch_size))]
         if args.min_face:
             runs.append((f"extract_faces --workers 1 --min-face {args.min_face}", 1,
-                         lambda: ours(videos, tmp / "ours_mf", args.sample, args.device, 1, args.min_face)))
-        if args.workers > 1 and args.device == "cpu":
+                         lambda: ours(videos, tmp / "ours_mf", args.sample, args.device, 1, args.min_face, False,
+                                      args.batch_size)))
+        if args.workers > 1:     # on a CPU processes, one core each; on a GPU threads decoding and writing
             runs.append((f"extract_faces --workers {args.workers}", args.workers,
-                         lambda: ours(videos, tmp / "oursN", args.sample, args.device, args.workers, None)))
+                         lambda: ours(videos, tmp / "oursN", args.sample, args.device, args.workers, None, False,
+                                      args.batch_size)))
+        if args.stages:
+            stages(videos, tmp / "stages", args.sample, args.device, args.batch_size, args.repeat)
         rows = [(what, t, n, cores) for (what, cores, _), (t, n) in zip(runs, timed([r[2] for r in runs], args.repeat))]
         for what, t, n, cores in rows:
             print(f"{what:<48} {t:7.1f} s  {n / t:6.2f} frames/s  {args.videos / t:6.3f} videos/s  "
@@ -148,6 +182,9 @@ def main() -> int:
         per_core = (rows[1][2] / rows[1][1]) / ref
         if args.workers > 1 and args.device == "cpu":
             print(f"scaling: {rows[-1][2] / rows[-1][1] / (rows[1][2] / rows[1][1]):.2f}x with {args.workers} workers")
+        elif args.workers > 1:
+            print(f"face extraction speed-up over reference-style on the GPU, --workers {args.workers} threads: "
+                  f"{rows[-1][2] / rows[-1][1] / ref:.2f}x")
         if args.min_face:
             _, t, n, _ = next(r for r in rows if "--min-face" in r[0])
             print(f"with --min-face {args.min_face}: {(n / t) / ref:.2f}x the reference per core")

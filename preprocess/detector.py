@@ -100,6 +100,53 @@ def area_crops(ii: np.ndarray, y0: np.ndarray, x0: np.ndarray, h: np.ndarray, w:
     return sums.astype(np.float32) / kh[:, :, None, None] / kw[:, None, :, None]
 
 
+def integral_image_t(frames: torch.Tensor) -> torch.Tensor:
+    """integral_image on the frames' device (a GPU): [B, H, W, C] uint8 -> [B, C, H + 1, W + 1] running sums,
+    int32 (exact up to 8 megapixels) or int64 beyond."""
+    b, h, w, c = frames.shape
+    dtype = torch.int32 if 255 * h * w < 2**31 else torch.int64
+    out = frames.new_zeros((b, c, h + 1, w + 1), dtype=dtype)
+    out[:, :, 1:, 1:] = frames.permute(0, 3, 1, 2).cumsum(2, dtype=dtype).cumsum(3)
+    return out
+
+
+def _bins(start: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive average pooling's bins of `length` pixels from `start` into `size` cells: cell i covers
+    [start + floor(i length / size), start + ceil((i + 1) length / size)). start, length [N] -> [N, size] twice."""
+    i = torch.arange(size, device=length.device)
+    return (start[:, None] + (i * length[:, None]) // size,
+            start[:, None] + ((i + 1) * length[:, None] + size - 1) // size)
+
+
+def area_resize_t(ii: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """area_resize on the integral images' device: [B, C, H + 1, W + 1] -> [B, C, h, w] float32, the same bins,
+    sums and divisions."""
+    zero, height, width = torch.tensor([0, ii.shape[-2] - 1, ii.shape[-1] - 1], device=ii.device)[:, None]
+    (ys, ye), (xs, xe) = _bins(zero, height, size[0]), _bins(zero, width, size[1])
+    ys, ye, xs, xe = ys[0], ye[0], xs[0], xe[0]                                 # [h], [h], [w], [w]
+    rows = ii.index_select(-2, ye) - ii.index_select(-2, ys)                    # [B, C, h, W + 1]
+    sums = rows.index_select(-1, xe) - rows.index_select(-1, xs)                # [B, C, h, w]
+    return sums.float() / (ye - ys).float()[:, None] / (xe - xs).float()
+
+
+def area_crops_t(ii: torch.Tensor, image: torch.Tensor, y0: torch.Tensor, x0: torch.Tensor, h: torch.Tensor,
+                 w: torch.Tensor, size: int) -> torch.Tensor:
+    """area_crops on the integral images' device, for all frames at once: the rectangles [y0, y0 + h) x
+    [x0, x0 + w) of frames `image` (all [N] int64), given the frames' integral images [B, C, H + 1, W + 1],
+    resampled to size x size as `interpolate(mode="area")` does. Returns [N, C, size, size] float32: four
+    gathers for every candidate of every frame (facenet-pytorch: an `interpolate` call per candidate)."""
+    _, c, rows, cols = ii.shape
+    (ys, ye), (xs, xe) = _bins(y0, h, size), _bins(x0, w, size)                 # [N, size] each
+    plane = ((image * c)[:, None] + torch.arange(c, device=ii.device)) * (rows * cols)   # [N, C]
+    plane = plane[:, :, None, None]
+    top, bottom = (ys * cols)[:, None, :, None] + plane, (ye * cols)[:, None, :, None] + plane
+    left, right = xs[:, None, None, :], xe[:, None, None, :]
+    flat = ii.reshape(-1)
+    sums = flat[bottom + right] - flat[top + right] - flat[bottom + left] + flat[top + left]   # [N, C, size, size]
+    kh, kw = (ye - ys).float(), (xe - xs).float()
+    return sums.float() / kh[:, None, :, None] / kw[:, None, None, :]
+
+
 def max_pool_2x2_ceil(x: torch.Tensor) -> torch.Tensor:
     """`max_pool2d(x, 2, 2, ceil_mode=True)` of [N, C, H, W] (PNet's pooling), exactly, returned channels-last
     (the layout of PNet's next layers): the maxima of row pairs, then of column pairs, each written straight
@@ -137,20 +184,23 @@ class Detector:
     # frame against 26-32 one frame at a time (bench/results-extract-cpu.md).
     GROUP_PIXELS = 200_000
 
-    def __init__(self, mtcnn):
+    def __init__(self, mtcnn, on_device: bool | None = None):
+        """on_device: cut the pyramid's levels and the candidates with torch on the MTCNN's device, all frames of
+        a call at once, and run facenet-pytorch's networks as they are (default on a GPU: the frames go to it
+        once); else with OpenCV / numpy on the host and the networks in their CPU forms (default on a CPU)."""
         from facenet_pytorch.models.utils import detect_face as reference
         self.mtcnn, self.ref = mtcnn, reference
         self.device = torch.device(mtcnn.device)
+        self.on_device = self.device.type != "cpu" if on_device is None else on_device
         p = mtcnn.pnet    # PNet's two 1 x 1 heads (face / not face, box offsets) as one [6, 32] matrix
         self.head_w = torch.cat([p.conv4_1.weight, p.conv4_2.weight]).flatten(1).detach()
         self.head_b = torch.cat([p.conv4_1.bias, p.conv4_2.bias]).detach()
 
-    def _net(self, net, images: np.ndarray, chunk: int) -> tuple:
-        """Run a stage's network on [N, S, S, 3] float32 pixels (normalised as facenet-pytorch does), channels
-        last, `chunk` candidates at a time: small enough for a chunk's activations to stay in the CPU's caches
-        (first layer's output 7 MB for 128 RNet candidates, 9 MB for 32 ONet ones; facenet-pytorch's 512 made
-        RNet 1.5x and ONet 1.9x slower per candidate on one core, 64 ONet candidates 1.4x)."""
-        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2)   # [N, 3, S, S], channels-last strides
+    def _net(self, net, x: torch.Tensor, chunk: int) -> tuple:
+        """Run a stage's network on [N, 3, S, S] float32 pixels (normalised here as facenet-pytorch does), `chunk`
+        candidates at a time. On a CPU small enough for a chunk's activations to stay in the caches (first
+        layer's output 7 MB for 128 RNet candidates, 9 MB for 32 ONet ones; facenet-pytorch's 512 made RNet 1.5x
+        and ONet 1.9x slower per candidate on one core, 64 ONet candidates 1.4x)."""
         x = (x - 127.5) * 0.0078125
         outs = [net(x[i:i + chunk]) for i in range(0, len(x), chunk)]
         return tuple(torch.cat(v, dim=0) for v in zip(*outs))
@@ -171,6 +221,11 @@ class Detector:
         # softmax over two classes, as the logistic of their difference (the same to float rounding, 4x faster
         # than softmax over a strided last dimension)
         return y[..., 2:].permute(0, 3, 1, 2), torch.sigmoid(y[..., 1] - y[..., 0])
+
+    def _pnet_module(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """facenet-pytorch's PNet as it is (on a GPU): box offsets [G, 4, h', w'], face probabilities [G, h', w']."""
+        reg, probs = self.mtcnn.pnet(x)
+        return reg, probs[:, 1]
 
     def _rnet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """facenet-pytorch's RNet.forward on channels-last [N, 3, 24, 24] with its PReLUs as prelu_cl (the
@@ -194,14 +249,18 @@ class Detector:
         x = o.prelu5(o.dense5(x.permute(0, 3, 2, 1).reshape(len(x), -1)))  # flattened as facenet-pytorch does
         return o.dense6_2(x), o.dense6_3(x), o.softmax6_1(o.dense6_1(x))
 
-    def _cut(self, ii: np.ndarray, boxes: torch.Tensor, image_inds: torch.Tensor, width: int, height: int,
-             size: int):
+    def _cut(self, ii, boxes: torch.Tensor, image_inds: torch.Tensor, width: int, height: int, size: int):
         """The candidates' squares as facenet-pytorch cuts them (pad(): 1-based, clipped to the frame), at
-        size x size; and which candidates had a non-empty square (facenet-pytorch fails on an empty one)."""
+        size x size, [N, 3, size, size] float32 (on a CPU with channels-last strides); and which candidates had
+        a non-empty square (facenet-pytorch fails on an empty one)."""
         y, ey, x, ex = self.ref.pad(boxes, width, height)
         y0, x0 = y.astype(np.int64) - 1, x.astype(np.int64) - 1
         h, w = ey.astype(np.int64) - y0, ex.astype(np.int64) - x0
         ok = (h > 0) & (w > 0)
+        if self.on_device:
+            image = image_inds[torch.from_numpy(ok).to(boxes.device)]
+            y0, x0, h, w = (torch.from_numpy(v[ok]).to(ii.device) for v in (y0, x0, h, w))
+            return area_crops_t(ii, image, y0, x0, h, w, size), torch.from_numpy(ok).to(boxes.device)
         image, y0, x0, h, w = image_inds.cpu().numpy()[ok], y0[ok], x0[ok], h[ok], w[ok]
         # a frame at a time: its integral image (2.8 MB at 640 x 360) stays in the caches while its candidates'
         # corners are read (all frames' at once: 1.8x slower, the reads falling all over 16 frames' 44 MB)
@@ -209,7 +268,7 @@ class Detector:
         for b in np.unique(image):
             sel = np.flatnonzero(image == b)
             crops[sel] = area_crops(ii[b], y0[sel], x0[sel], h[sel], w[sel], size)
-        return crops, torch.from_numpy(ok).to(boxes.device)
+        return torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2), torch.from_numpy(ok).to(boxes.device)
 
     def detect(self, img, landmarks: bool = False):
         single = isinstance(img, np.ndarray) and img.ndim == 3
@@ -229,7 +288,13 @@ class Detector:
         threshold, factor = m.thresholds, m.factor
         stack = np.ascontiguousarray(np.stack(frames))                          # [B, H, W, 3] uint8
         batch, height, width = stack.shape[:3]
-        ii = integral_image(stack)                                # the pyramid's and the crops', [B, 3, H + 1, W + 1]
+        # the integral images of the pyramid's levels and the candidates' crops, [B, 3, H + 1, W + 1]
+        if self.on_device:
+            ii = integral_image_t(torch.from_numpy(stack).to(self.device))
+            pnet, rnet, onet, chunks = self._pnet_module, m.rnet, m.onet, (512, 512)   # facenet-pytorch's forms
+        else:
+            ii = integral_image(stack)
+            pnet, rnet, onet, chunks = self._pnet, self._rnet, self._onet, (128, 32)
 
         # 1. PNet over the scale pyramid (as facenet-pytorch: 12 / min_face_size, times `factor` while >= 12 px),
         # a group of frames at a time: the same candidates as facenet-pytorch's batch of all frames
@@ -240,12 +305,15 @@ class Detector:
         boxes, image_inds, picks, offset = [], [], [], 0
         for scale in scales:
             size = (int(height * scale + 1), int(width * scale + 1))
-            group = max(1, self.GROUP_PIXELS // (size[0] * size[1]))
+            group = batch if self.on_device else max(1, self.GROUP_PIXELS // (size[0] * size[1]))
             for b in range(0, batch, group):
-                level = area_resize(ii[b:b + group], size)                      # [G, 3, h, w]
+                if self.on_device:
+                    level = area_resize_t(ii[b:b + group], size)                # [G, 3, h, w]
+                else:
+                    level = torch.from_numpy(area_resize(ii[b:b + group], size))
                 level -= 127.5                                                  # normalised as facenet-pytorch
                 level *= 0.0078125
-                reg, probs = self._pnet(torch.from_numpy(level).to(self.device))
+                reg, probs = pnet(level)
                 boxes_s, inds_s = ref.generateBoundingBox(reg, probs, scale, threshold[0])
                 inds_s += b
                 boxes.append(boxes_s)
@@ -266,7 +334,7 @@ class Detector:
         if len(boxes):
             crops, ok = self._cut(ii, boxes, image_inds, width, height, 24)
             boxes, image_inds = boxes[ok], image_inds[ok]
-            reg, prob = self._net(self._rnet, crops, 128)
+            reg, prob = self._net(rnet, crops, chunks[0])
             score = prob[:, 1]
             keep = score > threshold[1]
             boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
@@ -280,7 +348,7 @@ class Detector:
         if len(boxes):
             crops, ok = self._cut(ii, boxes, image_inds, width, height, 48)
             boxes, image_inds = boxes[ok], image_inds[ok]
-            reg, marks, prob = self._net(self._onet, crops, 32)
+            reg, marks, prob = self._net(onet, crops, chunks[1])
             score = prob[:, 1]
             keep = score > threshold[2]
             marks = marks[keep].permute(1, 0)                                    # [10, K]

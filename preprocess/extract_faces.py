@@ -30,10 +30,9 @@ VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
 def load_detector(device: str = "cpu", min_prob: float = 0.9, min_face: int = 20, reference: bool = False):
-    """MTCNN from facenet-pytorch (weights inside the package, nothing downloaded), run on a CPU by
-    preprocess.detector (the same detections, faster there); by facenet-pytorch's own code on a GPU, where
-    it is the faster of the two (H200: 106.8 against 54.3 frames/s, bench/results-h200-graphs.md), or
-    when `reference` is asked for."""
+    """MTCNN from facenet-pytorch (weights inside the package, nothing downloaded), run by preprocess.detector
+    (the same detections, faster: on a CPU its host-side form, on a GPU with the frames' pyramid and candidates
+    cut on the GPU), or by facenet-pytorch's own code when `reference` is asked for."""
     try:
         from facenet_pytorch import MTCNN
     except ImportError:
@@ -42,10 +41,11 @@ def load_detector(device: str = "cpu", min_prob: float = 0.9, min_face: int = 20
     # min_face: the smallest face searched for (MTCNN's image pyramid starts at 12 / min_face: a larger value
     # skips its largest, costliest levels; faces smaller than it are not found)
     mtcnn = MTCNN(keep_all=True, device=device, thresholds=[0.6, 0.7, min_prob], min_face_size=min_face)
-    if reference or not str(device).startswith("cpu"):
+    if reference:
         return mtcnn
     from preprocess.detector import Detector, keep_freed_memory
-    keep_freed_memory()
+    if str(device).startswith("cpu"):
+        keep_freed_memory()
     return Detector(mtcnn)
 
 
@@ -180,38 +180,101 @@ def cut(image: np.ndarray, box: np.ndarray, points: np.ndarray, opt: Options) ->
     return crop, 0.0
 
 
-def extract_video(detector, name: str, path: Path, out: Path, opt: Options) -> Outcome:
-    frames = read_frames(path, opt.frames, opt.stride)
-    if not frames:
-        return Outcome(name, "unreadable")
-    folder = out / name
-    rows = []
+def detect_faces(detector, frames: list[tuple[int, np.ndarray]], opt: Options) -> list[tuple]:
+    """The faces to crop from (index, RGB frame) pairs, opt.batch_size frames per detector call: (frame index,
+    face number, frame, box, prob, landmarks), the largest face of a frame first (only it without --all-faces)."""
+    faces = []
     for start in range(0, len(frames), opt.batch_size):
         chunk = frames[start:start + opt.batch_size]
         images = [f for _, f in chunk]
         same_size = len({im.shape for im in images}) == 1
         detected = (detector.detect(images, landmarks=True) if same_size
                     else list(zip(*[detector.detect(im, landmarks=True) for im in images])))
-        boxes_list, probs_list, points_list = detected
-        for (index, image), boxes, probs, points in zip(chunk, boxes_list, probs_list, points_list):
+        for (index, image), boxes, probs, points in zip(chunk, *detected):
             if boxes is None or len(boxes) == 0:
                 continue
             order = np.argsort([-(b[2] - b[0]) * (b[3] - b[1]) for b in boxes])  # largest first
             if not opt.all_faces:
                 order = order[:1]
-            for face, k in enumerate(order):
-                crop, angle = cut(image, boxes[k], points[k], opt)
-                if crop.size == 0:
-                    continue
-                folder.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(folder / f"{index:05d}_{face}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-                rows.append((index, face, *[round(float(v), 1) for v in boxes[k]], round(float(probs[k]), 4),
-                             crop_mode(opt), angle))
+            faces.extend((index, face, image, boxes[k], probs[k], points[k]) for face, k in enumerate(order))
+    return faces
+
+
+def write_crops(folder: Path, faces: list[tuple], opt: Options) -> list[tuple]:
+    """Cut and write the crops of `faces` (detect_faces's tuples); their boxes.csv rows (empty crops skipped)."""
+    rows = []
+    for index, face, image, box, prob, points in faces:
+        crop, angle = cut(image, box, points, opt)
+        if crop.size == 0:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{index:05d}_{face}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        rows.append((index, face, *[round(float(v), 1) for v in box], round(float(prob), 4), crop_mode(opt), angle))
+    return rows
+
+
+def finish_video(name: str, folder: Path, frames: int, rows: list[tuple]) -> Outcome:
+    """boxes.csv of a video whose crops are all written (written last: its presence marks the video done)."""
     if not rows:
-        return Outcome(name, "no_face", frames=len(frames))
-    # Written last: its presence marks the video done.
-    atomic_write_csv(folder / "boxes.csv", ["frame", "face", "x1", "y1", "x2", "y2", "prob", "crop", "angle"], rows)
-    return Outcome(name, "done", crops=len(rows), frames=len(frames))
+        return Outcome(name, "no_face", frames=frames)
+    atomic_write_csv(folder / "boxes.csv", ["frame", "face", "x1", "y1", "x2", "y2", "prob", "crop", "angle"],
+                     sorted(rows, key=lambda r: (r[0], r[1])))
+    return Outcome(name, "done", crops=len(rows), frames=frames)
+
+
+def extract_video(detector, name: str, path: Path, out: Path, opt: Options) -> Outcome:
+    """One video, start to end: decode, detect, write (a CPU worker's job)."""
+    frames = read_frames(path, opt.frames, opt.stride)
+    if not frames:
+        return Outcome(name, "unreadable")
+    return finish_video(name, out / name, len(frames), write_crops(out / name, detect_faces(detector, frames, opt), opt))
+
+
+WRITE_PART = 8  # faces per write task: a video's crops are written by several threads at once
+
+
+def extract_pipelined(detector, jobs: list[tuple], opt: Options, threads: int, progress=None) -> list[Outcome]:
+    """The videos of `jobs` with the detector (on a GPU) kept busy: `threads` threads decode the next videos
+    while it detects, and `threads` threads cut and write the crops of the videos before (in parts of
+    WRITE_PART faces); a video's boxes.csv follows its last crop. At most `threads` + 1 videos are decoded ahead
+    and 2 x `threads` videos wait for their crops, which bounds the frames held in memory."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    outcomes, reads, writes = [], deque(), deque()             # writes: (name, folder, frames, part futures)
+
+    def finish_oldest():
+        name, folder, frames, parts = writes.popleft()
+        outcomes.append(finish_video(name, folder, frames, [row for f in parts for row in f.result()]))
+
+    with ThreadPoolExecutor(threads, "decode") as readers, ThreadPoolExecutor(threads, "write") as writers:
+        todo = iter(jobs)
+
+        def read_next():
+            job = next(todo, None)
+            if job is not None:
+                reads.append((job, readers.submit(read_frames, job[1], opt.frames, opt.stride)))
+
+        for _ in range(threads + 1):
+            read_next()
+        while reads:
+            (name, _, out, _), decoded = reads.popleft()
+            frames = decoded.result()
+            read_next()
+            if not frames:
+                outcomes.append(Outcome(name, "unreadable"))
+            else:
+                faces = detect_faces(detector, frames, opt)
+                parts = [writers.submit(write_crops, out / name, faces[i:i + WRITE_PART], opt)
+                         for i in range(0, len(faces), WRITE_PART)]
+                writes.append((name, out / name, len(frames), parts))
+                while len(writes) > 2 * threads or (writes and all(f.done() for f in writes[0][3])):
+                    finish_oldest()
+            if progress is not None:
+                progress.update()
+        while writes:
+            finish_oldest()
+    return outcomes
 
 
 _worker_detector = None
@@ -242,7 +305,11 @@ def run(input_path: Path | None, out: Path, opt: Options, workers: int, videos: 
     jobs = [(n, p, out, opt) for n, p in todo]
     outcomes: list[Outcome] = []
     bar = dict(total=len(jobs), desc="videos", file=sys.stderr, disable=not sys.stderr.isatty())
-    if workers > 1 and opt.device == "cpu" and len(jobs) > 1:
+    if opt.device != "cpu":                        # the GPU detects; threads decode and write around it
+        detector = load_detector(opt.device, opt.min_prob, opt.min_face, opt.reference_detector)
+        with tqdm(**bar) as progress:
+            outcomes = extract_pipelined(detector, jobs, opt, max(1, workers), progress)
+    elif workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
         with mp.get_context("spawn").Pool(workers, _init_worker, (opt,)) as pool:
             outcomes = list(tqdm(pool.imap(_work, jobs), **bar))
@@ -302,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
                         "float rounding: preprocess/detector.py); on a GPU that code runs anyway (faster there)")
     p.add_argument("--batch-size", type=int, default=16, help="frames per detector call")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel videos on CPU")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="on a CPU: videos in parallel, a process each; on a GPU: threads that decode the next videos "
+                        "and write the crops while the GPU detects (default: the machine's cores)")
     args = p.parse_args(argv)
     if (args.frames is not None and args.frames <= 0) or (args.stride is not None and args.stride <= 0):
         raise UserError("--frames and --stride must be positive")

@@ -164,3 +164,44 @@ def test_other_inputs_go_to_facenet_pytorch():
     boxes, _ = Detector(mtcnn).detect(Image.fromarray(frame))
     ref, _ = mtcnn.detect(Image.fromarray(frame))
     assert np.array_equal(boxes, ref)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_on_device_the_same_faces_as_facenet_pytorch(device):
+    """The GPU's form (pyramid levels and candidates cut by torch on the device, facenet-pytorch's networks as
+    they are), here also run on a CPU: facenet-pytorch's detections on the same device."""
+    from facenet_pytorch import MTCNN
+    mtcnn = MTCNN(keep_all=True, thresholds=[0.6, 0.7, 0.9], device=device)
+    ours = Detector(mtcnn, on_device=True)
+    assert ours.on_device and Detector(mtcnn).on_device == (device == "cuda")
+    found = 0
+    for frame in scenes().values():
+        ref = mtcnn.detect(frame, landmarks=True)
+        assert_same(ref, ours.detect(frame, landmarks=True))
+        found += 0 if ref[0] is None else len(ref[0])
+    assert found >= 5
+    batch = [scenes()[k] for k in ("one", "tilted", "small", "none", "camera")]
+    ref, got = mtcnn.detect(batch, landmarks=True), ours.detect(batch, landmarks=True)
+    for k in range(len(batch)):
+        assert_same((ref[0][k], ref[1][k], ref[2][k]), (got[0][k], got[1][k], got[2][k]))
+
+
+def test_device_cuts_are_the_host_cuts():
+    """integral_image_t / area_resize_t / area_crops_t (the GPU's) equal the host's functions bit for bit."""
+    from preprocess.detector import area_crops_t, area_resize_t, integral_image_t
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 256, (2, 90, 120, 3), dtype=np.uint8)
+    ii, iit = integral_image(frames), integral_image_t(torch.from_numpy(frames))
+    assert np.array_equal(iit.numpy(), ii)
+    for size in [(55, 97), (12, 21), (2, 3), (90, 120), (91, 200)]:
+        assert np.array_equal(area_resize_t(iit, size).numpy(), area_resize(ii, size)), size
+    n = 100
+    y0, x0 = rng.integers(0, 80, n), rng.integers(0, 110, n)
+    h, w = np.minimum(rng.integers(1, 90, n), 90 - y0), np.minimum(rng.integers(1, 120, n), 120 - x0)
+    image = rng.integers(0, 2, n)
+    got = area_crops_t(iit, *(torch.from_numpy(v) for v in (image, y0, x0, h, w)), 24).numpy()
+    for b in range(2):
+        sel = image == b
+        host = area_crops(ii[b], y0[sel], x0[sel], h[sel], w[sel], 24).transpose(0, 3, 1, 2)
+        assert np.array_equal(got[sel], host)
