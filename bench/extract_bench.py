@@ -82,7 +82,7 @@ def reference_loop(videos: list, out: Path, sample: int, device: str) -> int:
 
 
 def ours(videos: list, out: Path, sample: int, device: str, workers: int, min_face: int | None,
-         reference_detector: bool = False, batch_size: int = 16) -> int:
+         reference_detector: bool = False, batch_size: int | None = None) -> int:
     from preprocess.extract_faces import Options, run
     shutil.rmtree(out, ignore_errors=True)  # a rerun would skip the finished videos
     opt = Options(frames=sample, device=device, reference_detector=reference_detector, batch_size=batch_size,
@@ -91,7 +91,7 @@ def ours(videos: list, out: Path, sample: int, device: str, workers: int, min_fa
     return sum(1 for _ in summary["done"]) * sample
 
 
-def stages(videos: list, out: Path, sample: int, device: str, batch_size: int, repeat: int) -> None:
+def stages(videos: list, out: Path, sample: int, device: str, batch_size: int | None, repeat: int) -> None:
     """Where extract_faces's time goes, one stage after another in one thread (best of `repeat`): decoding the
     sampled frames, detecting, cutting and writing the crops."""
     from preprocess.extract_faces import Options, detect_faces, load_detector, read_frames, write_crops
@@ -141,7 +141,8 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="ours with this many processes too")
     p.add_argument("--min-face", type=int, help="also ours with extract_faces --min-face (e.g. 60)")
-    p.add_argument("--batch-size", type=int, default=16, help="extract_faces --batch-size (frames per detector call)")
+    p.add_argument("--batch-size", type=int,
+                   help="extract_faces --batch-size, frames per detector call (default: extract_faces's)")
     p.add_argument("--stages", action="store_true", help="first, the time of each stage of ours alone")
     p.add_argument("--repeat", type=int, default=3,
                    help="rounds of every row, the fastest of each row kept (a shared machine is noisy)")

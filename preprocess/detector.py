@@ -1,8 +1,8 @@
-"""MTCNN face detection as facenet-pytorch runs it, faster on a CPU.
+"""MTCNN face detection as facenet-pytorch runs it, faster on a CPU and on a GPU.
 
 `Detector` runs facenet-pytorch's three networks with the same weights, thresholds, pyramid, NMS and box
-regression (facenet-pytorch's own helpers), and changes only how the work is done. Measured on one core of a
-2-core AMD EPYC (bench/results-extract-cpu.md), in the order of what they saved:
+regression (facenet-pytorch's own helpers), and changes only how the work is done. On a CPU, measured on one
+core of a 2-core AMD EPYC (bench/results-extract-cpu.md), in the order of what they saved:
 
 - every resampling is cut from an integral image of the frame (OpenCV's `integral`): the pyramid's levels
   (separably: row bins, then column bins) and all of a frame's candidates of the second and third stages at
@@ -19,8 +19,13 @@ regression (facenet-pytorch's own helpers), and changes only how the work is don
   channels-last; the channels-last PReLUs of the three networks over their [N H W, C] view (exact). These agree
   with facenet-pytorch's outputs to float rounding.
 
-tests/test_detector.py compares it with facenet-pytorch's `MTCNN.detect` on real frames. CPU only (load_detector
-uses facenet-pytorch's own code on a GPU, faster there).
+On a GPU (`on_device`, the default there) the frames go to the GPU once: their integral images, the pyramid's
+levels and every candidate's crop of a call are cut there by torch (four gathers for all candidates at once, where
+facenet-pytorch makes an `interpolate` call and a host sync per candidate), and facenet-pytorch's networks run as
+they are. H200, 640 x 360 frames 32 at a time: 944 frames/s (bench/results-h200-extract.md).
+
+tests/test_detector.py compares both forms with facenet-pytorch's `MTCNN.detect` on real frames (the GPU's form
+on a CPU too, and on a GPU when there is one).
 """
 from __future__ import annotations
 

@@ -78,6 +78,44 @@ def test_single_video_stride_margin_and_size(videos, tmp_path):
     assert cv2.imread(str(crops[0])).shape == (64, 64, 3)
 
 
+def pipelined(videos, out, monkeypatch, **options):
+    """extract_faces's GPU path (threads decode and write around the detector) with the CPU detector, on every
+    video under `videos`, a face written per task (WRITE_PART 1: a video's crops spread over the threads)."""
+    from preprocess import extract_faces as ef
+    monkeypatch.setattr(ef, "WRITE_PART", 1)
+    opt = ef.Options(frames=4, batch_size=3, **options)
+    jobs = [(name, path, out, opt) for name, path in ef.find_videos(videos)]
+    return ef.extract_pipelined(ef.load_detector(), jobs, opt, threads=2)
+
+
+def test_pipelined_extraction_writes_what_one_video_at_a_time_writes(videos, tmp_path, monkeypatch):
+    import shutil
+    from preprocess.extract_faces import Options, run as extract
+    videos = Path(shutil.copytree(videos, tmp_path / "videos"))                 # the module's, with one more
+    two = photo("astronaut.png").copy()
+    two[50:250, 300:500] = cv2.resize(photo("astronaut.png")[0:260, 130:390], (200, 200))   # a second face
+    write_video(videos / "people" / "two.mp4", two, frames=6, size=240)
+    extract(videos, tmp_path / "serial", Options(frames=4, batch_size=3, all_faces=True), workers=1)
+    outcomes = pipelined(videos, tmp_path / "pipelined", monkeypatch, all_faces=True)
+    assert sorted((o.name, o.status, o.crops) for o in outcomes) == [
+        ("broken", "unreadable", 0), ("objects/coffee", "no_face", 0), ("people/astronaut", "done", 4),
+        ("people/two", "done", 8)]
+    serial = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*") if p.is_file())
+    assert len([p for p in serial if p.suffix == ".png"]) == 12
+    for rel in serial:
+        if rel.name != "extract_summary.json":                      # run() writes it; extract_pipelined does not
+            assert (tmp_path / "pipelined" / rel).read_bytes() == (tmp_path / "serial" / rel).read_bytes(), rel
+
+
+def test_pipelined_extraction_fails_loudly_and_marks_no_failed_video_done(videos, tmp_path, monkeypatch):
+    out = tmp_path / "crops"
+    out.mkdir()
+    (out / "people").write_text("a file where the video's folder goes")          # its crops cannot be written
+    with pytest.raises(OSError):
+        pipelined(videos / "people", out / "people", monkeypatch)
+    assert not list(out.rglob("boxes.csv"))
+
+
 def test_missing_input_is_a_one_line_error(tmp_path):
     res = run([PY, "-m", "preprocess.extract_faces", "--input", str(tmp_path / "nope"), "--output", str(tmp_path)])
     assert res.returncode == 2 and "Traceback" not in res.stderr and "input not found" in res.stderr
@@ -125,13 +163,15 @@ def test_extraction_benchmark_times_every_row_and_ends_with_the_ratio():
     """bench/extract_bench.py on one tiny video: every row timed, the reference loop and ours on the same frames,
     and the last line the per-core speed-up the issue asks for."""
     res = run([PY, "bench/extract_bench.py", "--videos", "1", "--frames", "8", "--sample", "2", "--size", "160x120",
-               "--workers", "2", "--min-face", "40", "--repeat", "2"])
+               "--workers", "2", "--min-face", "40", "--repeat", "2", "--stages"])
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
     rows = {line.split("  ")[0].strip(): line for line in lines if "frames/s per core" in line}
     assert set(rows) == {"reference-style loop, 1 process", "extract_faces --workers 1",
                          "extract_faces --workers 1 --reference-detector", "extract_faces --workers 1 --min-face 40",
                          "extract_faces --workers 2"}, lines
+    stage = next(line for line in lines if line.startswith("stages, one thread: "))
+    assert all(f"{k} " in stage for k in ("decode", "detect", "write")), stage
     for line in rows.values():
         frames_per_s = float(line.split("frames/s")[0].split()[-1])
         assert frames_per_s > 0
