@@ -228,7 +228,8 @@ def extract_video(detector, name: str, path: Path, out: Path, opt: Options) -> O
     frames = read_frames(path, opt.frames, opt.stride)
     if not frames:
         return Outcome(name, "unreadable")
-    return finish_video(name, out / name, len(frames), write_crops(out / name, detect_faces(detector, frames, opt), opt))
+    faces = detect_faces(detector, frames, opt)
+    return finish_video(name, out / name, len(frames), write_crops(out / name, faces, opt))
 
 
 WRITE_PART = 8  # faces per write task: a video's crops are written by several threads at once
