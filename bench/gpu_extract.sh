@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Face extraction on a GPU as one script: the detector's tests on the GPU (preprocess/detector.py's GPU form
 # against facenet-pytorch's detections), then bench/extract_bench.py at stop 21's settings (4 videos of 90
-# frames, 640 x 360, 32 sampled each), with the time of each stage, at 16 and 32 frames per detector call, and
-# at 1280 x 720. Results go to $OUT (default bench/out): log.txt.
+# frames, 640 x 360, 32 sampled each) with the time of each stage, with 16 videos, and at 1280 x 720; ours with
+# extract_faces's defaults on a GPU (32 frames a call) and --workers 1 and 4. Results go to $OUT (default
+# bench/out): log.txt.
 #
 #   bash bench/gpu_extract.sh                          # on a GPU machine
 #   DEVICE=cpu QUICK=1 bash bench/gpu_extract.sh       # a dry run of the same commands on a CPU (small settings)
@@ -15,10 +16,12 @@ export PYTHONUNBUFFERED=1
 LOG="$OUT/log.txt"
 say() { echo "== $* ($(date +%T))" | tee -a "$LOG"; }
 sizes=(--videos 4 --frames 90 --sample 32 --size 640x360)
+many=(--videos 16 --frames 90 --sample 32 --size 640x360)
 large=(--videos 4 --frames 60 --sample 32 --size 1280x720)
-threads=$(nproc)
+threads=4          # extract_faces's default on a GPU
 if [ -n "${QUICK:-}" ]; then
     sizes=(--videos 2 --frames 20 --sample 6 --size 320x180)
+    many=(--videos 3 --frames 20 --sample 6 --size 320x180)
     large=(--videos 2 --frames 20 --sample 6 --size 480x270)
     threads=2
 fi
@@ -33,14 +36,14 @@ say "1. the detector's tests (the GPU's form against facenet-pytorch, on $DEVICE
 timeout "${T1:-150}" "$PY" -m pytest -q -p no:cacheprovider -n 0 tests/test_detector.py >>"$LOG" 2>&1
 echo "rc=$?" | tee -a "$LOG"
 
-say "2. extract_bench, $DEVICE, ${sizes[*]}, 16 frames a call"
+say "2. extract_bench, $DEVICE, ${sizes[*]}, extract_faces's defaults (32 frames a call on a GPU)"
 timeout "${T2:-150}" "$PY" bench/extract_bench.py --device "$DEVICE" "${sizes[@]}" --workers "$threads" --repeat 3 \
     --stages >>"$LOG" 2>&1
 echo "rc=$?" | tee -a "$LOG"
 
-say "3. the same, 32 frames a call"
-timeout "${T3:-120}" "$PY" bench/extract_bench.py --device "$DEVICE" "${sizes[@]}" --workers "$threads" --repeat 3 \
-    --batch-size 32 --stages >>"$LOG" 2>&1
+say "3. four times the videos: ${many[*]}"
+timeout "${T3:-150}" "$PY" bench/extract_bench.py --device "$DEVICE" "${many[@]}" --workers "$threads" --repeat 2 \
+    >>"$LOG" 2>&1
 echo "rc=$?" | tee -a "$LOG"
 
 say "4. larger frames: ${large[*]}"
