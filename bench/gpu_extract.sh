@@ -36,18 +36,14 @@ say "1. the detector's tests (the GPU's form against facenet-pytorch, on $DEVICE
 timeout "${T1:-150}" "$PY" -m pytest -q -p no:cacheprovider -n 0 tests/test_detector.py >>"$LOG" 2>&1
 echo "rc=$?" | tee -a "$LOG"
 
-say "2. extract_bench, $DEVICE, ${sizes[*]}, extract_faces's defaults (32 frames a call on a GPU)"
-timeout "${T2:-150}" "$PY" bench/extract_bench.py --device "$DEVICE" "${sizes[@]}" --workers "$threads" --repeat 3 \
-    --stages >>"$LOG" 2>&1
-echo "rc=$?" | tee -a "$LOG"
-
-say "3. four times the videos: ${many[*]}"
-timeout "${T3:-150}" "$PY" bench/extract_bench.py --device "$DEVICE" "${many[@]}" --workers "$threads" --repeat 2 \
-    >>"$LOG" 2>&1
-echo "rc=$?" | tee -a "$LOG"
-
-say "4. larger frames: ${large[*]}"
-timeout "${T4:-150}" "$PY" bench/extract_bench.py --device "$DEVICE" "${large[@]}" --workers "$threads" --repeat 2 \
-    --stages >>"$LOG" 2>&1
-echo "rc=$?" | tee -a "$LOG"
+# bench TITLE SECONDS ARGS...: one bench/extract_bench.py run, its output in the log
+bench() {
+    say "$1"
+    timeout "$2" "$PY" bench/extract_bench.py --device "$DEVICE" --workers "$threads" "${@:3}" >>"$LOG" 2>&1
+    echo "rc=$?" | tee -a "$LOG"
+}
+bench "2. extract_bench, $DEVICE, ${sizes[*]}, extract_faces's defaults (32 frames a call on a GPU)" "${T2:-150}" \
+    "${sizes[@]}" --repeat 3 --stages
+bench "3. four times the videos: ${many[*]}" "${T3:-150}" "${many[@]}" --repeat 2
+bench "4. larger frames: ${large[*]}" "${T4:-150}" "${large[@]}" --repeat 2 --stages
 say "end"
