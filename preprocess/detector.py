@@ -263,9 +263,9 @@ class Detector:
         h, w = ey.astype(np.int64) - y0, ex.astype(np.int64) - x0
         ok = (h > 0) & (w > 0)
         if self.on_device:
-            image = image_inds[torch.from_numpy(ok).to(boxes.device)]
+            keep = torch.from_numpy(ok).to(boxes.device)
             y0, x0, h, w = (torch.from_numpy(v[ok]).to(ii.device) for v in (y0, x0, h, w))
-            return area_crops_t(ii, image, y0, x0, h, w, size), torch.from_numpy(ok).to(boxes.device)
+            return area_crops_t(ii, image_inds[keep], y0, x0, h, w, size), keep
         image, y0, x0, h, w = image_inds.cpu().numpy()[ok], y0[ok], x0[ok], h[ok], w[ok]
         # a frame at a time: its integral image (2.8 MB at 640 x 360) stays in the caches while its candidates'
         # corners are read (all frames' at once: 1.8x slower, the reads falling all over 16 frames' 44 MB)
