@@ -29,8 +29,9 @@ from datasets.images import IMG_EXTS, BadImageError, read_image
 from engine.amp import autocast
 from engine.dist import get_device
 from engine.release import RELEASE, build_model, checkpoint_settings, release_calibration
-from preprocess.extract_faces import VIDEO_EXTS, crop_box, load_detector, read_frames
+from preprocess.extract_faces import crop_box, load_detector
 from preprocess.tracks import group_tracks
+from preprocess.video import VIDEO_EXTS, read_frames
 from utils import UserError, atomic_write_csv, atomic_write_text, resolve_path, run_cli
 
 

@@ -94,7 +94,8 @@ def ours(videos: list, out: Path, sample: int, device: str, workers: int, min_fa
 def stages(videos: list, out: Path, sample: int, device: str, batch_size: int | None, repeat: int) -> None:
     """Where extract_faces's time goes, one stage after another in one thread (best of `repeat`): decoding the
     sampled frames, detecting, cutting and writing the crops."""
-    from preprocess.extract_faces import Options, detect_faces, load_detector, read_frames, write_crops
+    from preprocess.extract_faces import Options, detect_faces, load_detector, write_crops
+    from preprocess.video import read_frames
     opt = Options(frames=sample, device=device, batch_size=batch_size)
     detector = load_detector(device)
     sync = (lambda: __import__("torch").cuda.synchronize()) if device.startswith("cuda") else (lambda: None)

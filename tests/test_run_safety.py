@@ -261,7 +261,7 @@ def test_a_jpeg_with_bytes_after_its_end_marker_is_read_and_a_truncated_one_is_n
 
 
 def test_a_video_holding_fewer_frames_than_its_header_claims_is_sampled_from_what_it_holds(tmp_path, capsys):
-    from preprocess.extract_faces import read_frames
+    from preprocess.video import read_frames
     writer = cv2.VideoWriter(str(tmp_path / "v.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
     for i in range(40):
         writer.write(np.full((64, 64, 3), i * 5, np.uint8))
