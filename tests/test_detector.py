@@ -11,7 +11,7 @@ from conftest import PY, run
 
 pytest.importorskip("facenet_pytorch", reason="pip install --no-deps facenet-pytorch==2.6.0 (done by .ci/run)")
 
-from preprocess.detector import Detector, area_crops, area_resize, integral_image, max_pool_2x2_ceil  # noqa: E402
+from preprocess.detector import Detector, area_crops, area_resize, integral_image, max_pool_cl  # noqa: E402
 
 
 def photo(name):
@@ -96,12 +96,34 @@ def test_integral_image_is_exact_for_large_frames():
     assert not ii[:, :, 0].any() and not ii[:, :, :, 0].any()
 
 
-@pytest.mark.parametrize("shape", [(1, 10, 215, 383), (1, 10, 216, 384), (2, 10, 215, 384), (2, 3, 5, 4), (1, 1, 1, 1)])
-def test_strided_max_pooling_is_max_pool2d_ceil_mode(shape):
-    x = torch.randn(shape)
-    out = max_pool_2x2_ceil(x)
-    assert torch.equal(out, F.max_pool2d(x, 2, 2, ceil_mode=True))
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("shape", [(1, 10, 215, 383), (1, 10, 216, 384), (2, 10, 215, 384), (128, 28, 22, 22),
+                                   (32, 64, 21, 21), (2, 3, 5, 4), (1, 2, 2, 3), (1, 1, 1, 1)])
+def test_strided_max_pooling_is_max_pool2d_ceil_mode(shape, k):
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    try:
+        ref = F.max_pool2d(x, k, 2, ceil_mode=True)
+    except RuntimeError:                                                   # smaller than the window
+        return
+    out = max_pool_cl(x, k)
+    assert torch.equal(out, ref)
     assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_pnet_pooled_before_its_prelu_is_facenet_pytorchs_pnet():
+    """Detector._pnet pools before the first PReLU, with the minima of the channels of negative slope (the
+    real weights have some: that path is what is tested) from extra output channels of the convolution."""
+    from facenet_pytorch import MTCNN
+    mtcnn = MTCNN(keep_all=True)
+    assert (mtcnn.pnet.prelu1.weight < 0).any() and (mtcnn.pnet.prelu1.weight > 0).any()
+    ours = Detector(mtcnn)
+    for shape in [(2, 3, 217, 385), (3, 3, 12, 13), (1, 3, 29, 40)]:
+        x = ((torch.rand(shape) * 255).round() - 127.5) * 0.0078125
+        with torch.no_grad():
+            reg, probs = mtcnn.pnet(x)
+            our_reg, our_probs = ours._pnet(x.contiguous(memory_format=torch.channels_last))
+        assert our_reg.shape == reg.shape and our_probs.shape == probs[:, 1].shape
+        assert (our_reg - reg).abs().max() < 1e-4 and (our_probs - probs[:, 1]).abs().max() < 1e-4
 
 
 def scenes():
