@@ -9,15 +9,16 @@ core of a 2-core AMD EPYC (bench/results-extract-cpu.md), in the order of what t
   once (facenet-pytorch: one `interpolate(mode="area")` call per candidate, about a hundred per frame). Both are
   bit-identical to `interpolate(mode="area")` (adaptive average pooling): the same bins, the same integer sums
   (exact in float32 for 8-bit pixels), divided by the bin height and then its width in float32, as ATen does;
-- PNet runs each pyramid level on about 200,000 pixels of frames at a time: one or two frames at the largest
+- PNet runs each pyramid level on about 600,000 pixels of frames at a time: a few frames at the largest
   levels (their activations stay in the CPU's caches; a batch of 16 frames of 640 x 360 made the elementwise
   passes several times slower per frame), many at the small ones (one frame of those is mostly per-call
   overhead); RNet / ONet 128 / 32 candidates at a time rather than 512;
-- PNet's layers each in their fastest form: the first convolution and PReLU in the default layout, the rest
-  channels-last, its 2 x 2 ceil-mode max pooling as maxima of strided views (exact), its two 1 x 1 heads as
-  one matrix product, and the two-class softmax as the logistic of the difference; RNet and ONet
-  channels-last; the channels-last PReLUs of the three networks over their [N H W, C] view (exact). These agree
-  with facenet-pytorch's outputs to float rounding.
+- the three networks channels-last, each layer in its fastest form: PNet's 2 x 2 max pooling before its first
+  PReLU (exact: the minima of the channels of negative slope come from extra channels of the convolution),
+  the max poolings as maxima of strided views (exact), the PReLUs over their [N H W, C] view (exact), the first
+  convolutions 16 / 32 channels wide rather than 10 / 28 (oneDNN's blocks of 8), PNet's two 1 x 1 heads as one
+  matrix product, and its two-class softmax as the logistic of the difference. These agree with
+  facenet-pytorch's outputs to float rounding.
 
 On a GPU (`on_device`, the default there) the frames go to the GPU once: their integral images, the pyramid's
 levels and every candidate's crop of a call are cut there by torch (four gathers for all candidates at once, where
@@ -196,12 +197,14 @@ class Detector:
     probs [K] (with landmarks, points [K, 5, 2]) per frame, None where no face. Other inputs (PIL images,
     float arrays) go to facenet-pytorch's own implementation."""
 
-    # PNet's pyramid levels run GROUP_PIXELS pixels of frames at a time: the large levels a frame or two at a
+    # PNet's pyramid levels run GROUP_PIXELS pixels of frames at a time: the large levels a few frames at a
     # time (their activations then stay in the CPU's caches: 16 frames of the largest level at once took 2.4x
     # as long per frame), the small ones many frames per call (a 14 x 25 level of one frame is all call
-    # overhead). One core of a 2-core AMD EPYC, PNet over the pyramid of 640 x 360 frames: about 20 ms a
-    # frame against 26-32 one frame at a time (bench/results-extract-cpu.md).
-    GROUP_PIXELS = 200_000
+    # overhead). One core of a 2-core AMD EPYC, 640 x 360 frames: the whole detector 3-4% faster than with
+    # 200,000 (the value before PNet pooled first, bench/results-extract-cpu.md), 1.6 million 20% slower.
+    GROUP_PIXELS = 600_000
+    # RNet's and ONet's candidates a call (on a CPU; see _net)
+    CHUNKS = (128, 32)
 
     def __init__(self, mtcnn, on_device: bool | None = None):
         """on_device: cut the pyramid's levels and the candidates with torch on the MTCNN's device, all frames of
@@ -353,7 +356,7 @@ class Detector:
             pnet, rnet, onet, chunks = self._pnet_module, m.rnet, m.onet, (512, 512)   # facenet-pytorch's forms
         else:
             ii = integral_image(stack)
-            pnet, rnet, onet, chunks = self._pnet, self._rnet, self._onet, (128, 32)
+            pnet, rnet, onet, chunks = self._pnet, self._rnet, self._onet, self.CHUNKS
 
         # 1. PNet over the scale pyramid (as facenet-pytorch: 12 / min_face_size, times `factor` while >= 12 px),
         # a group of frames at a time: the same candidates as facenet-pytorch's batch of all frames
