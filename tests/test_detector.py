@@ -11,7 +11,8 @@ from conftest import PY, run
 
 pytest.importorskip("facenet_pytorch", reason="pip install --no-deps facenet-pytorch==2.6.0 (done by .ci/run)")
 
-from preprocess.detector import Detector, area_crops, area_resize, integral_image, max_pool_cl  # noqa: E402
+from preprocess.detector import Detector, max_pool_cl  # noqa: E402
+from preprocess.resample import area_crops, area_resize, integral_image  # noqa: E402
 
 
 def photo(name):
@@ -211,7 +212,7 @@ def test_on_device_the_same_faces_as_facenet_pytorch(device):
 
 def test_device_cuts_are_the_host_cuts():
     """integral_image_t / area_resize_t / area_crops_t (the GPU's) equal the host's functions bit for bit."""
-    from preprocess.detector import area_crops_t, area_resize_t, integral_image_t
+    from preprocess.resample import area_crops_t, area_resize_t, integral_image_t
     rng = np.random.default_rng(4)
     frames = rng.integers(0, 256, (2, 90, 120, 3), dtype=np.uint8)
     ii, iit = integral_image(frames), integral_image_t(torch.from_numpy(frames))
