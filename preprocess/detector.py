@@ -151,8 +151,8 @@ class Detector:
         offsets [G, 4, h', w'] and face probabilities [G, h', w']. The same layers and weights, each in its
         fastest form on a CPU core (PNet over a 640 x 360 frame's pyramid: 1.2x faster than conv, PReLU, pool):
 
-        - the 2 x 2 max pooling before the first PReLU, on a quarter of the pixels after it. Exact: a PReLU of
-          positive slope is increasing, so the maximum of its outputs is its output of the maximum; one of
+        - the 2 x 2 max pooling before the first PReLU, on a quarter of the pixels after it. A PReLU of positive
+          slope is increasing, so the maximum of its outputs is its output of the maximum (exact); one of
           negative slope decreases below 0 and increases above, so the maximum of its outputs is at the
           window's maximum or minimum: max(f(max x), slope * min x). slope * min x is the maximum of slope * x,
           whose channels the first convolution computes too (its weights times the slope: float rounding);

@@ -25,9 +25,10 @@ def integral_image(frames: np.ndarray) -> np.ndarray:
 
 def area_resize(ii: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Integral images, channels first [..., C, H + 1, W + 1] (one frame or a batch) -> the frames resampled to
-    size (h, w) as `interpolate(mode="area")` does, [..., C, h, w] float32; bit-identical to it (the same bins
-    and integer sums, the same divisions) for every size but 1 x 1, which ATen computes as a mean (MTCNN's
-    levels are >= 12 px). Separable: the rows' bin sums first, then the columns'."""
+    size (h, w) as `interpolate(mode="area")` does, [..., C, h, w] float32 with channels-last strides (the
+    layout PNet takes on a CPU); bit-identical to it (the same bins and integer sums, the same divisions) for
+    every size but 1 x 1, which ATen computes as a mean (MTCNN's levels are >= 12 px). Separable: the rows'
+    bin sums first, then the columns'."""
     (height, width), (h, w) = (ii.shape[-2] - 1, ii.shape[-1] - 1), size
     i, j = np.arange(h), np.arange(w)
     ys, ye = (i * height) // h, ((i + 1) * height + h - 1) // h
