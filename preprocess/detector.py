@@ -4,21 +4,25 @@
 regression (facenet-pytorch's own helpers), and changes only how the work is done. On a CPU, measured on one
 core of a 2-core AMD EPYC (bench/results-extract-cpu.md), in the order of what they saved:
 
-- every resampling is cut from an integral image of the frame (preprocess.resample): the pyramid's levels
-  (separably: row bins, then column bins) and all of a frame's candidates of the second and third stages at
-  once (facenet-pytorch: one `interpolate(mode="area")` call per candidate, about a hundred per frame). Both are
-  bit-identical to `interpolate(mode="area")` (adaptive average pooling): the same bins, the same integer sums
-  (exact in float32 for 8-bit pixels), divided by the bin height and then its width in float32, as ATen does;
+- every resampling is cut from an integral image of the frame (preprocess.resample): the pyramid's levels and
+  all of a frame's candidates of the second and third stages at once (facenet-pytorch: one
+  `interpolate(mode="area")` call per candidate, about a hundred per frame), by two compiled kernels (numba) that
+  fold in MTCNN's normalisation. Bit-identical to `interpolate(mode="area")` (adaptive average pooling), then
+  facenet-pytorch's normalisation: the same bins, the same integer sums (exact in float32 for 8-bit pixels),
+  divided by the bin height and then its width in float32, as ATen does;
 - PNet runs each pyramid level on about 600,000 pixels of frames at a time: a few frames at the largest
   levels (their activations stay in the CPU's caches; a batch of 16 frames of 640 x 360 made the elementwise
   passes several times slower per frame), many at the small ones (one frame of those is mostly per-call
   overhead); RNet / ONet 128 / 32 candidates at a time rather than 512;
-- the three networks channels-last, each layer in its fastest form: PNet's 2 x 2 max pooling before its first
-  PReLU (the minima that its channels of negative slope need come from extra channels of the convolution),
-  the max poolings as maxima of strided views (exact), the PReLUs over their [N H W, C] view (exact), the first
-  convolutions 16 / 32 channels wide rather than 10 / 28 (oneDNN's blocks of 8), PNet's two 1 x 1 heads as one
-  matrix product, and its two-class softmax as the logistic of the difference. These agree with
-  facenet-pytorch's outputs to float rounding.
+- the three networks channels-last, each layer in its fastest form (preprocess.cpu_layers): every PReLU
+  followed by a max pooling computed with it in one compiled pass (bit-identical), the other PReLUs over their
+  [N H W, C] view (exact), the first convolutions of PNet and RNet 16 / 32 channels wide rather than 10 / 28
+  (oneDNN's blocks of 8; zero channels), PNet's two 1 x 1 heads as one matrix product, and its two-class
+  softmax as the logistic of the difference. RNet's and ONet's outputs are facenet-pytorch's bit for bit,
+  PNet's to float rounding.
+
+The compiled kernels are built on their first use on a machine (about 4 s) and cached on disk beside their
+modules (numba's cache); later processes load them.
 
 On a GPU (`on_device`, the default there) the frames go to the GPU once: their integral images, the pyramid's
 levels and every candidate's crop of a call are cut there by torch (four gathers for all candidates at once, where
@@ -36,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from preprocess.cpu_layers import prelu_cl, prelu_pool
 from preprocess.resample import area_crops, area_crops_t, area_resize, area_resize_t, integral_image, integral_image_t
 
 
@@ -54,36 +59,15 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
 
 
-def max_pool_cl(x: torch.Tensor, k: int) -> torch.Tensor:
-    """`max_pool2d(x, k, 2, ceil_mode=True)` of a channels-last [N, C, H, W] (MTCNN's poolings: k = 2 or 3),
-    exactly, returned channels-last: over the [N, H, W, C] view (channels contiguous), the maxima of k strided
-    views of rows, then of columns, written straight into their outputs; a last window that ceil mode cuts
-    short is the maximum of what it covers. (PNet's 2 x 2 pooling: max_pool2d took 2x as long channels-last;
-    RNet's 3 x 3 over 28 channels 1.6x.)"""
-    v = x.permute(0, 2, 3, 1)
-    for dim in (1, 2):
-        n = v.shape[dim]
-        full, size = (n - k) // 2 + 1, -(-(n - k) // 2) + 1                  # whole windows, all windows
-        shape = list(v.shape)
-        shape[dim] = size
-        out = v.new_empty(shape)
-        if full > 0:
-            whole = out.narrow(dim, 0, full)
-            view = [v.narrow(dim, j, 2 * full - 1)[(slice(None),) * dim + (slice(None, None, 2),)] for j in range(k)]
-            torch.maximum(view[0], view[1], out=whole)
-            for rest in view[2:]:
-                torch.maximum(whole, rest, out=whole)
-        if size > full:                                                         # the short last window
-            torch.amax(v.narrow(dim, 2 * full, n - 2 * full), dim, keepdim=True, out=out.narrow(dim, full, 1))
-        v = out
-    return v.permute(0, 3, 1, 2)
-
-
-def prelu_cl(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """`F.prelu(x, weight)` of a channels-last [N, C, H, W], exactly, computed over its [N H W, C] view: the
-    channel is then the last, contiguous dimension (2x faster than PReLU's 4-d broadcast on one core)."""
-    n, c, h, w = x.shape
-    return F.prelu(x.permute(0, 2, 3, 1).reshape(-1, c), weight).view(n, h, w, c).permute(0, 3, 1, 2)
+def padded_first(conv, prelu, conv2) -> dict:
+    """A network's first convolution and PReLU padded with zero channels to a multiple of 8 (w [C', 3, k, k], b
+    and slope [C']), and its second convolution's weights with zero weights for them (w2): the padded channels are
+    zeros after the PReLU and the pooling, and add nothing to the second convolution's sums (bit-identical)."""
+    w, b, slope, w2 = (t.detach() for t in (conv.weight, conv.bias, prelu.weight, conv2.weight))
+    pad = -len(w) % 8
+    return dict(w=torch.cat([w, w.new_zeros(pad, *w.shape[1:])]), b=torch.cat([b, b.new_zeros(pad)]),
+                slope=torch.cat([slope, slope.new_zeros(pad)]),
+                w2=torch.cat([w2, w2.new_zeros(len(w2), pad, *w2.shape[2:])], 1))
 
 
 class Detector:
@@ -112,62 +96,28 @@ class Detector:
         p = mtcnn.pnet    # PNet's two 1 x 1 heads (face / not face, box offsets) as one [6, 32] matrix
         self.head_w = torch.cat([p.conv4_1.weight, p.conv4_2.weight]).flatten(1).detach()
         self.head_b = torch.cat([p.conv4_1.bias, p.conv4_2.bias]).detach()[:, None]
-        # PNet's first layers pooled before their PReLU (see _pnet): its first convolution's channels reordered,
-        # those of negative slope first; then those again with weights and bias times their slope (so that
-        # their maxima are slope x the minima); padded with zeros to a multiple of 8 channels (oneDNN's block:
-        # 16 channels out took 0.6x the time of 10). The second convolution's input channels in the same order.
-        slope = p.prelu1.weight.detach()
-        neg, pos = (slope < 0).nonzero()[:, 0], (slope >= 0).nonzero()[:, 0]
-        order = torch.cat([neg, pos])
-        w, b = p.conv1.weight.detach(), p.conv1.bias.detach()
-        pad = -(len(order) + len(neg)) % 8
-        scale = -slope[neg]                                             # > 0: slope * min x = max(-scale * x)
-        self.pool_first = dict(
-            w=torch.cat([w[order], -scale[:, None, None, None] * w[neg], w.new_zeros(pad, *w.shape[1:])]),
-            b=torch.cat([b[order], -scale * b[neg], b.new_zeros(pad)]),
-            slope=slope[order], negative=len(neg), channels=len(order),
-            w2=p.conv2.weight.detach()[:, order].contiguous())
-        # RNet's first convolution padded with zero channels to 32 (oneDNN's 28 took 1.4x as long; its outputs and
-        # the second convolution's, which takes the zeros with zero weights, are bit-identical)
-        r = mtcnn.rnet
-        w, b, slope = r.conv1.weight.detach(), r.conv1.bias.detach(), r.prelu1.weight.detach()
-        pad = -len(w) % 8
-        self.rnet_first = dict(
-            w=torch.cat([w, w.new_zeros(pad, *w.shape[1:])]), b=torch.cat([b, b.new_zeros(pad)]),
-            slope=torch.cat([slope, slope.new_zeros(pad)]),
-            w2=torch.cat([r.conv2.weight.detach(), w.new_zeros(len(r.conv2.weight), pad, 3, 3)], 1))
+        # the first convolutions of PNet and RNet padded with zero channels to a multiple of 8 (oneDNN's block: 10
+        # and 28 channels out took 1.4x as long as 16 and 32), and the second convolutions' inputs with zero weights
+        self.pnet_first, self.rnet_first = (padded_first(n.conv1, n.prelu1, n.conv2) for n in (p, mtcnn.rnet))
 
     def _net(self, net, x: torch.Tensor, chunk: int) -> tuple:
         """Run a stage's network on [N, 3, S, S] float32 pixels (normalised here as facenet-pytorch does), `chunk`
         candidates at a time. On a CPU small enough for a chunk's activations to stay in the caches (first
         layer's output 7 MB for 128 RNet candidates, 9 MB for 32 ONet ones; facenet-pytorch's 512 made RNet 1.5x
         and ONet 1.9x slower per candidate on one core, 64 ONet candidates 1.4x)."""
-        x = (x - 127.5) * 0.0078125
         outs = [net(x[i:i + chunk]) for i in range(0, len(x), chunk)]
         return tuple(torch.cat(v, dim=0) for v in zip(*outs))
 
     def _pnet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """facenet-pytorch's PNet on a normalised channels-last pyramid level of G frames [G, 3, h, w]: box
         offsets [G, 4, h', w'] and face probabilities [G, h', w']. The same layers and weights, each in its
-        fastest form on a CPU core (PNet over a 640 x 360 frame's pyramid: 1.2x faster than conv, PReLU, pool):
-
-        - the 2 x 2 max pooling before the first PReLU, on a quarter of the pixels after it. A PReLU of positive
-          slope is increasing, so the maximum of its outputs is its output of the maximum (exact); one of
-          negative slope decreases below 0 and increases above, so the maximum of its outputs is at the
-          window's maximum or minimum: max(f(max x), slope * min x). slope * min x is the maximum of slope * x,
-          whose channels the first convolution computes too (its weights times the slope: float rounding);
-        - the rest channels-last, pooling as maxima of strided views (max_pool_cl, exact), the PReLUs over their
-          [N H W, C] view, the two 1 x 1 heads as one matrix product [6, 32] x [32, N H W] (3x faster than the
-          other way round, whose 6 columns MKL handles poorly) and the two-class softmax as the logistic of the
-          difference. These agree with facenet-pytorch's outputs to float rounding."""
-        p, q = self.mtcnn.pnet, self.pool_first
-        c, k = q["channels"], q["negative"]
-        x = max_pool_cl(F.conv2d(x, q["w"], q["b"]), 2)                         # [G, C', h/2, w/2]
-        g, width, h, w = x.shape
-        x = x.permute(0, 2, 3, 1).reshape(-1, width)                             # [G h w, C'] (a view)
-        y = F.prelu(x[:, :c], q["slope"])                                        # [G h w, C] f(max x)
-        torch.maximum(y[:, :k], x[:, c:c + k], out=y[:, :k])                    # slope * min x
-        x = y.view(g, h, w, c).permute(0, 3, 1, 2)
+        fastest form on a CPU core: the first convolution 16 channels wide (pnet_first), its PReLU and pooling in
+        one pass (prelu_pool), the other PReLUs over their [N H W, C] view (prelu_cl), the two 1 x 1 heads as one
+        matrix product [6, 32] x [32, N H W] (3x faster than the other way round, whose 6 columns MKL handles
+        poorly) and the two-class softmax as the logistic of the difference. These agree with facenet-pytorch's
+        outputs to float rounding (the heads and the logistic)."""
+        p, q = self.mtcnn.pnet, self.pnet_first
+        x = prelu_pool(F.conv2d(x, q["w"], q["b"]), q["slope"], 2)                # [G, 16, h/2, w/2]
         x = prelu_cl(F.conv2d(x, q["w2"], p.conv2.bias), p.prelu2.weight)
         x = prelu_cl(F.conv2d(x, p.conv3.weight, p.conv3.bias), p.prelu3.weight)
         g, c, h, w = x.shape
@@ -182,26 +132,25 @@ class Detector:
         return reg, probs[:, 1]
 
     def _rnet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """facenet-pytorch's RNet.forward on channels-last [N, 3, 24, 24], with its PReLUs as prelu_cl, its
-        poolings as max_pool_cl and its first convolution 32 channels wide (rnet_first): the same outputs, bit
-        for bit (1.15x faster than RNet.forward, then 3% from the last two). Box offsets [N, 4], face
-        probabilities [N, 2]."""
+        """facenet-pytorch's RNet.forward on channels-last [N, 3, 24, 24], with its PReLUs and poolings as
+        prelu_pool (or prelu_cl where no pooling follows) and its first convolution 32 channels wide (rnet_first):
+        the same outputs, bit for bit. Box offsets [N, 4], face probabilities [N, 2]."""
         r = self.mtcnn.rnet
         q = self.rnet_first
-        x = max_pool_cl(prelu_cl(F.conv2d(x, q["w"], q["b"]), q["slope"]), 3)
-        x = max_pool_cl(prelu_cl(F.conv2d(x, q["w2"], r.conv2.bias), r.prelu2.weight), 3)
+        x = prelu_pool(F.conv2d(x, q["w"], q["b"]), q["slope"], 3)
+        x = prelu_pool(F.conv2d(x, q["w2"], r.conv2.bias), r.prelu2.weight, 3)
         x = prelu_cl(r.conv3(x), r.prelu3.weight)
         x = r.prelu4(r.dense4(x.permute(0, 3, 2, 1).reshape(len(x), -1)))   # flattened as facenet-pytorch does
         return r.dense5_2(x), r.softmax5_1(r.dense5_1(x))
 
     def _onet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """facenet-pytorch's ONet.forward on channels-last [N, 3, 48, 48] with its PReLUs as prelu_cl and its
-        poolings as max_pool_cl (the same outputs, bit for bit; its 4-d PReLUs were a quarter of ONet's time,
-        the poolings 2%): box offsets [N, 4], landmarks [N, 10], face probabilities [N, 2]."""
+        """facenet-pytorch's ONet.forward on channels-last [N, 3, 48, 48] with its PReLUs and poolings as
+        prelu_pool (or prelu_cl where no pooling follows): the same outputs, bit for bit (its 4-d PReLUs were a
+        quarter of ONet's time). Box offsets [N, 4], landmarks [N, 10], face probabilities [N, 2]."""
         o = self.mtcnn.onet
-        x = max_pool_cl(prelu_cl(o.conv1(x), o.prelu1.weight), 3)
-        x = max_pool_cl(prelu_cl(o.conv2(x), o.prelu2.weight), 3)
-        x = max_pool_cl(prelu_cl(o.conv3(x), o.prelu3.weight), 2)
+        x = prelu_pool(o.conv1(x), o.prelu1.weight, 3)
+        x = prelu_pool(o.conv2(x), o.prelu2.weight, 3)
+        x = prelu_pool(o.conv3(x), o.prelu3.weight, 2)
         x = prelu_cl(o.conv4(x), o.prelu4.weight)
         x = o.prelu5(o.dense5(x.permute(0, 3, 2, 1).reshape(len(x), -1)))  # flattened as facenet-pytorch does
         return o.dense6_2(x), o.dense6_3(x), o.softmax6_1(o.dense6_1(x))
@@ -217,15 +166,10 @@ class Detector:
         if self.on_device:
             keep = torch.from_numpy(ok).to(boxes.device)
             y0, x0, h, w = (torch.from_numpy(v[ok]).to(ii.device) for v in (y0, x0, h, w))
-            return area_crops_t(ii, image_inds[keep], y0, x0, h, w, size), keep
-        image, y0, x0, h, w = image_inds.cpu().numpy()[ok], y0[ok], x0[ok], h[ok], w[ok]
-        # a frame at a time: its integral image (2.8 MB at 640 x 360) stays in the caches while its candidates'
-        # corners are read (all frames' at once: 1.8x slower, the reads falling all over 16 frames' 44 MB)
-        crops = np.empty((len(image), size, size, ii.shape[1]), np.float32)
-        for b in np.unique(image):
-            sel = np.flatnonzero(image == b)
-            crops[sel] = area_crops(ii[b], y0[sel], x0[sel], h[sel], w[sel], size)
-        return torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2), torch.from_numpy(ok).to(boxes.device)
+            crops = area_crops_t(ii, image_inds[keep], y0, x0, h, w, size)
+            return (crops - 127.5) * 0.0078125, keep                            # normalised as facenet-pytorch
+        crops = area_crops(ii, image_inds.cpu().numpy()[ok], y0[ok], x0[ok], h[ok], w[ok], size, 127.5, 0.0078125)
+        return torch.from_numpy(crops).permute(0, 3, 1, 2), torch.from_numpy(ok)
 
     def detect(self, img, landmarks: bool = False):
         single = isinstance(img, np.ndarray) and img.ndim == 3
@@ -264,12 +208,10 @@ class Detector:
             size = (int(height * scale + 1), int(width * scale + 1))
             group = batch if self.on_device else max(1, self.GROUP_PIXELS // (size[0] * size[1]))
             for b in range(0, batch, group):
-                if self.on_device:
-                    level = area_resize_t(ii[b:b + group], size)                # [G, 3, h, w]
+                if self.on_device:                                              # normalised as facenet-pytorch
+                    level = (area_resize_t(ii[b:b + group], size) - 127.5) * 0.0078125   # [G, 3, h, w]
                 else:
-                    level = torch.from_numpy(area_resize(ii[b:b + group], size))
-                level -= 127.5                                                  # normalised as facenet-pytorch
-                level *= 0.0078125
+                    level = torch.from_numpy(area_resize(ii[b:b + group], size, 127.5, 0.0078125)).permute(0, 3, 1, 2)
                 reg, probs = pnet(level)
                 boxes_s, inds_s = ref.generateBoundingBox(reg, probs, scale, threshold[0])
                 inds_s += b

@@ -11,7 +11,8 @@ from conftest import PY, run
 
 pytest.importorskip("facenet_pytorch", reason="pip install --no-deps facenet-pytorch==2.6.0 (done by .ci/run)")
 
-from preprocess.detector import Detector, max_pool_cl  # noqa: E402
+from preprocess.cpu_layers import prelu_pool  # noqa: E402
+from preprocess.detector import Detector  # noqa: E402
 from preprocess.resample import area_crops, area_resize, integral_image  # noqa: E402
 
 
@@ -31,34 +32,44 @@ def test_area_crops_are_bit_identical_to_interpolate_area():
     image = rng.integers(0, 2, n)
     tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     for size in (24, 48):
-        ours = np.empty((n, size, size, 3), np.float32)
-        for b in range(2):
-            ours[image == b] = area_crops(ii[b], *(v[image == b] for v in (y0, x0, h, w)), size)
+        ours = area_crops(ii, image, y0, x0, h, w, size)
+        assert ours.shape == (n, size, size, 3) and ours.dtype == np.float32
+        normalised = area_crops(ii, image, y0, x0, h, w, size, 127.5, 0.0078125)
         for k in range(n):
             ref = F.interpolate(tensor[image[k]:image[k] + 1, :, y0[k]:y0[k] + h[k], x0[k]:x0[k] + w[k]],
-                                size=(size, size), mode="area")[0].permute(1, 2, 0).numpy()
-            assert np.array_equal(ours[k], ref), (size, k, h[k], w[k])
+                                size=(size, size), mode="area")[0].permute(1, 2, 0)
+            assert np.array_equal(ours[k], ref.numpy()), (size, k, h[k], w[k])
+            # MTCNN's normalisation folded in: the same float32 operations as facenet-pytorch's on the crop
+            assert np.array_equal(normalised[k], ((ref - 127.5) * 0.0078125).numpy()), (size, k)
 
 
 def test_pyramid_levels_are_bit_identical_to_interpolate_area():
-    """MTCNN's pyramid levels (and other sizes, up and down, odd and even) cut from the integral image."""
-    frames = np.random.default_rng(1).integers(0, 256, (1, 90, 160, 3), dtype=np.uint8)
-    ii = integral_image(frames)[0]                                                   # [3, 91, 161]
+    """MTCNN's pyramid levels (and other sizes, up and down, odd and even) cut from the integral images, each
+    frame of a batch as on its own; with the normalisation folded in, as facenet-pytorch normalises a level."""
+    frames = np.random.default_rng(1).integers(0, 256, (3, 90, 160, 3), dtype=np.uint8)
+    ii = integral_image(frames)                                                      # [3, 91, 161, 3]
     tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     for size in [(55, 97), (39, 69), (28, 49), (12, 21), (2, 3), (90, 160), (91, 200), (7, 100)]:
-        ours = area_resize(ii, size)
-        assert ours.shape == (3, *size) and ours.dtype == np.float32
-        assert np.array_equal(ours, F.interpolate(tensor, size=size, mode="area")[0].numpy()), size
+        ours, normalised = area_resize(ii, size), area_resize(ii, size, 127.5, 0.0078125)
+        assert ours.shape == (3, *size, 3) and ours.dtype == np.float32
+        ref = F.interpolate(tensor, size=size, mode="area")
+        assert np.array_equal(ours, ref.permute(0, 2, 3, 1).numpy()), size
+        assert np.array_equal(normalised, ((ref - 127.5) * 0.0078125).permute(0, 2, 3, 1).numpy()), size
+        assert np.array_equal(area_resize(ii[1:2], size)[0], ours[1])
 
 
-def test_pyramid_levels_of_a_batch_of_frames_are_those_of_each_frame():
-    frames = np.random.default_rng(3).integers(0, 256, (3, 90, 160, 3), dtype=np.uint8)
-    ii = integral_image(frames)                                                      # [3, 3, 91, 161]
-    for size in [(55, 97), (12, 21)]:
-        batch = area_resize(ii, size)
-        assert batch.shape == (3, 3, *size)
-        for b in range(3):
-            assert np.array_equal(batch[b], area_resize(ii[b], size))
+def test_integral_image_is_exact_for_large_frames():
+    frame = np.full((1, 3000, 3000, 1), 255, np.uint8)              # 255 * 9e6 > 2**31: float64 sums
+    ii = integral_image(frame)
+    assert ii.dtype == np.float64 and ii[0, -1, -1, 0] == 255 * 3000 * 3000
+    # the kernels read float64 integral images too (a second compiled form): the mean of a bin of 255s is 255
+    assert (area_resize(ii, (30, 40)) == 255).all()
+    assert (area_crops(ii, *np.array([[0], [100], [2000], [900], [700]]), 24) == 255).all()
+    small = np.random.default_rng(2).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    ii = integral_image(small)
+    assert ii.dtype == np.int32 and ii.shape == (2, 6, 8, 3)                       # channels last
+    assert np.array_equal(ii[:, 1:, 1:], small.astype(np.int64).cumsum(1).cumsum(2))
+    assert not ii[:, 0].any() and not ii[:, :, 0].any()
 
 
 def test_freed_memory_is_reused_without_page_faults():
@@ -86,34 +97,30 @@ print(faults(), keep_freed_memory(), faults(), faults())
     assert int(before) > 20 * 6 * 700 and int(after) < 6000 and int(again) < 200, res.stdout
 
 
-def test_integral_image_is_exact_for_large_frames():
-    frame = np.full((1, 3000, 3000, 1), 255, np.uint8)              # 255 * 9e6 > 2**31: float64 sums
-    ii = integral_image(frame)
-    assert ii.dtype == np.float64 and ii[0, 0, -1, -1] == 255 * 3000 * 3000
-    small = np.random.default_rng(2).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
-    ii = integral_image(small)
-    assert ii.dtype == np.int32 and ii.shape == (2, 3, 6, 8)                       # channels first
-    assert np.array_equal(ii[:, :, 1:, 1:], small.astype(np.int64).cumsum(1).cumsum(2).transpose(0, 3, 1, 2))
-    assert not ii[:, :, 0].any() and not ii[:, :, :, 0].any()
-
-
 @pytest.mark.parametrize("k", [2, 3])
-@pytest.mark.parametrize("shape", [(1, 10, 215, 383), (1, 10, 216, 384), (2, 10, 215, 384), (128, 28, 22, 22),
-                                   (32, 64, 21, 21), (2, 3, 5, 4), (1, 2, 2, 3), (1, 1, 1, 1)])
-def test_strided_max_pooling_is_max_pool2d_ceil_mode(shape, k):
+@pytest.mark.parametrize("shape", [(1, 16, 215, 383), (1, 16, 216, 384), (2, 10, 215, 384), (128, 32, 22, 22),
+                                   (32, 64, 21, 21), (2, 3, 5, 4), (1, 2, 3, 3), (3, 8, 4, 7)])
+def test_prelu_then_pooling_in_one_pass_is_prelu_then_max_pool2d(shape, k):
+    """prelu_pool equals F.prelu then max_pool2d(k, 2, ceil_mode=True) bit for bit: even and odd sizes (a last
+    window cut short), windows that fit once, slopes of both signs, and the first C of C' channels."""
+    torch.manual_seed(sum(shape) + k)
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
-    try:
-        ref = F.max_pool2d(x, k, 2, ceil_mode=True)
-    except RuntimeError:                                                   # smaller than the window
+    slope = torch.randn(shape[1])
+    if shape[2] < k or shape[3] < k:
+        with pytest.raises(ValueError, match="smaller than"):
+            prelu_pool(x, slope, k)
         return
-    out = max_pool_cl(x, k)
-    assert torch.equal(out, ref)
+    out = prelu_pool(x, slope, k)
+    assert torch.equal(out, F.max_pool2d(F.prelu(x, slope), k, 2, ceil_mode=True))
     assert out.is_contiguous(memory_format=torch.channels_last)
+    first = prelu_pool(x, slope[:shape[1] // 2 + 1], k)                    # the first channels only
+    assert torch.equal(first, F.max_pool2d(F.prelu(x[:, :shape[1] // 2 + 1], slope[:shape[1] // 2 + 1]), k, 2,
+                                           ceil_mode=True))
 
 
-def test_pnet_pooled_before_its_prelu_is_facenet_pytorchs_pnet():
-    """Detector._pnet pools before the first PReLU, with the minima of the channels of negative slope (the
-    real weights have some: that path is what is tested) from extra output channels of the convolution."""
+def test_cpu_pnet_is_facenet_pytorchs_pnet():
+    """Detector._pnet (first convolution padded to 16 channels, PReLU and pooling in one pass, heads as one
+    matrix product, the logistic for the softmax) gives facenet-pytorch's PNet outputs."""
     from facenet_pytorch import MTCNN
     mtcnn = MTCNN(keep_all=True)
     assert (mtcnn.pnet.prelu1.weight < 0).any() and (mtcnn.pnet.prelu1.weight > 0).any()
@@ -125,6 +132,20 @@ def test_pnet_pooled_before_its_prelu_is_facenet_pytorchs_pnet():
             our_reg, our_probs = ours._pnet(x.contiguous(memory_format=torch.channels_last))
         assert our_reg.shape == reg.shape and our_probs.shape == probs[:, 1].shape
         assert (our_reg - reg).abs().max() < 1e-4 and (our_probs - probs[:, 1]).abs().max() < 1e-4
+
+
+def test_cpu_rnet_and_onet_are_facenet_pytorchs_bit_for_bit():
+    from facenet_pytorch import MTCNN
+    mtcnn = MTCNN(keep_all=True)
+    ours = Detector(mtcnn)
+    torch.manual_seed(5)
+    for net, mine, size in [(mtcnn.rnet, ours._rnet, 24), (mtcnn.onet, ours._onet, 48)]:
+        x = ((torch.rand(37, 3, size, size) * 255).round() - 127.5) * 0.0078125
+        with torch.no_grad():
+            ref, got = net(x.contiguous(memory_format=torch.channels_last)), mine(
+                x.contiguous(memory_format=torch.channels_last))
+        for a, b in zip(ref, got):
+            assert torch.equal(a, b), (size, (a - b).abs().max())
 
 
 def scenes():
@@ -215,16 +236,13 @@ def test_device_cuts_are_the_host_cuts():
     from preprocess.resample import area_crops_t, area_resize_t, integral_image_t
     rng = np.random.default_rng(4)
     frames = rng.integers(0, 256, (2, 90, 120, 3), dtype=np.uint8)
-    ii, iit = integral_image(frames), integral_image_t(torch.from_numpy(frames))
-    assert np.array_equal(iit.numpy(), ii)
+    ii, iit = integral_image(frames), integral_image_t(torch.from_numpy(frames))     # channels last / first
+    assert np.array_equal(iit.permute(0, 2, 3, 1).numpy(), ii)
     for size in [(55, 97), (12, 21), (2, 3), (90, 120), (91, 200)]:
-        assert np.array_equal(area_resize_t(iit, size).numpy(), area_resize(ii, size)), size
+        assert np.array_equal(area_resize_t(iit, size).permute(0, 2, 3, 1).numpy(), area_resize(ii, size)), size
     n = 100
     y0, x0 = rng.integers(0, 80, n), rng.integers(0, 110, n)
     h, w = np.minimum(rng.integers(1, 90, n), 90 - y0), np.minimum(rng.integers(1, 120, n), 120 - x0)
     image = rng.integers(0, 2, n)
     got = area_crops_t(iit, *(torch.from_numpy(v) for v in (image, y0, x0, h, w)), 24).numpy()
-    for b in range(2):
-        sel = image == b
-        host = area_crops(ii[b], y0[sel], x0[sel], h[sel], w[sel], 24).transpose(0, 3, 1, 2)
-        assert np.array_equal(got[sel], host)
+    assert np.array_equal(got, area_crops(ii, image, y0, x0, h, w, 24).transpose(0, 3, 1, 2))
