@@ -79,8 +79,8 @@ class Detector:
     # PNet's pyramid levels run GROUP_PIXELS pixels of frames at a time: the large levels a few frames at a
     # time (their activations then stay in the CPU's caches: 16 frames of the largest level at once took 2.4x
     # as long per frame), the small ones many frames per call (a 14 x 25 level of one frame is all call
-    # overhead). One core of a 2-core AMD EPYC, 640 x 360 frames: the whole detector 3-4% faster than with
-    # 200,000 (the value before PNet pooled first, bench/results-extract-cpu.md), 1.6 million 20% slower.
+    # overhead). One core of a 2-core AMD EPYC, 640 x 360 frames: 300,000 made the whole detector 6% slower,
+    # 1 million 4%, 1.6 million 20% (bench/results-extract-cpu.md).
     GROUP_PIXELS = 600_000
     # RNet's and ONet's candidates a call (on a CPU; see _net)
     CHUNKS = (128, 32)
@@ -101,7 +101,7 @@ class Detector:
         self.pnet_first, self.rnet_first = (padded_first(n.conv1, n.prelu1, n.conv2) for n in (p, mtcnn.rnet))
 
     def _net(self, net, x: torch.Tensor, chunk: int) -> tuple:
-        """Run a stage's network on [N, 3, S, S] float32 pixels (normalised here as facenet-pytorch does), `chunk`
+        """Run a stage's network on [N, 3, S, S] float32 pixels (normalised by _cut as facenet-pytorch does), `chunk`
         candidates at a time. On a CPU small enough for a chunk's activations to stay in the caches (first
         layer's output 7 MB for 128 RNet candidates, 9 MB for 32 ONet ones; facenet-pytorch's 512 made RNet 1.5x
         and ONet 1.9x slower per candidate on one core, 64 ONet candidates 1.4x)."""
@@ -157,8 +157,9 @@ class Detector:
 
     def _cut(self, ii, boxes: torch.Tensor, image_inds: torch.Tensor, width: int, height: int, size: int):
         """The candidates' squares as facenet-pytorch cuts them (pad(): 1-based, clipped to the frame), at
-        size x size, [N, 3, size, size] float32 (on a CPU with channels-last strides); and which candidates had
-        a non-empty square (facenet-pytorch fails on an empty one)."""
+        size x size and normalised as facenet-pytorch does, [N, 3, size, size] float32 (on a CPU with
+        channels-last strides); and which candidates had a non-empty square (facenet-pytorch fails on an empty
+        one)."""
         y, ey, x, ex = self.ref.pad(boxes, width, height)
         y0, x0 = y.astype(np.int64) - 1, x.astype(np.int64) - 1
         h, w = ey.astype(np.int64) - y0, ex.astype(np.int64) - x0
@@ -189,7 +190,8 @@ class Detector:
         threshold, factor = m.thresholds, m.factor
         stack = np.ascontiguousarray(np.stack(frames))                          # [B, H, W, 3] uint8
         batch, height, width = stack.shape[:3]
-        # the integral images of the pyramid's levels and the candidates' crops, [B, 3, H + 1, W + 1]
+        # the integral images of the pyramid's levels and the candidates' crops: [B, 3, H + 1, W + 1] on the device,
+        # [B, H + 1, W + 1, 3] on the host
         if self.on_device:
             ii = integral_image_t(torch.from_numpy(stack).to(self.device))
             pnet, rnet, onet, chunks = self._pnet_module, m.rnet, m.onet, (512, 512)   # facenet-pytorch's forms
