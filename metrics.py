@@ -77,6 +77,8 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.
     """
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(scores).all():  # NaN would sort as the highest score: a perfect AUC from nothing
+        raise ValueError(f"{int((~np.isfinite(scores)).sum())} of {len(scores)} scores are not finite (NaN or inf)")
     pred = (scores >= threshold).astype(int)
     out: dict[str, float | None] = {
         "acc": float((pred == labels).mean()) if len(labels) else None,

@@ -156,6 +156,9 @@ def predict_one(path: Path, args, detector, model, transform, device, cam=None, 
         video = path.suffix.lower() in VIDEO_EXTS
         found = faces_of(path, detector, args.frames, args.all_faces or video, args.margin)
         scores = score_crops(model, [c for _, _, c in found], transform, device, args.batch_size, True)
+        if not np.isfinite(scores).all():  # never a verdict from NaN (it compares as "real")
+            raise FloatingPointError(f"the model gave {int((~np.isfinite(scores)).sum())} of its {len(scores)} "
+                                     "face(s) a non-finite score (NaN or inf)")
         entry["faces"] = [{"frame": f, "box": b, "score": round(s, 6)} for (f, b, _), s in zip(found, scores)]
         if cam is not None and found:
             write_face_cams(cam, path, number, found, entry["faces"], args, transform, device)
@@ -165,6 +168,8 @@ def predict_one(path: Path, args, detector, model, transform, device, cam=None, 
             rule = args.rule if args.rule != "auto" else ("tracks" if video else "max")
             entry["score"] = round(float({"mean": np.mean, "max": np.max}[rule](scores)), 6) if rule != "tracks" \
                 else max(t["score"] for t in entry["tracks"] if t["decides"])
+    except FloatingPointError as err:
+        entry["faces"], entry["error"] = [], str(err)
     except (OSError, BadImageError) as err:
         entry["error"] = str(err).split(": ")[-1] if isinstance(err, BadImageError) else str(err)
     except Exception as err:  # e.g. the face detector on a 1x1 image: this input fails, the others go on
@@ -199,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     device = get_device(args.device)
     paths = {role: resolve_path(getattr(args, role)) for role in RELEASE[args.method]}
     model = build_model(args.method, backbone, paths, loaded).to(device).eval()
-    calibration = release_calibration(args.method, paths, loaded)
+    # (a stored calibration is validated when it is used: --threshold replaces it)
+    calibration = release_calibration(args.method, paths, loaded) if args.threshold is None else None
     source = "--threshold" if args.threshold is not None else \
         f"chosen on the run's validation set ({calibration['rule']})" if calibration else "the default"
     if args.threshold is None:
@@ -230,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         score = "-" if e["score"] is None else f"{e['score']:.3f}"
         print(f"{shown(path)[-49:]:<50}{len(e['faces']):>6}{score:>9}  {verdict}")
     if args.json:
-        atomic_write_text(resolve_path(args.json), json.dumps(results, indent=2) + "\n")
+        atomic_write_text(resolve_path(args.json), json.dumps(results, indent=2, allow_nan=False) + "\n")
     if args.csv:
         atomic_write_csv(resolve_path(args.csv), ["path", "frame", "face", "x1", "y1", "x2", "y2", "score", "track"],
                          rows)

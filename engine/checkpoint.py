@@ -72,6 +72,11 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike, state: dict |
     if problems:
         raise UserError(f"checkpoint {path} does not fit {type(unwrap(module)).__name__} (another architecture "
                         f"or head size?): " + "; ".join(problems))
+    broken = [k for k, v in incoming.items()
+              if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise UserError(f"checkpoint {path}: {len(broken)} of its {len(incoming)} tensors hold NaN or inf values "
+                        f"(e.g. {broken[0]}): the training diverged or the file is damaged")
     unwrap(module).load_state_dict(incoming)
     return state
 
