@@ -28,6 +28,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from datasets.index import Sample, Scan
+from datasets.videos import deepfakebench_id, deepfakebench_split
 from utils import UserError
 
 SPLITS = ("train", "val", "test")
@@ -119,7 +120,7 @@ def build(root: Path, spec: dict, scan: Scan) -> list[Sample]:
                 if not (isinstance(info, dict) and isinstance(info.get("frames"), list)):
                     raise UserError(f"{path}: {dataset}/{label}/{split}/{video} needs a 'frames' list")
                 own = info.get("label", label)
-                vid = f"deepfakebench:{split}/{own}/{video}"
+                vid = deepfakebench_id(split, own, video)
                 for frame in info["frames"]:
                     f = reroot(str(frame))
                     if Path(f).is_file():
@@ -142,7 +143,7 @@ def official(samples: list[Sample], spec: dict, role: str | None) -> list[Sample
     if role is None:
         return None
     want = "test" if role == "test" else "train"
-    return [s for s in samples if s.video.split(":", 1)[1].split("/", 1)[0] == want]
+    return [s for s in samples if deepfakebench_split(s.video) == want]
 
 
 def identities(video: str) -> tuple[str, ...]:

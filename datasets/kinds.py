@@ -16,6 +16,7 @@ from typing import Callable
 from datasets import deepfakebench
 from datasets.images import IMG_EXTS
 from datasets.index import Sample, Scan
+from datasets.videos import listed_celebdf
 from utils import UserError, resolve_path
 
 FF_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
@@ -235,7 +236,7 @@ def celebdf_official(samples: list[Sample], spec: dict, role: str | None) -> lis
         print(f"warning: {len(missing)} of the {len(listed)} videos of {path} have no crops under {spec['root']}, "
               f"e.g. {sorted(v for _, v in missing)[0]}", file=sys.stderr)
     keep = role == "test"
-    return [Sample(s.path, s.label, s.domain, "celebdf-list:" + s.video.partition(":")[2], s.source)
+    return [Sample(s.path, s.label, s.domain, listed_celebdf(s.video), s.source)
             for s in samples if s.video and ((s.label, s.video.rsplit("/", 1)[-1]) in listed) == keep]
 
 

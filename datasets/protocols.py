@@ -7,7 +7,8 @@ from pathlib import Path
 
 from config import load_config
 from datasets.index import Sample
-from datasets.sources import build_set, test_set_name
+from datasets.overlap import Overlap, find_overlap
+from datasets.sources import build_set, set_links, test_set_name
 from datasets.splits import hold_out, identity_groups
 from engine.dist import barrier, is_main_process
 from utils import ROOT, UserError, atomic_write_csv, resolve_path
@@ -39,7 +40,8 @@ def protocol_sets(cfg: dict, tests: list | None = None,
             sets[role] = (role, None, [s for spec in specs for s in build_set(spec, cfg["data"], cfg["seed"], role)])
     if training and cfg.get("val", {}).get("enabled") and "labeled" in sets:
         # The validation set: a seeded share of the labeled identity groups (never of a test set).
-        kept, held = hold_out(sets["labeled"][2], cfg["val"]["fraction"], cfg["seed"])
+        links = protocol_links(cfg, [])
+        kept, held = hold_out(sets["labeled"][2], cfg["val"]["fraction"], cfg["seed"], links)
         sets["labeled"], sets["val"] = ("labeled", None, kept), ("val", None, held)
     for i, spec in enumerate(cfg["data"]["test"] if tests is None else tests):
         name = test_set_name(spec, i)
@@ -54,6 +56,15 @@ def protocol_sets(cfg: dict, tests: list | None = None,
     return sets
 
 
+def protocol_links(cfg: dict, tests: list | None = None) -> dict[str, str]:
+    """{video: video showing the same person} over every set of a config (DFDC's fake -> original links)."""
+    specs = [*cfg["data"]["labeled"], *cfg["data"]["unlabeled"], *(cfg["data"]["test"] if tests is None else tests)]
+    links: dict[str, str] = {}
+    for spec in specs:
+        links.update(set_links(spec, cfg["data"]))
+    return links
+
+
 def test_sets(cfg: dict, tests: list | None = None) -> dict[str, tuple[str | None, list[Sample]]]:
     """{name: (split, samples)} of the config's test sets (or of `tests`); none at all is a UserError."""
     sets = {name: (split, samples) for name, (_, split, samples) in protocol_sets(cfg, tests, training=False).items()}
@@ -65,11 +76,10 @@ def test_sets(cfg: dict, tests: list | None = None) -> dict[str, tuple[str | Non
 def training_sets(cfg: dict) -> dict[str, tuple[str, str | None, list[Sample]]]:
     """protocol_sets of a training run, which may not start if a video or identity is in two roles."""
     sets = protocol_sets(cfg)
-    shared = overlapping_videos(sets)
+    shared = overlap(cfg, sets)
     if shared:
-        raise UserError(f"{len(shared)} videos share an identity group across labeled/unlabeled/val/test (e.g. "
-                        f"{shared[0]}): training would see test identities; fix the config (see `python -m "
-                        "datasets describe`)")
+        raise UserError(f"labeled/unlabeled/val/test share {shared.summary()}: training would see what it is "
+                        "tested on; fix the config (see `python -m datasets describe`)")
     return sets
 
 
@@ -89,18 +99,9 @@ def role_samples(sets: dict[str, tuple[str, str | None, list[Sample]]], role: st
     return samples
 
 
-def overlapping_videos(sets: dict[str, tuple[str, str | None, list[Sample]]]) -> list[str]:
-    """Videos whose identity group (the video itself, its FF++ pair, its DFDC original, ...) occurs in more
-    than one of the roles labeled / unlabeled / val / test."""
-    everything = [s for _, _, samples in sets.values() for s in samples]
-    groups = identity_groups(everything)
-    roles_of: dict[str, set[str]] = {}
-    for role, _, samples in sets.values():
-        for s in samples:
-            if s.video:
-                roles_of.setdefault(groups[s.video], set()).add(role)
-    shared = {g for g, roles in roles_of.items() if len(roles) > 1}
-    return sorted({s.video for s in everything if s.video and groups[s.video] in shared})
+def overlap(cfg: dict, sets: dict[str, tuple[str, str | None, list[Sample]]]) -> Overlap:
+    """What the roles of a config's sets share: images, videos or identities (datasets/overlap.py)."""
+    return find_overlap(sets, protocol_links(cfg))
 
 
 def describe(cfg: dict, name: str) -> dict:
@@ -115,7 +116,9 @@ def describe(cfg: dict, name: str) -> dict:
             "real": labels[0], "fake": labels[1],
             "domains": dict(sorted(Counter(s.domain for s in samples).items())),
         }
-    out["overlapping_videos"] = len(overlapping_videos(sets))
+    shared = overlap(cfg, sets)
+    out["overlapping_videos"] = len(shared)
+    out["overlap"] = {**shared.counts(), "summary": shared.summary()}
     return out
 
 
@@ -126,27 +129,28 @@ def format_description(d: dict) -> str:
         domains = ", ".join(f"{k} {v}" for k, v in s["domains"].items())
         lines.append(f"{name:<18}{s['role']:<11}{str(s['split'] or '-'):<9}{s['images']:>9}{s['videos']:>8}"
                      f"{s['real']:>9}{s['fake']:>9}  {domains}")
-    verdict = "none" if d["overlapping_videos"] == 0 else f"{d['overlapping_videos']} VIDEOS IN MORE THAN ONE ROLE"
-    lines.append(f"video/identity overlap between labeled, unlabeled, val and test: {verdict}")
+    verdict = "none" if d["overlapping_videos"] == 0 else f"IN MORE THAN ONE ROLE: {d['overlap']['summary']}"
+    lines.append(f"image/video/identity overlap between labeled, unlabeled, val and test: {verdict}")
     return "\n".join(lines)
 
 
-def write_splits(path: Path, sets: dict[str, tuple[str, str | None, list[Sample]]]) -> None:
+def write_splits(path: Path, sets: dict[str, tuple[str, str | None, list[Sample]]],
+                 links: dict[str, str] | None = None) -> None:
     """One row per video and set (video, identity group, set, role, label, domain, source, frames; the source
     names the kind and, for a tree written from an FF++ download, its compression: ff/c23): keep it with your
     results to know exactly which videos were labeled, unlabeled, validated and tested."""
     everything = [s for _, _, samples in sets.values() for s in samples]
-    groups = identity_groups(everything)
+    groups = identity_groups(everything, links)
     rows = Counter((s.video or s.path, groups.get(s.video, s.video or s.path), name, role, s.label, s.domain, s.source)
                    for name, (role, _, samples) in sets.items() for s in samples)
     atomic_write_csv(path, ["video", "group", "set", "role", "label", "domain", "source", "frames"],
                      ((*key, n) for key, n in sorted(rows.items())))
 
 
-def record_splits(sets: dict, run_dir: Path) -> None:
+def record_splits(cfg: dict, sets: dict, run_dir: Path) -> None:
     """Write <run>/splits.csv (rank 0): keep it with your results."""
     if is_main_process():
-        write_splits(run_dir / "splits.csv", sets)
+        write_splits(run_dir / "splits.csv", sets, protocol_links(cfg))
 
 
 def prepare_data(cfg: dict, training: bool = False) -> None:

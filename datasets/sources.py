@@ -34,8 +34,8 @@ from utils import UserError
 _COMMON_KEYS = {"kind", "videos", "frames_per_video", "max_videos", "max_images", "every"}
 
 
-def build_source(spec: Any, data_cfg: dict, seed: int, role: str | None = None) -> list[Sample]:
-    """Samples of one source spec (see the module docstring)."""
+def _resolved(spec: Any, data_cfg: dict) -> tuple[dict, Any]:
+    """(the spec with its roots resolved, its kind); a malformed spec is a UserError."""
     if isinstance(spec, str):
         if not spec.startswith("folder:"):
             raise UserError(f"unknown dataset '{spec}' (use folder:PATH, or a mapping with kind: {'|'.join(KINDS)})")
@@ -51,7 +51,13 @@ def build_source(spec: Any, data_cfg: dict, seed: int, role: str | None = None) 
     for name in kind.path_keys:
         if name not in spec:
             raise UserError(f"{spec['kind']} dataset spec needs '{name}' (expected layout: {kind.layout})")
-    resolved = {**spec, **{k: str(resolve_root(spec[k], data_cfg, kind.layout)) for k in ("root", *kind.path_keys)}}
+    return {**spec, **{k: str(resolve_root(spec[k], data_cfg, kind.layout)) for k in ("root", *kind.path_keys)}}, kind
+
+
+def build_source(spec: Any, data_cfg: dict, seed: int, role: str | None = None) -> list[Sample]:
+    """Samples of one source spec (see the module docstring)."""
+    resolved, kind = _resolved(spec, data_cfg)
+    spec = resolved
     root = Path(resolved["root"])
     key = {"kind": spec["kind"], **{k: resolved.get(k) for k in sorted(kind.keys - {"test_list"})}}
     samples = cached(key, data_cfg, lambda scan: kind.build(root, resolved, scan))
@@ -78,6 +84,20 @@ def build_set(spec: Any, data_cfg: dict, seed: int, role: str | None = None) -> 
     if isinstance(spec, dict):
         spec = {k: v for k, v in spec.items() if k not in ("name", "split")}
     return build_source(spec, data_cfg, seed, role)
+
+
+def set_links(spec: Any, data_cfg: dict) -> dict[str, str]:
+    """{video: video it shows the same person as} of a set's sources beyond what their ids say (DFDC's fake ->
+    original), for the identity groups of splits and of the overlap check."""
+    specs = spec["sources"] if isinstance(spec, dict) and "sources" in spec else [spec]
+    links: dict[str, str] = {}
+    for src in specs:
+        if isinstance(src, dict):
+            src = {k: v for k, v in src.items() if k not in ("name", "split")}
+        resolved, kind = _resolved(src, data_cfg)
+        if kind.links:
+            links.update(kind.links(resolved))
+    return links
 
 
 def test_set_name(spec: Any, index: int) -> str:

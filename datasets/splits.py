@@ -52,11 +52,12 @@ def split_by_video(samples: list[Sample], part: str, fraction: float, seed: int,
     return [s for s in samples if (groups.get(s.video, s.path) in first) == want]
 
 
-def hold_out(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+def hold_out(samples: list[Sample], fraction: float, seed: int,
+             links: dict[str, str] | None = None) -> tuple[list[Sample], list[Sample]]:
     """(kept, held out): a seeded share `fraction` of the identity groups of `samples` held out (the
     validation set), by group as every split here, so no video or identity is on both sides. At least one
-    group stays on each side; fewer than two groups is a UserError."""
-    groups = identity_groups(samples)
+    group stays on each side; fewer than two groups is a UserError. `links`: as identity_groups."""
+    groups = identity_groups(samples, links)
     keys = sorted(set(groups.values()) | {s.path for s in samples if not s.video})
     if len(keys) < 2:
         raise UserError(f"the labeled set has {len(keys)} identity group(s): a validation set needs at least two")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import PY, run
-from datasets.protocols import protocol_config, protocol_sets, overlapping_videos
+from datasets.overlap import find_overlap
+from datasets.protocols import protocol_config, protocol_sets
 from datasets.sources import build_set
 from utils import UserError
 
@@ -69,7 +70,7 @@ def test_the_table1_protocol_on_deepfakebench_frames_counts_and_has_no_overlap(t
     assert counts["labeled"] + counts["unlabeled"] - sum(s.domain == "NeuralTextures" for s in sets["unlabeled"][2]) \
         == (8 + 3 * 4) * 2
     assert counts["NeuralTextures"] == (4 + 2) * 2 and counts["Known"] == (4 + 3 * 2) * 2
-    assert overlapping_videos(sets) == []
+    assert len(find_overlap(sets)) == 0
     res = run([PY, "-m", "datasets", "describe", "--protocol", "dfb_ff_wo_nt", f"data.paths.dfb_rgb={rgb}",
                f"data.paths.dfb_json={path.parent}", f"data.index_dir={tmp_path / 'index'}"])
     assert res.returncode == 0, res.stderr

@@ -1,5 +1,6 @@
 """Bad data, numerical faults and impossible configs: the behaviour chosen for each, and its message."""
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -54,9 +55,12 @@ def test_colour_modes_and_depths_are_converted(tmp_path):
 
 def config_for(tmp_path, data_root, **extra):
     cfg = tiny_config(tmp_path, tmp_path / "runs", **extra)
+    # copies, so that no role shares an image with another (the overlap check)
+    for role in ("unlabeled", "test"):
+        shutil.copytree(data_root, data_root.with_name(f"{data_root.name}-{role}"))
     cfg["data"]["labeled"] = [f"folder:{data_root}"]
-    cfg["data"]["unlabeled"] = [f"folder:{data_root}"]
-    cfg["data"]["test"] = [f"folder:{data_root}"]
+    cfg["data"]["unlabeled"] = [f"folder:{data_root.with_name(data_root.name + '-unlabeled')}"]
+    cfg["data"]["test"] = [f"folder:{data_root.with_name(data_root.name + '-test')}"]
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -72,7 +76,7 @@ def test_unreadable_training_images_are_skipped_counted_and_listed(tmp_path):
     listed = (tmp_path / "runs" / "tiny" / "pt" / "bad_images.txt").read_text().split()
     assert len(listed) == n_bad and len(set(listed)) == n_bad
     results = json.loads((tmp_path / "runs" / "tiny" / "pt" / "results.json").read_text())
-    assert results["set"]["n"] == 8  # unreadable test images are not scored
+    assert results["set-test"]["n"] == 8  # unreadable test images are not scored
     assert "skipped 3 unreadable test image(s)" in res.stderr
 
 

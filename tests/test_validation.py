@@ -10,7 +10,8 @@ import yaml
 
 from config import DEFAULTS, load_config
 from conftest import PY, run, tiny_config
-from datasets.protocols import overlapping_videos, protocol_sets
+from datasets.overlap import find_overlap
+from datasets.protocols import protocol_sets
 from datasets.splits import identity_groups
 from engine.validate import (Check, Validator, choose_threshold, expected_calibration_error, fit_temperature,
                              scaled_scores)
@@ -34,7 +35,7 @@ def test_the_validation_set_is_a_share_of_labeled_identity_groups_and_leak_free(
     assert sorted(s.path for s in labeled + val) == sorted(s.path for s in plain["labeled"][2])
     groups = identity_groups(labeled + val)
     assert not {groups[s.video] for s in labeled} & {groups[s.video] for s in val}
-    assert overlapping_videos(sets) == []
+    assert len(find_overlap(sets)) == 0
     # Seeded: the same seed holds out the same videos, another seed others.
     again = protocol_sets(_config(tiny_demo, tmp_path, "val.enabled=true", "val.fraction=0.3"))
     assert [s.path for s in again["val"][2]] == [s.path for s in val]
