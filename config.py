@@ -6,6 +6,7 @@ import argparse
 import copy
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -336,6 +337,9 @@ def config_parser(prog: str, description: str, example: str, default_config: str
     parser.add_argument("--allow-data-change", action="store_true",
                         help="with --resume: continue even if the data sets differ from the checkpoint's" if resume
                         else argparse.SUPPRESS)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="the run folder holds a run: move it aside to <method>.old-<time> (nothing is "
+                             "deleted) and train a new one there" if resume else argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return parser
 
@@ -357,5 +361,9 @@ def train_command(prog: str, doc: str, example: str, method: str, argv: list[str
     import importlib
     args = config_parser(prog, doc, example).parse_args(argv)
     cfg = config_from_args(args)
-    importlib.import_module(method).train(cfg, args.resume, args.allow_data_change)
+    from engine.run import RunFinished, RunOptions
+    try:
+        importlib.import_module(method).train(cfg, RunOptions(args.resume, args.allow_data_change, args.overwrite))
+    except RunFinished as done:
+        print(done, file=sys.stderr)
     return 0

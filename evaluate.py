@@ -59,6 +59,12 @@ def evaluate(model: torch.nn.Module, sets: dict, img_size: int, backbone: str, i
     unique = list({s.path: s for _, samples in sets.values() for s in samples}.values())
     loader = eval_loader(unique, img_size, backbone, input_scale, batch_size, workers, perturb)
     scores, ok = score(model, loader, device, amp, "test images" + (f" ({perturb.name})" if perturb else ""))
+    broken = ok & ~np.isfinite(scores)
+    if broken.any():  # never a metric from them: NaN sorts as the highest score (a perfect AUC from nothing)
+        first = unique[int(np.flatnonzero(broken)[0])].path
+        raise UserError(f"the model gave {int(broken.sum())} of {int(ok.sum())} test images a non-finite score "
+                        f"(NaN or inf), e.g. {first}: no metric is computed from such weights (diverged training, "
+                        "or overflow: try amp=false)")
     score_of = {s.path: float(p) for s, p, good in zip(unique, scores, ok) if good}
     results, predictions, curves = {}, [], {}
     for name, (split, samples) in sets.items():
@@ -96,16 +102,17 @@ def encoder_features(encoder: torch.nn.Module, samples: list, img_size: int, bac
     return torch.cat(feats).numpy(), kept
 
 
-def write_plots(method: str, model: torch.nn.Module, sets: dict, curves: dict, run_dir: Path, out_dir: Path,
+def write_plots(method: str, model: torch.nn.Module, sets: dict, curves: dict, run_dir: Path | None, out_dir: Path,
                 img_size: int, backbone: str, input_scale: str, device: torch.device, seed: int,
                 projection: str = "pca", calibration: dict | None = None) -> list[Path]:
-    """roc.png, training_curves.png (if the run's log is there), for SupCon models embedding.png
-    (`projection`: pca or tsne), and for weights with a validation calibration reliability.png."""
+    """roc.png, training_curves.png (when the weights are `run_dir`'s own and its log is there), for SupCon
+    models embedding.png (`projection`: pca or tsne), and for weights with a validation calibration
+    reliability.png."""
     import plots
     names = {"pt": "baseline", "supcon": "SupCon teacher", "supconmpl": "SupCon-MPL student", "mpl": "MPL student"}
     written = [plots.roc_plot(curves, out_dir / "roc.png", f"ROC — {names[method]}"),
                plots.training_curves(run_dir / "train_log.jsonl", out_dir / "training_curves.png",
-                                     f"training — {names[method]}")]
+                                     f"training — {names[method]}") if run_dir else None]
     if calibration:
         written.append(plots.reliability_plot(curves, out_dir / "reliability.png", f"reliability — {names[method]}",
                                               calibration.get("temperature")))
@@ -122,7 +129,7 @@ def write_plots(method: str, model: torch.nn.Module, sets: dict, curves: dict, r
 def write_outputs(results: dict, predictions: list, json_path: Path, csv_path: Path) -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
+    atomic_write_text(json_path, json.dumps(results, indent=2, allow_nan=False) + "\n")
     atomic_write_csv(csv_path, ["set", "path", "video", "label", "score"],
                      ((name, p, video, lab, f"{sc:.6f}") for name, p, video, lab, sc in predictions))
 
@@ -181,15 +188,53 @@ def weight_paths(args: argparse.Namespace, cfg: dict) -> dict[str, Path]:
             "classifier": resolve_path(args.classifier) if args.classifier else paths["classifier"]}
 
 
+def run_of(method: str, paths: dict[str, Path]) -> Path | None:
+    """The run folder whose release files `paths` are (all in one folder that holds checkpoints/, under the
+    release names of `method`), else None (the authors' files, a copy elsewhere)."""
+    folders = {p.resolve().parent for p in paths.values()}
+    folder = next(iter(folders))
+    named = all(p.name == RELEASE[method][role] for role, p in paths.items())
+    return folder if len(folders) == 1 and named and (folder / "checkpoints").is_dir() else None
+
+
+def run_folder_holding(path: Path) -> Path | None:
+    """The run folder `path` would be written into (one holding checkpoints/ or release files), else None."""
+    folder = path.resolve().parent
+    names = {name for files in RELEASE.values() for name in files.values()}
+    if (folder / "checkpoints").is_dir() or any((folder / n).exists() for n in names):
+        return folder
+    return None
+
+
+def output_paths(args: argparse.Namespace, cfg: dict, own_run: Path | None, paths: dict[str, Path],
+                 weights: dict) -> tuple[Path, Path]:
+    """Where results.json and predictions.csv go: the run folder whose own weights are scored; for other
+    weights (the authors', a copy) <out_dir>/evaluations/<method>-<sha256[:8]>/. Never into a run folder of
+    other weights: a run's results describe its own weights only (reproduce and report.py rely on it)."""
+    if own_run is not None:
+        default = own_run
+    else:
+        digest = next(iter(weights["files"].values()))[:8]
+        default = resolve_path(cfg["out_dir"]) / "evaluations" / f"{args.method}-{digest}"
+    json_path = resolve_path(args.json) if args.json else default / "results.json"
+    csv_path = resolve_path(args.predictions) if args.predictions else default / "predictions.csv"
+    for path in (json_path, csv_path):
+        holder = run_folder_holding(path)
+        if holder is not None and any(p.resolve().parent != holder for p in paths.values()):
+            raise UserError(f"{path} is in the run folder {holder}, whose results must come from its own weights "
+                            f"(not {', '.join(weights['files'])}): write them elsewhere (--json, --predictions)")
+    return json_path, csv_path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = config_from_args(args, args.config or (None if args.test else "configs/demo.yaml"))
-    run_dir = run_folder(cfg, args.method)
     paths = weight_paths(args, cfg)
-    own = any(p.parent == run_dir for p in paths.values())  # the run folder's own files: lock it while scoring
-    lock = RunLock(run_dir).acquire(False, "evaluation") if own and run_dir.is_dir() else None
-    weights = verify_release(args.method, paths, run_dir if own else None)
+    own_run = run_of(args.method, paths)  # the run folder whose own files are scored: locked while scoring
+    lock = RunLock(own_run).acquire(False, "evaluation") if own_run else None
+    weights = verify_release(args.method, paths, own_run)
     first = next(iter(paths.values()))
+    json_path, csv_path = output_paths(args, cfg, own_run, paths, weights)
     loaded, backbone, img_size, input_scale = checkpoint_settings(first, args, cfg)
 
     device = get_device(cfg["device"])
@@ -203,8 +248,6 @@ def main(argv: list[str] | None = None) -> int:
                                  0 if device.type == "cpu" else cfg["workers"], cfg["amp"], args.video_rule,
                                  calibration=calibration)
     results, predictions, bad, curves = run_eval()
-    json_path = resolve_path(args.json) if args.json else run_dir / "results.json"
-    csv_path = resolve_path(args.predictions) if args.predictions else run_dir / "predictions.csv"
     for name, m in results.items():
         if m["n"] == 0:
             print(f"warning: test set '{name}' has no (readable) images: its metrics are empty", file=sys.stderr)
@@ -214,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(bad_list, "".join(p + "\n" for p in bad))
         print(f"warning: skipped {len(bad)} unreadable test image(s), e.g. {bad[0]}; listed in {bad_list}",
               file=sys.stderr)
-    figures = [] if args.no_plots else write_plots(args.method, model, sets, curves, run_dir, json_path.parent,
+    figures = [] if args.no_plots else write_plots(args.method, model, sets, curves, own_run,
+                                                     json_path.parent,
                                                      img_size, backbone, input_scale, device, cfg["seed"],
                                                      args.embedding, calibration)
     if args.cam:

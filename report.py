@@ -35,8 +35,26 @@ def method_folders(paths: list[str]) -> list[Path]:
     return out
 
 
+def checked_results(folder: Path) -> dict:
+    """A folder's results.json, once its weights record is checked: a run folder's must be of the release files
+    there as they are now; an evaluation of other weights (evaluate.py's evaluations/ folders) must name files
+    that are still what it scored. Anything else is a one-line UserError."""
+    from engine.release import RELEASE, read_results, verify_results_record
+    results, problem = read_results(folder)
+    if results is not None:
+        return results
+    if any((folder / name).exists() for files in RELEASE.values() for name in files.values()):
+        raise UserError(f"{problem}: evaluate the run again (python evaluate.py ...)")
+    try:
+        results = json.loads((folder / "results.json").read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{folder / 'results.json'} is damaged (not the JSON evaluate.py writes)") from None
+    verify_results_record(folder, results)
+    return results
+
+
 def render(folders: list[Path], out_dir: Path) -> str:
-    runs = [(f, test_results(json.loads((f / "results.json").read_text()))) for f in folders]
+    runs = [(f, test_results(checked_results(f))) for f in folders]
     label = lambda f: f"{NAMES.get(f.name, f.name)} ({f.parent.name})" if len({x.parent for x, _ in runs}) > 1 \
         else NAMES.get(f.name, f.name)  # noqa: E731
     tests = list(dict.fromkeys(name for _, res in runs for name in res))

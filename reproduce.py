@@ -30,7 +30,8 @@ import numpy as np
 import yaml
 
 from config import load_config
-from engine.release import run_folder
+from engine.release import read_results, run_folder
+from engine.run import move_aside
 from metrics import test_results
 from utils import ROOT, UserError, atomic_write_text, resolve_path, run_cli
 
@@ -99,13 +100,74 @@ def job_config(job: Job, overrides: list[str]) -> dict:
                        [*overrides, f"seed={job.seed}", f"run_name={job.run_name}"])
 
 
-def status(job: Job, overrides: list[str]) -> str:
-    """finished (every method folder evaluated and marked finished), unfinished (checkpoints) or new."""
+def status(job: Job, overrides: list[str]) -> tuple[str, str]:
+    """(state, why) of a job: finished (every method folder trained with this config and data, and evaluated on
+    its own weights), unevaluated (trained so, but results.json/predictions.csv missing, damaged or of other
+    weights: the job's next call evaluates again), conflict (a folder was trained with another config or other
+    data: never averaged in, see --retrain), unfinished (checkpoints) or new."""
     cfg = job_config(job, overrides)
     folders = [run_folder(cfg, m) for m in FOLDERS[job.script]]
-    if all((f / "results.json").is_file() and (f / "checkpoints" / "FINISHED").is_file() for f in folders):
-        return "finished"
-    return "unfinished" if any(f.is_dir() for f in folders) else "new"
+    if not all((f / "checkpoints" / "FINISHED").is_file() for f in folders):
+        return ("unfinished" if any(f.is_dir() for f in folders) else "new"), ""
+    for folder in folders:
+        why = training_conflict(folder, cfg)
+        if why:
+            return "conflict", why
+    problems = [why for f in folders for why in [read_results(f)[1]] if why]
+    return ("unevaluated", problems[0]) if problems else ("finished", "")
+
+
+def training_conflict(folder: Path, cfg: dict) -> str | None:
+    """How the finished run in `folder` differs from what this command would train (its config.yaml, then the
+    data its data.json records: the same roots, images and labels), or None."""
+    from config import config_changes
+    try:
+        saved = yaml.safe_load((folder / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return f"{folder} has no readable config.yaml"
+    changed = config_changes(saved if isinstance(saved, dict) else {}, cfg)
+    if changed:
+        return f"{folder} was trained with {', '.join(changed[:3])} (this command's config on the right)"
+    recorded = recorded_data(folder)
+    if recorded is None:
+        return f"{folder} does not record its data (data.json), so it cannot be checked"
+    now = current_data(cfg)
+    if recorded != now:
+        count = lambda fp, name: (fp.get(name) or {}).get("images", 0)  # noqa: E731
+        names = [n for n in sorted(set(recorded) | set(now)) if recorded.get(n) != now.get(n)]
+        changes = ", ".join(f"{n}: {count(recorded, n)} -> {count(now, n)} images" for n in names)
+        return f"{folder} was trained on other data than the dataset roots give now ({changes})"
+    return None
+
+
+def recorded_data(folder: Path) -> dict | None:
+    """The data fingerprint a run recorded: data.json, or (runs from before it) its newest checkpoint's."""
+    try:
+        return json.loads((folder / "data.json").read_text())["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    found = sorted((folder / "checkpoints").glob("ckpt-*.tar"))
+    if not found:
+        return None
+    import torch
+    try:
+        return torch.load(found[-1], map_location="cpu", weights_only=True, mmap=True).get("data")
+    except Exception:  # noqa: BLE001 (a damaged checkpoint: nothing recorded)
+        return None
+
+
+_DATA: dict[str, dict] = {}
+
+
+def current_data(cfg: dict) -> dict:
+    """The data fingerprint (engine.run.data_fingerprint) a training with `cfg` would record now."""
+    key = json.dumps({k: cfg[k] for k in ("seed", "data", "val")}, sort_keys=True, default=str)
+    if key not in _DATA:
+        from datasets.protocols import prepare_data, training_sets
+        from engine.run import data_fingerprint
+        prepare_data(cfg, training=True)
+        _DATA[key] = data_fingerprint(training_sets(cfg))
+    return _DATA[key]
 
 
 def execute(job: Job, overrides: list[str], logs: Path) -> tuple[bool, str]:
@@ -121,19 +183,34 @@ def execute(job: Job, overrides: list[str], logs: Path) -> tuple[bool, str]:
     return code == 0, str(log)
 
 
-def run_jobs(jobs: list[Job], overrides: list[str], out: Path, dry_run: bool) -> dict[Job, str]:
-    """Runs what is not finished; returns {job: problem} for the jobs that failed."""
+def run_jobs(jobs: list[Job], overrides: list[str], out: Path, dry_run: bool, retrain: bool = False) -> dict[Job, str]:
+    """Runs what is not finished; returns {job: problem} for the jobs that failed. A finished run trained with
+    other settings or data than this command's stops everything before it starts (one line), unless `retrain`:
+    then its folders are moved aside (<method>.old-<time>) and it is trained again."""
+    states = {job: status(job, overrides) for job in jobs}
+    conflicts = [(job, why) for job, (state, why) in states.items() if state == "conflict"]
+    if conflicts and not retrain and not dry_run:
+        raise UserError(f"{len(conflicts)} finished run(s) of this table were trained differently from what this "
+                        f"command would train, e.g. {conflicts[0][1]}: a table never averages such runs; pass "
+                        "--retrain to train them again (the old folders are moved aside), or give these runs "
+                        "other names (an override)")
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     failed = {}
     for i, job in enumerate(jobs, 1):
-        state = status(job, overrides)
+        state, why = states[job]
         line = f"[{i}/{len(jobs)}] {job.protocol} seed {job.seed}: {SCRIPT_NAMES[job.script]} ({state})"
         if dry_run or state == "finished":
-            print(line + (" - skipped" if state == "finished" else " - would run"), file=sys.stderr)
+            print(line + (" - skipped" if state == "finished" else f" - would run{f' ({why})' if why else ''}"),
+                  file=sys.stderr)
             continue
+        if state == "conflict":
+            cfg = job_config(job, overrides)
+            for folder in (run_folder(cfg, m) for m in FOLDERS[job.script]):
+                if folder.is_dir():
+                    print(f"    --retrain: {folder} -> {move_aside(folder, 'reproduce --retrain')}", file=sys.stderr)
         start = time.time()
-        print(line + " ...", file=sys.stderr, flush=True)
+        print(line + (f" ({why})" if state == "unevaluated" else "") + " ...", file=sys.stderr, flush=True)
         ok, log = execute(job, overrides, logs)
         print(f"    {'done' if ok else 'FAILED'} in {time.time() - start:.0f} s (log: {log})", file=sys.stderr)
         if not ok:
@@ -142,10 +219,12 @@ def run_jobs(jobs: list[Job], overrides: list[str], out: Path, dry_run: bool) ->
 
 
 # ----------------------------------------------------------------------------------------------- results
-def load_results(job: Job, method: str, overrides: list[str]) -> tuple[dict | None, Path]:
+def load_results(job: Job, method: str, overrides: list[str]) -> tuple[dict | None, Path, str | None]:
+    """(test results, folder, None) of a method's run folder, or (None, folder, why they cannot be used):
+    only results of the run's own release files, as they are now, count."""
     folder = run_folder(job_config(job, overrides), method)
-    path = folder / "results.json"
-    return (test_results(json.loads(path.read_text())) if path.is_file() else None), folder
+    results, why = read_results(folder)
+    return (test_results(results) if results is not None else None), folder, why
 
 
 def predictions(folder: Path, test: str) -> dict[str, tuple[str, int, float]]:
@@ -207,9 +286,9 @@ def collect(spec: dict, jobs: list[Job], overrides: list[str], failed: dict, pap
             for method in FOLDERS[job.script]:
                 if method not in per_method:
                     continue
-                results, folder = load_results(job, method, overrides)
+                results, folder, unusable = load_results(job, method, overrides)
                 if results is None or row.test not in results:
-                    why = failed.get(job) or f"no results for '{row.test}' in {folder / 'results.json'}"
+                    why = failed.get(job) or unusable or f"no results for '{row.test}' in {folder / 'results.json'}"
                     entry["missing"].append(f"{NAMES[method]}, seed {job.seed}: {why}")
                     continue
                 per_method[method].append((results[row.test], folder))
@@ -298,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3, help="how many seeds (777, 778, ...; default 3)")
     p.add_argument("--demo", action="store_true", help="the embedded demo's analogues (configs/demo*.yaml)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they exist; train nothing")
+    p.add_argument("--retrain", action="store_true",
+                   help="train again the finished runs whose config or data differ from this command's (their "
+                        "folders are moved aside to <method>.old-<time>); without it such runs stop the command")
     p.add_argument("--out", default="reproduce", help="folder for the table, its figure and the logs")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     args = p.parse_args(argv)
@@ -312,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     for job in jobs[:1]:
         job_config(job, args.overrides)  # a bad override stops here, before anything runs
     out = resolve_path(args.out)
-    failed = run_jobs(jobs, args.overrides, out, args.dry_run)
+    failed = run_jobs(jobs, args.overrides, out, args.dry_run, args.retrain)
     if args.dry_run:
         return 0
     paper = yaml.safe_load((ROOT / "reproduce" / "paper-tables.yaml").read_text())

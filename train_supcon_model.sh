@@ -1,2 +1,2 @@
-${NPROC:+python -m torch.distributed.run ${TORCHRUN_ARGS:---standalone} --nproc_per_node $NPROC --no-python} python train_supcon.py "$@" || exit 1
+${NPROC:+python -m torch.distributed.run ${TORCHRUN_ARGS:---standalone} --nproc_per_node $NPROC --no-python} python train_supcon.py "$@" || exit
 python evaluate.py --method supcon "$@"

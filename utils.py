@@ -28,22 +28,33 @@ class TrainingStopped(UserError):
 
 
 def run_cli(main: Callable[[list[str] | None], int]) -> None:
-    """Run an entry point; a UserError becomes `error: ...` on stderr and exit status 2."""
+    """Run an entry point as a command: its exit status (see exit_code)."""
+    sys.exit(exit_code(main))
+
+
+def exit_code(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """main(argv)'s exit status as a command's: a UserError becomes `error: ...` on stderr and 2, no traceback;
+    a full or read-only disk, or an exceeded quota, one line and 2; Ctrl-C 130. The tests call this in-process."""
     try:
-        code = main(None)
+        return main(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        code = 2
+        return 2
     except OSError as err:
-        if err.errno != errno.ENOSPC:
+        hint = _DISK_ERRORS.get(err.errno)
+        if hint is None:
             raise
-        print(f"error: disk full ({err.filename or 'writing'}): free some space, then run the command again "
-              "(training: with --resume)", file=sys.stderr)
-        code = 2
+        print(f"error: {hint} ({err.filename or 'writing'}): {_DISK_FIX[err.errno]}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        code = 130
-    sys.exit(code)
+        return 130
+
+
+_DISK_ERRORS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system"}
+_DISK_FIX = {errno.ENOSPC: "free some space, then run the command again (training: with --resume)",
+             errno.EDQUOT: "free some of your quota, then run the command again (training: with --resume)",
+             errno.EROFS: "write to a writable folder (--out, out_dir=...), then run the command again"}
 
 
 def resolve_path(path: str | os.PathLike) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 from pathlib import Path
 
 import torch
@@ -101,7 +102,29 @@ def release_calibration(method: str, paths: dict[str, Path], loaded: dict | None
     classifier): {"threshold", "rule", "temperature", ...} (engine/validate.py); None for files without."""
     last = "weights" if "weights" in RELEASE[method] else "classifier"
     state = loaded if last == "weights" and loaded is not None else load_checkpoint(paths[last])
-    return state.get("calibration")
+    calibration = state.get("calibration")
+    if calibration is not None:
+        check_calibration(calibration, paths[last])
+    return calibration
+
+
+def check_calibration(cal, path: Path) -> None:
+    """A stored calibration is used for verdicts only if it is one engine/validate.py can write: a threshold in
+    [0, 1], a known rule, a positive finite temperature (or none); anything else is a one-line UserError."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    problem = None
+    if not isinstance(cal, dict):
+        problem = f"is a {type(cal).__name__}, not a mapping"
+    elif not (number(cal.get("threshold")) and 0 <= cal["threshold"] <= 1):
+        problem = f"has threshold {cal.get('threshold')!r} (must be a P(fake) in [0, 1])"
+    elif cal.get("rule") not in ("eer", "balanced"):
+        problem = f"has rule {cal.get('rule')!r} (eer or balanced)"
+    elif cal.get("temperature") not in (None, False, 0) and not (number(cal["temperature"]) and cal["temperature"] > 0):
+        problem = f"has temperature {cal.get('temperature')!r} (must be a positive number, or none)"
+    if problem:
+        raise UserError(f"checkpoint {path}: its validation calibration {problem}: the file is damaged or not "
+                        "written by this project; pass --threshold (predict.py) or use the run's own files")
 
 
 def checkpoint_settings(path: Path, args: argparse.Namespace, defaults: dict) -> tuple[dict, str, int, str]:
@@ -114,3 +137,51 @@ def checkpoint_settings(path: Path, args: argparse.Namespace, defaults: dict) ->
     if img_size <= 0:
         raise UserError(f"--img-size must be positive, got {img_size}")
     return loaded, backbone, img_size, input_scale
+
+
+def read_results(folder: Path) -> tuple[dict | None, str | None]:
+    """(<folder>/results.json, None), or (None, why it cannot be used as the results of the weights in `folder`):
+    unreadable or truncated, no predictions.csv beside it, or a weights record that does not name exactly the
+    release files there as they are now (other weights were scored, or the run was trained again since)."""
+    import json
+    path = folder / "results.json"
+    if not path.is_file():
+        return None, f"no {path}"
+    try:
+        results = json.loads(path.read_text())
+        record = results["weights"]["files"]
+        recorded = {Path(p).name: h for p, h in record.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, f"{path} is damaged (not the JSON evaluate.py writes)"
+    method = next((m for m, files in RELEASE.items() if set(files.values()) == set(recorded)), None)
+    if method is None:
+        return None, f"{path} scored {', '.join(record)}, not the release files of a run in {folder}"
+    present = {name: folder / name for name in RELEASE[method].values()}
+    if any(not p.is_file() for p in present.values()) or \
+            any(sha256(present[name]) != recorded[name] for name in recorded):
+        return None, f"{path} scored other weights than the release files now in {folder}"
+    try:
+        with open(folder / "predictions.csv", encoding="utf-8", errors="surrogateescape") as f:
+            if f.readline().strip() != "set,path,video,label,score":
+                raise ValueError
+    except (OSError, ValueError):
+        return None, f"{folder / 'predictions.csv'} is missing or damaged"
+    return results, None
+
+
+def verify_results_record(folder: Path, results: dict) -> None:
+    """For a results.json outside a run folder (evaluate.py with other weights): every weights file it names
+    must still be what was scored (UserError otherwise)."""
+    try:
+        record = results["weights"]["files"]
+        items = list(record.items())
+    except (KeyError, TypeError, AttributeError):
+        raise UserError(f"{folder / 'results.json'} has no weights record: not written by evaluate.py") from None
+    for name, digest in items:
+        path = Path(name)
+        if not path.is_file():
+            raise UserError(f"{folder / 'results.json'} scored {path}, which is no longer there: cannot tell "
+                            "which weights these results are of")
+        if sha256(path) != digest:
+            raise UserError(f"{folder / 'results.json'} scored another {path} than the file now there: "
+                            "evaluate it again")

@@ -2,14 +2,17 @@
 only then write; then the pieces a training script uses (Run).
 
 Order of start_run: (1) lock <run>/.lock for the process's lifetime (a second run into the folder stops
-with one line); (2) checks: an unfinished run is never replaced without --resume; --resume refuses another
-config or other data; (3) writes: a new run clears the finished run it replaces (checkpoints, logs,
-release files, results), then config.yaml; a resumed run loads its newest checkpoint.
+with one line); (2) checks: a finished or unfinished run is never replaced: without --resume the command
+stops with one line saying how to go on (--resume, --run-name, or --overwrite, which moves the old run
+aside and deletes nothing); --resume of a finished run trains nothing and says so (RunFinished); --resume
+refuses another config or other data; (3) writes: --overwrite moves the old folder to
+<method>.old-<time>; a new run writes config.yaml and data.json; a resumed run loads its newest checkpoint.
 """
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import sys
 import time
@@ -32,10 +35,24 @@ from engine.update import Updater
 from engine.validate import Validator
 from utils import UserError, atomic_write_text
 
-# What a run writes into its folder besides checkpoints and release files (a replaced run's are removed).
-RUN_FILES = ("log.txt", "train_log.jsonl", "bad_images.txt", "splits.csv", "results.json", "predictions.csv",
+# What a run writes into its folder besides checkpoints and release files.
+RUN_FILES = ("log.txt", "train_log.jsonl", "bad_images.txt", "splits.csv", "data.json", "results.json",
+             "predictions.csv",
              "results_unreadable.txt", "roc.png", "training_curves.png", "embedding.png", "reliability.png",
              "robustness.json", "robustness.md", "robustness.png")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a training command treats its run folder (the training scripts' --resume, --allow-data-change,
+    --overwrite)."""
+    resume: bool = False             # continue the unfinished run there from its newest checkpoint
+    allow_data_change: bool = False  # ... even if the data sets differ from the checkpoint's
+    overwrite: bool = False          # move the run there aside (<method>.old-<time>) and start a new one
+
+
+class RunFinished(Exception):
+    """--resume of a run that is finished: nothing to train (the command says so and succeeds)."""
 
 
 class RunLock:
@@ -141,8 +158,8 @@ class Run:
             self.lock.release()
 
 
-def start_run(cfg: dict, method: str, stages: list[str], sets: dict, device: torch.device, resume: bool = False,
-              allow_data_change: bool = False, **objects) -> Run:
+def start_run(cfg: dict, method: str, stages: list[str], sets: dict, device: torch.device,
+              opts: RunOptions = RunOptions(), **objects) -> Run:
     """Lock, check, then write (see the module docstring); `objects`: the run's modules and optimizers."""
     run_dir = run_folder(cfg, method)
     main = is_main_process()
@@ -161,45 +178,113 @@ def start_run(cfg: dict, method: str, stages: list[str], sets: dict, device: tor
     fingerprint = data_fingerprint(sets)
 
     # Checks: nothing is written before they pass.
-    latest = ckpt.latest()
-    state = None
-    if not resume and latest is not None and not ckpt.finished:
-        raise UserError(f"{run_dir} holds an unfinished run (latest checkpoint {latest.name}): pass --resume to "
-                        f"continue it, --run-name NAME to start another, or delete {ckpt.folder} to start over")
-    if resume and latest is not None:
-        state = ckpt.read(latest)
-        changed = config_changes(state.get("config", {}), cfg)
-        if changed:
-            raise UserError(f"--resume: the config differs from the one checkpoint {latest} was written with "
-                            f"({', '.join(changed[:5])}); resume with the same settings or start a new run "
-                            "with --run-name")
-        data = _data_changes(state.get("data", fingerprint), fingerprint)
-        if data and not allow_data_change:
-            raise UserError(f"--resume: the data differ from the checkpoint's ({'; '.join(data[:3])}), so the "
-                            "run would not continue as it began; restore the data, or pass --allow-data-change")
+    try:
+        state = _check_folder(run_dir, method, ckpt, opts, cfg, fingerprint)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     barrier()  # every rank has looked before rank 0 changes anything
 
     # Writes.
+    if main and opts.overwrite and _occupied(run_dir, method, ckpt):
+        lock = _move_aside(run_dir, lock)
     if main:
         _remove_stale_temporaries(run_dir)
     if state is None:
         run_id = uuid.uuid4().hex[:16]
         if main:
-            if latest is not None or any((run_dir / f).exists() for f in (*RELEASE[method].values(), *RUN_FILES)):
-                _clear(run_dir, ckpt, method)
-                logger.info(f"starting a new run in {run_dir}: the finished run there is replaced")
-            elif resume:
+            _remove_leftovers(run_dir, logger)
+            if opts.resume:
                 logger.info(f"--resume: no checkpoint in {ckpt.folder}; starting from the beginning")
         resumed = None
     else:
         run_id = state.get("run_id") or uuid.uuid4().hex[:16]
         resumed = ckpt.restore(state)
-        logger.info(f"resuming from {latest} (stage {resumed[0]}, step {resumed[1]})")
+        logger.info(f"resuming from {ckpt.latest()} (stage {resumed[0]}, step {resumed[1]})")
     if main:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+        atomic_write_text(run_dir / "data.json", json.dumps({"run_id": run_id, "data": fingerprint}, indent=1) + "\n")
     meta = {"run_id": run_id, "config": cfg, "data": fingerprint}
     loop = Loop(cfg, logger, ckpt, updater, lambda: meta, resumed)
     return Run(run_dir, cfg, logger, loop, updater, bad, ckpt, run_id, lock, val)
+
+
+def _occupied(run_dir: Path, method: str, ckpt: Checkpointer) -> bool:
+    """Whether the folder holds a run (finished, unfinished, or release files of one)."""
+    return ckpt.finished or ckpt.latest() is not None or any((run_dir / f).exists() for f in RELEASE[method].values())
+
+
+def _check_folder(run_dir: Path, method: str, ckpt: Checkpointer, opts: RunOptions, cfg: dict,
+                  fingerprint: dict) -> dict | None:
+    """The checks before a run writes anything: the checkpoint a resumed run continues from (None: a new run),
+    or a one-line UserError (RunFinished for --resume of a finished run)."""
+    latest = ckpt.latest()
+    how = (f"start another with --run-name NAME, or pass --overwrite to move it aside to {run_dir.name}.old-<time> "
+           "(nothing is deleted)")
+    if opts.overwrite:
+        return None
+    finished = ckpt.finished or (latest is None and any((run_dir / f).exists() for f in RELEASE[method].values()))
+    if finished and opts.resume:
+        if latest is not None:
+            _check_resume(ckpt.read(latest), latest, cfg, fingerprint, opts)  # the run these settings would resume
+        raise RunFinished(f"{run_dir} holds a finished run: --resume has nothing to train")
+    if finished:
+        raise UserError(f"{run_dir} holds a finished run: evaluate it (python evaluate.py --method {method} with "
+                        f"the same arguments), {how}")
+    if latest is None:
+        return None
+    if not opts.resume:
+        raise UserError(f"{run_dir} holds an unfinished run (latest checkpoint {latest.name}): pass --resume to "
+                        f"continue it, or {how}")
+    state = ckpt.read(latest)
+    _check_resume(state, latest, cfg, fingerprint, opts)
+    return state
+
+
+def _check_resume(state: dict, latest: Path, cfg: dict, fingerprint: dict, opts: RunOptions) -> None:
+    """--resume continues a run only with the config and data it began with."""
+    changed = config_changes(state.get("config", {}), cfg)
+    if changed:
+        raise UserError(f"--resume: the config differs from the one checkpoint {latest} was written with "
+                        f"({', '.join(changed[:5])}); resume with the same settings or start a new run "
+                        "with --run-name")
+    data = _data_changes(state.get("data", fingerprint), fingerprint)
+    if data and not opts.allow_data_change:
+        raise UserError(f"--resume: the data differ from the checkpoint's ({'; '.join(data[:3])}), so the "
+                        "run would not continue as it began; restore the data, or pass --allow-data-change")
+
+
+def aside_path(run_dir: Path) -> Path:
+    """Where a run folder that is replaced goes: <method>.old-<time> beside it (never an existing name)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, n = run_dir.with_name(f"{run_dir.name}.old-{stamp}"), 1
+    while aside.exists():
+        n += 1
+        aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{n}")
+    return aside
+
+
+def move_aside(run_dir: Path, why: str) -> Path:
+    """Rename a run folder nobody is using to aside_path (UserError if a process holds its lock)."""
+    lock = RunLock(run_dir).acquire(True, why)
+    aside = aside_path(run_dir)
+    try:
+        os.rename(run_dir, aside)
+    finally:
+        lock.release()
+    return aside
+
+
+def _move_aside(run_dir: Path, lock: RunLock | None) -> RunLock:
+    """--overwrite: rename the folder to <method>.old-<time> (its lock goes with it), lock a new, empty one."""
+    aside = aside_path(run_dir)
+    os.rename(run_dir, aside)
+    new = RunLock(run_dir).acquire(True, f"training: {Path(sys.argv[0]).name or run_dir.name}")
+    if lock is not None:
+        lock.release()
+    print(f"--overwrite: the run that was in {run_dir} is now in {aside}", file=sys.stderr, flush=True)
+    return new
 
 
 def _remove_stale_temporaries(run_dir: Path) -> None:
@@ -210,11 +295,14 @@ def _remove_stale_temporaries(run_dir: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _clear(run_dir: Path, ckpt: Checkpointer, method: str) -> None:
-    """Remove what the finished run in `run_dir` wrote (only files this project writes there)."""
+def _remove_leftovers(run_dir: Path, logger: RunLogger) -> None:
+    """Logs of an earlier start in this folder that ended before its first checkpoint (a data error, a crash):
+    no run, but its log rows would mix with the new run's."""
     import shutil
-    ckpt.clear()
-    for name in (*RELEASE[method].values(), *RUN_FILES):
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tb", ignore_errors=True)
-    shutil.rmtree(run_dir / "cam", ignore_errors=True)  # evaluate.py --cam
+    stale = [name for name in RUN_FILES if (run_dir / name).exists()] + [d for d in ("tb",) if (run_dir / d).is_dir()]
+    for name in stale:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if stale:
+        logger.info(f"removed what an earlier start that stopped before its first checkpoint left in {run_dir} "
+                    f"({', '.join(stale)})")

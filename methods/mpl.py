@@ -22,7 +22,7 @@ from datasets.loaders import mpl_streams, train_batches
 from datasets.protocols import prepare_data, record_splits, role_samples, training_sets
 from engine.amp import autocast
 from engine.dist import distribute, mean_over_ranks, setup_device, unwrap
-from engine.run import start_run
+from engine.run import RunOptions, start_run
 from engine.update import make_optimizer
 from losses import mpl_feedback, teacher_mpl_loss
 from methods.pt import pt_step
@@ -119,7 +119,7 @@ def mpl_step_fn(m: VanillaMPL, next_labeled: Callable, next_unlabeled: Callable,
     return step
 
 
-def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> dict:
+def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     mc, balance = cfg["mpl"], cfg["data"]["balance"]
     device = setup_device(cfg)
     seed_everything(cfg["seed"])
@@ -136,9 +136,9 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     student = build_baseline(cfg["backbone"], mc["student_pretrained"] or cfg["pretrained"], cfg["weights_dir"])
     m = VanillaMPL(distribute(teacher, device, cfg), distribute(student, device, cfg), mc, cfg["mpl_options"], amp)
     opt_ft = make_optimizer(m.student.parameters(), mc["finetune_lr"])
-    run = start_run(cfg, "mpl", STAGES, sets, device, resume, allow_data_change, teacher=m.teacher,
+    run = start_run(cfg, "mpl", STAGES, sets, device, opts, teacher=m.teacher,
                     student=m.student, opt_t=m.opt_t, opt_s=m.opt_s, opt_ft=opt_ft, mpl=m)
-    record_splits(sets, run.dir)
+    record_splits(cfg, sets, run.dir)
     run.logger.info(f"MPL: backbone {cfg['backbone']}, {mc['steps']} MPL steps + {mc['finetune_steps']} fine-tune "
                     f"steps on {device}; run folder {run.dir}; labeled: {len(labeled)}, unlabeled: {len(unlabeled)}")
 

@@ -13,7 +13,7 @@ from datasets.protocols import prepare_data, record_splits, role_samples, traini
 from engine.amp import autocast
 from engine.dist import distribute, setup_device
 from engine.graphs import StepGraph, graphed_step, use_cuda_graphs
-from engine.run import start_run
+from engine.run import RunOptions, start_run
 from engine.update import make_optimizer
 from models import build_baseline
 from utils import seed_everything
@@ -33,7 +33,7 @@ def pt_step(model: nn.Module, opt: torch.optim.Optimizer, next_batch: Callable, 
     return graphed_step(next_batch, StepGraph(core, [opt], graphs), lambda batch: batch[-1].shape[0])
 
 
-def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> dict:
+def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     device = setup_device(cfg)
     seed_everything(cfg["seed"])
     pc = cfg["pt"]
@@ -48,8 +48,8 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     # Model, optimizer, run
     model = distribute(build_baseline(cfg["backbone"], cfg["pretrained"], cfg["weights_dir"]), device, cfg)
     opt = make_optimizer(model.parameters(), pc["lr"], pc["weight_decay"])
-    run = start_run(cfg, "pt", ["pt"], sets, device, resume, allow_data_change, model=model, opt=opt)
-    record_splits(sets, run.dir)
+    run = start_run(cfg, "pt", ["pt"], sets, device, opts, model=model, opt=opt)
+    record_splits(cfg, sets, run.dir)
     run.logger.info(f"baseline: backbone {cfg['backbone']}, {pc['steps']} steps on {device}; run folder {run.dir}; "
                     f"labeled: {len(labeled)} images")
     run.logger.info(graphs_note)

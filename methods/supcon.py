@@ -14,7 +14,7 @@ from datasets.protocols import prepare_data, record_splits, role_samples, traini
 from engine.amp import autocast
 from engine.dist import barrier, distribute, gather, setup_device, unwrap
 from engine.graphs import StepGraph, graphed_step, use_cuda_graphs
-from engine.run import start_run
+from engine.run import RunOptions, start_run
 from engine.update import make_optimizer
 from losses import SupConLoss
 from models import EncoderClassifier, LinearClassifier, SupConNet
@@ -61,7 +61,7 @@ def classifier_step(encoder: nn.Module, classifier: nn.Module, opt: torch.optim.
     return graphed_step(next_batch, StepGraph(core, [opt], graphs), lambda batch: batch[-1].shape[0])
 
 
-def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> dict:
+def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     """Both stages of the SupCon teacher; returns the paths written."""
     device = setup_device(cfg)
     seed_everything(cfg["seed"])
@@ -81,9 +81,9 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     criterion = SupConLoss(sc["temperature"])
     opt_net = make_optimizer(net.parameters(), sc["lr"])
     opt_cls = make_optimizer(classifier.parameters(), sc["classifier_lr"])
-    run = start_run(cfg, "supcon", STAGES, sets, device, resume, allow_data_change, net=net, classifier=classifier,
+    run = start_run(cfg, "supcon", STAGES, sets, device, opts, net=net, classifier=classifier,
                     opt_net=opt_net, opt_cls=opt_cls)
-    record_splits(sets, run.dir)
+    record_splits(cfg, sets, run.dir)
     run.logger.info(f"SupCon teacher: backbone {cfg['backbone']}, {sc['steps']} + {sc['classifier_steps']} steps "
                     f"on {device}; run folder {run.dir}; labeled: {len(labeled)} images")
     run.logger.info(graphs_note)

@@ -19,7 +19,7 @@ from engine.checkpoint import load_weights
 from engine.dist import distribute, gather, is_main_process, mean_over_ranks, setup_device, unwrap
 from engine.graphs import StepGraph, graphed_step, use_cuda_graphs
 from engine.release import release_paths
-from engine.run import start_run
+from engine.run import RunOptions, start_run
 from engine.update import make_optimizer
 from losses import SupConLoss, mpl_feedback, teacher_mpl_loss
 from methods import supcon
@@ -142,7 +142,7 @@ def teacher_paths(cfg: dict) -> tuple[Path, Path]:
     return enc, cls
 
 
-def ensure_teacher(cfg: dict, resume: bool, allow_data_change: bool) -> tuple[Path, Path]:
+def ensure_teacher(cfg: dict, opts: RunOptions) -> tuple[Path, Path]:
     """The teacher's files, trained first (methods.supcon) if the default ones are missing."""
     mc = cfg["mpl"]
     enc_path, cls_path = teacher_paths(cfg)
@@ -152,11 +152,11 @@ def ensure_teacher(cfg: dict, resume: bool, allow_data_change: bool) -> tuple[Pa
         if is_main_process():
             print(f"SupCon teacher not found at {enc_path.parent}: training it first (train_supcon.py)",
                   file=sys.stderr, flush=True)
-        supcon.train(cfg, resume, allow_data_change)
+        supcon.train(cfg, RunOptions(opts.resume, opts.allow_data_change))  # (never --overwrite the teacher)
     return enc_path, cls_path
 
 
-def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> dict:
+def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     mc, sc, balance = cfg["mpl"], cfg["supcon"], cfg["data"]["balance"]
     device = setup_device(cfg)
     graphs, graphs_note = use_cuda_graphs(cfg, device)
@@ -171,7 +171,7 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     unlabeled = role_samples(sets, "unlabeled", {"mpl.batch_unlabeled": mc["batch_unlabeled"]})
 
     # Teacher: from the SupCon stage, trained here first if its default checkpoint is missing
-    enc_path, cls_path = ensure_teacher(cfg, resume, allow_data_change)
+    enc_path, cls_path = ensure_teacher(cfg, opts)
     seed_everything(cfg["seed"])  # the same MPL run whether or not the teacher was trained just now
 
     # Models: teacher from the SupCon stage, student from `student_pretrained` (default: `pretrained`)
@@ -185,10 +185,10 @@ def train(cfg: dict, resume: bool = False, allow_data_change: bool = False) -> d
     pair = MPLPair(*(distribute(mod, device, cfg) for mod in (teacher, t_cls, student, s_cls)), mc, amp)
     opt_ft = make_optimizer(student.parameters(), mc["finetune_lr"])
     opt_ft_cls = make_optimizer(s_cls.parameters(), mc["finetune_lr"])
-    run = start_run(cfg, "supconmpl", STAGES, sets, device, resume, allow_data_change, teacher=pair.teacher,
+    run = start_run(cfg, "supconmpl", STAGES, sets, device, opts, teacher=pair.teacher,
                     t_cls=pair.t_cls, student=pair.student, s_cls=pair.s_cls, **pair.optimizers(), opt_ft=opt_ft,
                     opt_ft_cls=opt_ft_cls)
-    record_splits(sets, run.dir)
+    record_splits(cfg, sets, run.dir)
     run.logger.info(f"SupCon-MPL: backbone {cfg['backbone']}, {mc['steps']} MPL steps + {mc['finetune_steps']}/"
                     f"{mc['finetune_classifier_steps']} fine-tune steps on {device}; run folder {run.dir}; "
                     f"labeled: {len(labeled)} images, unlabeled: {len(unlabeled)} images")

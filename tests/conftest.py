@@ -66,6 +66,28 @@ def tiny_config_file(tiny_demo, tmp_path) -> Path:
     return path
 
 
+class Result:
+    """What a command gave: its exit status and what it printed (as subprocess.CompletedProcess)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def cli(main, *argv) -> Result:
+    """An entry point's main(argv) called in this process, as its command would run: the exit status and one-line
+    errors of utils.exit_code, stdout and stderr captured."""
+    import contextlib
+    import io
+    from utils import exit_code
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = exit_code(main, [str(a) for a in argv])
+        except SystemExit as stop:  # argparse (--help, bad flags)
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
 def run(args: list[str], cwd: Path = REPO, timeout: int = 300, cold: bool = False) -> subprocess.CompletedProcess:
     """Run a command the way a user would, from the repository root (cold: in fresh interpreters)."""
     env = {**(cold_env() if cold else os.environ), "PYTHONUNBUFFERED": "1"}

@@ -62,6 +62,36 @@ def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees
     assert res.returncode == 1 and time.time() - start < 60, res.stderr
     assert "skipped" in res.stderr and "..." not in res.stderr  # every run finished: none started
     assert "MPL, seed 777: no results for 'StyleGAN'" in (tmp_path / "out" / "table2.md").read_text()
+    # Results of other weights (here: a record that names another file's hash) are evaluated again.
+    results["weights"]["files"] = {k: "0" * 64 for k in results["weights"]["files"]}
+    results_file.write_text(json.dumps(results))
+    res = run(reproduce(tmp_path, trees))
+    assert "MPL (unevaluated)" in res.stderr and "scored other weights" in res.stderr, res.stderr
+    assert "StyleGAN" in json.loads(results_file.read_text())  # evaluated again: every test set is back
+    # A finished run trained with other settings than the command's is never averaged in: one line, nothing runs.
+    (saved,) = (tmp_path / "runs").glob("sin-seed777-*/mpl/config.yaml")
+    original = saved.read_text()
+    saved.write_text(original.replace("teacher_lr: 0.0001", "teacher_lr: 0.05"))
+    res = run(reproduce(tmp_path, trees))
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "trained differently" in lines[0], res.stderr
+    assert "mpl.teacher_lr: 0.05 -> 0.0001" in lines[0] and "--retrain" in lines[0]
+    saved.write_text(original)
+    # ... nor one trained on other data: the same run name, a dataset root that now holds one video less.
+    import shutil
+    import yaml
+    paths = yaml.safe_load((trees / "paths.yaml").read_text())
+    shutil.copytree(paths["ff"], tmp_path / "FF2")
+    video = sorted((tmp_path / "FF2" / "train_set" / "Real").iterdir())[0]
+    shutil.rmtree(video)
+    (trees / "paths.yaml").write_text(yaml.safe_dump({**paths, "ff": str(tmp_path / "FF2")}))
+    res = run(reproduce(tmp_path, trees))
+    assert res.returncode == 2 and "trained on other data than the dataset roots give now" in res.stderr, res.stderr
+    # --retrain: the old folders are moved aside, whole, and the runs trained again on the data there now.
+    res = run(reproduce(tmp_path, trees, "--retrain"), timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(list((tmp_path / "runs").glob("sin-seed777-*/mpl.old-*/mpl.tar"))) == 1
+    assert len(list((tmp_path / "runs").glob("sin-seed777-*/supconmpl.old-*/mpl_supcon_encoder.tar"))) == 1
 
 
 def test_paired_bootstrap_finds_a_real_difference_and_not_a_null_one():

@@ -95,13 +95,16 @@ def test_evaluate_refuses_an_unfinished_run_and_files_of_two_runs(tiny_demo, tmp
     mixed = run([PY, "evaluate.py", "--method", "supcon", "--config", str(cfg), "--no-plots",
                  "--encoder", str(folder / "supcon_encoder.tar"), "--classifier", str(other / "supcon_classifier.tar")])
     one_line_error(mixed, "come from different runs")
-    # A new run into the finished folder, killed in its classifier stage: evaluation refuses the folder.
-    proc = start([PY, "train_supcon.py", "--config", str(cfg)])
+    # A new run into the finished folder (--overwrite moves the old one aside), killed in its classifier stage:
+    # evaluation refuses the folder.
+    proc = start([PY, "train_supcon.py", "--config", str(cfg), "--overwrite"])
     deadline = time.time() + 120  # the new run's first classifier checkpoints (the old run's were 39 and 40)
     while time.time() < deadline and not list((folder / "checkpoints").glob("ckpt-01-0000000[1-9].tar")):
         time.sleep(0.02)
     kill(proc)
     assert not (folder / "supcon_classifier.tar").exists()  # the old run's classifier went with the old run
+    aside = [p for p in folder.parent.iterdir() if p.name.startswith("supcon.old-")]
+    assert len(aside) == 1 and (aside[0] / "supcon_classifier.tar").is_file() and (aside[0] / "results.json").is_file()
     res = run([PY, "evaluate.py", "--method", "supcon", "--config", str(cfg), "--no-plots"])
     one_line_error(res, "holds an unfinished run", "--resume")
 
@@ -275,22 +278,11 @@ def test_a_video_holding_fewer_frames_than_its_header_claims_is_sampled_from_wha
 
 
 @pytest.mark.slow
-def test_a_replaced_run_leaves_nothing_of_the_old_one(tiny_config_file, tmp_path):
-    folder = tmp_path / "runs" / "tiny" / "pt"
-    assert run([PY, "train_pt.py", "--config", str(tiny_config_file)]).returncode == 0
-    (folder / "pt.tar.12345.tmp").write_bytes(b"x" * 1000)  # what a killed save leaves
-    (folder / "checkpoints" / "ckpt-00-00000001.tar.999.tmp").write_bytes(b"x")
-    assert run([PY, "train_pt.py", "--config", str(tiny_config_file), "pt.steps=3", "--run-name", "tiny"]).returncode == 0
-    rows = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3]
-    assert len(list((folder / "tb").iterdir())) == 1 and not list(folder.rglob("*.tmp"))
-
-
 def test_training_on_test_identities_stops(tiny_config_file):
     ff = yaml.safe_load(tiny_config_file.read_text())["data"]["test"][0]["root"]
     same = f"data.labeled=[{{kind: ff, root: {ff}, subset: test_set, methods: [Real, Deepfakes]}}]"
     one_line_error(run([PY, "train_pt.py", "--config", str(tiny_config_file), same]),
-                   "share an identity group across labeled/unlabeled/val/test")
+                   "labeled/unlabeled/val/test share", "videos sharing an identity group")
 
 
 @pytest.mark.slow

@@ -1,0 +1,263 @@
+"""Numbers that come from what they say (issue 30, items 1-6) and runs that are never overwritten (issue 31,
+item 2), through the commands users run, called in-process: NaN scores never score, overlap is checked on
+images and videos whatever named them, results of other weights never land in a run folder, stored
+thresholds are checked, a finished run is never replaced."""
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import evaluate
+import train_pt
+from config import DEFAULTS
+from conftest import cli, tiny_config
+from datasets.protocols import protocol_sets, training_sets
+from datasets.splits import hold_out
+from engine.release import save_release
+from metrics import binary_metrics
+from models import build_baseline
+from utils import UserError
+
+
+def one_line_error(res, *needles):
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (res.returncode, res.stderr)
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def weights_file(path, scale=None, **extra):
+    torch.manual_seed(0)
+    model = build_baseline("test_resnet")
+    if scale is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(scale)
+    save_release(path, model, {**DEFAULTS, "backbone": "test_resnet", "img_size": 32}, "pt", 0, **extra)
+    return path
+
+
+def files_of(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------------ 1. NaN scores
+def test_non_finite_scores_are_no_metric():
+    with pytest.raises(ValueError, match="4 of 8 scores are not finite"):
+        binary_metrics([0, 0, 0, 0, 1, 1, 1, 1], [.9, .8, .7, .6, math.nan, math.nan, math.nan, math.nan])
+
+
+def test_weights_holding_nan_are_refused_before_scoring(tiny_config_file, tmp_path):
+    path = weights_file(tmp_path / "nan.tar", scale=math.nan)
+    res = cli(evaluate.main, "--method", "pt", "--config", tiny_config_file, "--weights", path, "--no-plots")
+    one_line_error(res, "hold NaN or inf values", str(path))
+    assert not list(tmp_path.rglob("results.json"))
+
+
+def test_scores_that_overflow_to_nan_stop_evaluation(tiny_config_file, tmp_path):
+    path = weights_file(tmp_path / "huge.tar", scale=1e30)  # finite weights, infinite activations
+    res = cli(evaluate.main, "--method", "pt", "--config", tiny_config_file, "--weights", path, "--no-plots")
+    one_line_error(res, "a non-finite score (NaN or inf)", "18 of 18 test images")  # distinct images (both sets hold the Real ones)
+    assert not list(tmp_path.rglob("results.json"))
+
+
+# ------------------------------------------------------------------------------------------ 2-3. overlap
+def celebdf_tree(root):
+    rng = np.random.default_rng(0)
+    for folder, names in {"Celeb-real": ["id0_0000", "id1_0000"], "Celeb-synthesis": ["id0_id1_0000", "id1_id0_0000"],
+                          "YouTube-real": ["00000", "00001"]}.items():
+        for name in names:
+            (root / folder / name).mkdir(parents=True)
+            cv2.imwrite(str(root / folder / name / "000.png"), rng.integers(0, 255, (8, 8, 3), np.uint8))
+    (root / "List_of_testing_videos.txt").write_text("1 YouTube-real/00001.mp4\n0 Celeb-synthesis/id0_id1_0000.mp4\n")
+    return root
+
+
+@pytest.mark.parametrize("labeled_list, test_list", [("off", "auto"), ("auto", "off")])
+def test_celebdf_test_videos_in_training_are_found_whatever_the_test_list_setting(tmp_path, labeled_list, test_list):
+    root = celebdf_tree(tmp_path / "celebdf")
+    cfg = tiny_config(root, tmp_path / "runs")
+    cfg["data"] = {**cfg["data"], "index_dir": None,
+                   "labeled": [{"kind": "celebdf", "root": str(root), "test_list": labeled_list}],
+                   "unlabeled": [],
+                   "test": [{"name": "CelebDF", "kind": "celebdf", "root": str(root), "test_list": test_list}]}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = cli(train_pt.main, "--config", path)
+    one_line_error(res, "labeled/unlabeled/val/test share", "images", "videos (e.g. celebdf:")
+    assert not (tmp_path / "runs").exists()
+    from datasets.__main__ import main as datasets_main
+    res = cli(datasets_main, "describe", "--protocol", path)
+    assert res.returncode == 1 and "IN MORE THAN ONE ROLE" in res.stdout and "overlap" in res.stdout
+
+
+def dfdc_bench_tree(tmp_path):
+    """A DeepfakeBench JSON of a dataset that is neither FF++ nor Celeb-DF (DFDC): no compression level, one video
+    listed under both train and test."""
+    rgb, rng = tmp_path / "rgb", np.random.default_rng(1)
+    index = {}
+    for label, names in {"DFDC_real": ["aaaa", "bbbb", "cccc"], "DFDC_fake": ["dddd", "eeee", "ffff"]}.items():
+        index[label] = {}
+        for split, chosen in {"train": names[:2], "test": names[1:]}.items():  # names[1] in both
+            index[label][split] = {}
+            for name in chosen:
+                rel = f"DFDC/{label}/{name}/000.png"
+                (rgb / rel).parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(rgb / rel), rng.integers(0, 255, (8, 8, 3), np.uint8))
+                index[label][split][name] = {"label": label, "frames": [rel]}
+    (tmp_path / "json").mkdir()
+    (tmp_path / "json" / "DFDC.json").write_text(json.dumps({"DFDC": index}))
+    return rgb, tmp_path / "json" / "DFDC.json"
+
+
+def test_a_deepfakebench_video_listed_under_train_and_test_stops_training(tmp_path):
+    rgb, path = dfdc_bench_tree(tmp_path)
+    src = {"kind": "deepfakebench", "root": str(rgb), "json": str(path)}
+    cfg = tiny_config(rgb, tmp_path / "runs")
+    cfg["data"] = {**cfg["data"], "index_dir": None, "labeled": [src], "unlabeled": [],
+                   "test": [{"name": "DFDC", **src}]}
+    file = tmp_path / "cfg.yaml"
+    file.write_text(yaml.safe_dump(cfg))
+    one_line_error(cli(train_pt.main, "--config", file), "share 2 images", "2 videos (e.g. deepfakebench:DFDC_fake/eeee)")
+    assert not (tmp_path / "runs").exists()
+
+
+def dfdc_tree(tmp_path):
+    """DFDC crops with their parts' metadata: part 0 holds fakes of part 1's originals."""
+    crops, meta, rng = tmp_path / "crops", tmp_path / "videos", np.random.default_rng(2)
+    parts = {0: {"fake0.mp4": {"label": "FAKE", "original": "orig0.mp4"},
+                 "fake1.mp4": {"label": "FAKE", "original": "orig1.mp4"}, "real9.mp4": {"label": "REAL"}},
+             1: {"orig0.mp4": {"label": "REAL"}, "orig1.mp4": {"label": "REAL"}, "fake2.mp4": {"label": "FAKE",
+                                                                                            "original": "real9.mp4"}}}
+    for part, entries in parts.items():
+        (meta / f"dfdc_train_part_{part}").mkdir(parents=True)
+        (meta / f"dfdc_train_part_{part}" / "metadata.json").write_text(json.dumps(entries))
+        for name in entries:
+            (crops / name[:-4]).mkdir(parents=True)
+            for k in range(2):
+                cv2.imwrite(str(crops / name[:-4] / f"{k}.png"), rng.integers(0, 255, (8, 8, 3), np.uint8))
+    return crops, meta
+
+
+def test_dfdc_fakes_and_their_originals_count_as_one_identity_in_the_overlap_check(tmp_path):
+    crops, meta = dfdc_tree(tmp_path)
+    src = {"kind": "dfdc", "root": str(crops), "metadata": str(meta)}
+    cfg = tiny_config(crops, tmp_path / "runs")
+    cfg["data"] = {**DEFAULTS["data"], "index_dir": None, "labeled": [{**src, "parts": [0]}], "unlabeled": [],
+                   "test": [{"name": "DFDC", **src, "parts": [1]}]}
+    cfg = {**DEFAULTS, **cfg, "val": DEFAULTS["val"]}
+    with pytest.raises(UserError, match=r"share 6 videos sharing an identity group \(e.g. dfdc:fake0\)"):
+        training_sets(cfg)
+
+
+def test_the_validation_hold_out_keeps_a_dfdc_fake_with_its_original(tmp_path):
+    crops, meta = dfdc_tree(tmp_path)
+    src = {"kind": "dfdc", "root": str(crops), "metadata": str(meta)}
+    cfg = {**DEFAULTS, "data": {**DEFAULTS["data"], "index_dir": None, "labeled": [src]},
+           "val": {**DEFAULTS["val"], "enabled": True, "fraction": 0.5}}
+    for seed in range(6):
+        sets = protocol_sets({**cfg, "seed": seed})
+        kept, held = ({s.video for s in sets[role][2]} for role in ("labeled", "val"))
+        for fake, original in (("fake0", "orig0"), ("fake1", "orig1"), ("fake2", "real9")):
+            assert (f"dfdc:{fake}" in held) == (f"dfdc:{original}" in held)
+    samples = sets["labeled"][2] + sets["val"][2]
+    assert hold_out(samples, 0.5, 0)  # (without links the pairs could be cut: the links are what keeps them)
+
+
+# ------------------------------------------------------------------------------------------ 5. foreign weights
+def test_results_of_other_weights_never_land_in_a_run_folder(tiny_config_file, tmp_path):
+    assert cli(train_pt.main, "--config", tiny_config_file).returncode == 0
+    folder = tmp_path / "runs" / "tiny" / "pt"
+    assert cli(evaluate.main, "--method", "pt", "--config", tiny_config_file, "--no-plots").returncode == 0
+    before = files_of(folder)
+    other = weights_file(tmp_path / "authors.tar")
+    res = cli(evaluate.main, "--method", "pt", "--config", tiny_config_file, "--weights", other, "--no-plots")
+    assert res.returncode == 0, res.stderr
+    assert files_of(folder) == before  # the run's results are still its own
+    (elsewhere,) = (tmp_path / "runs" / "evaluations").glob("pt-*/results.json")
+    assert list(json.loads(elsewhere.read_text())["weights"]["files"]) == [str(other)]
+    for flag, name in (("--json", "results.json"), ("--predictions", "predictions.csv")):
+        res = cli(evaluate.main, "--method", "pt", "--config", tiny_config_file, "--weights", other, "--no-plots",
+                  flag, folder / name)
+        one_line_error(res, f"is in the run folder {folder}", "its own weights")
+    assert files_of(folder) == before
+
+
+# ------------------------------------------------------------------------------------------ 6. stored thresholds
+@pytest.mark.parametrize("calibration, problem", [
+    ({"threshold": math.nan, "rule": "eer", "temperature": None}, "has threshold nan"),
+    ({"threshold": 7.0, "rule": "eer", "temperature": None}, "has threshold 7.0"),
+    ({"threshold": 0.4, "rule": "median", "temperature": None}, "has rule 'median'"),
+    ({"threshold": 0.4, "rule": "eer", "temperature": -1.0}, "has temperature -1.0"),
+    ("0.5", "is a str"),
+])
+def test_a_stored_threshold_that_is_not_a_probability_is_refused(tiny_config_file, tmp_path, calibration, problem):
+    path = weights_file(tmp_path / "cal.tar", calibration=calibration)
+    res = cli(evaluate.main, "--method", "pt", "--config", tiny_config_file, "--weights", path, "--no-plots")
+    one_line_error(res, str(path), f"its validation calibration {problem}")
+
+
+def test_predict_refuses_a_damaged_threshold_unless_one_is_given(tmp_path):
+    pytest.importorskip("facenet_pytorch")
+    import predict
+    path = weights_file(tmp_path / "cal.tar", calibration={"threshold": math.nan, "rule": "eer", "temperature": None})
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), np.zeros((40, 40, 3), np.uint8))
+    one_line_error(cli(predict.main, image, "--method", "pt", "--weights", path), "has threshold nan")
+    res = cli(predict.main, image, "--method", "pt", "--weights", path, "--threshold", "0.5", "--json",
+              tmp_path / "out.json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "out.json").read_text())[str(image)]["score"] is None  # no face in a black square
+
+
+# ------------------------------------------------------------------------------------------ 31.2 never overwrite
+def test_the_same_training_command_twice_leaves_the_finished_run_byte_identical(tiny_config_file, tmp_path):
+    assert cli(train_pt.main, "--config", tiny_config_file).returncode == 0
+    folder = tmp_path / "runs" / "tiny" / "pt"
+    before = files_of(folder)
+    res = cli(train_pt.main, "--config", tiny_config_file)
+    one_line_error(res, f"{folder} holds a finished run", "--run-name", "--overwrite")
+    assert files_of(folder) == before
+    res = cli(train_pt.main, "--config", tiny_config_file, "--resume")
+    assert res.returncode == 0 and "nothing to train" in res.stderr and files_of(folder) == before
+    # A start that fails (here: its data) says nothing about replacing, and changes nothing.
+    res = cli(train_pt.main, "--config", tiny_config_file, "--run-name", "tiny", "data.labeled=[folder:/nowhere]")
+    assert res.returncode == 2 and "replace" not in res.stderr and files_of(folder) == before
+    # --overwrite moves the run aside, whole; the new run is trained in its place.
+    res = cli(train_pt.main, "--config", tiny_config_file, "--overwrite", "--run-name", "tiny", "pt.steps=3")
+    assert res.returncode == 0, res.stderr
+    (aside,) = folder.parent.glob("pt.old-*")
+    assert files_of(aside) == before and f"is now in {aside}" in res.stderr
+    rows = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+
+
+def test_leftovers_of_a_start_that_never_reached_a_checkpoint_are_not_a_run(tiny_config_file, tmp_path):
+    folder = tmp_path / "runs" / "tiny" / "pt"
+    folder.mkdir(parents=True)
+    (folder / "log.txt").write_text("[00:00:00] the old log line\n")
+    (folder / "train_log.jsonl").write_text('{"stage": "pt", "step": 1}\n')
+    (folder / "pt.tar.12345.tmp").write_bytes(b"x" * 1000)  # what a killed save leaves
+    res = cli(train_pt.main, "--config", tiny_config_file)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and not list(folder.rglob("*.tmp"))
+    assert "the old log line" not in (folder / "log.txt").read_text()
+
+
+def test_report_reads_only_results_of_the_weights_they_name(tiny_config_file, tmp_path):
+    import report
+    assert cli(train_pt.main, "--config", tiny_config_file).returncode == 0
+    assert cli(evaluate.main, "--method", "pt", "--config", tiny_config_file, "--no-plots").returncode == 0
+    folder = tmp_path / "runs" / "tiny" / "pt"
+    assert cli(report.main, folder).returncode == 0
+    results = json.loads((folder / "results.json").read_text())
+    results["weights"]["files"] = {k: "0" * 64 for k in results["weights"]["files"]}
+    (folder / "results.json").write_text(json.dumps(results))
+    one_line_error(cli(report.main, folder), "scored other weights than the release files now in")
+    (folder / "results.json").write_text('{"weights": {"fil')  # truncated
+    one_line_error(cli(report.main, folder), "is damaged")
