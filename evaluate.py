@@ -16,17 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import robustness
-from config import config_from_args, config_parser
+from evaluation import robustness
+from engine.config import config_from_args, config_parser
 from datasets.loaders import eval_loader
 from datasets.perturb import parse_perturbations
 from datasets.protocols import prepare_data, test_sets
 from engine.amp import autocast
 from engine.dist import get_device
-from engine.release import (RELEASE, build_model, checkpoint_settings, release_calibration, release_paths, run_folder,
-                            verify_release)
+from engine.release import (RELEASE, build_model, checkpoint_settings, release_calibration, release_paths, verify_release)
 from engine.run import RunLock
-from metrics import binary_metrics, format_table, threshold_metrics, video_metrics
+from evaluation.metrics import binary_metrics, format_table, threshold_metrics, video_metrics
 from utils import UserError, atomic_write_csv, atomic_write_text, resolve_path, run_cli
 
 
@@ -108,7 +107,7 @@ def write_plots(method: str, model: torch.nn.Module, sets: dict, curves: dict, r
     """roc.png, training_curves.png (when the weights are `run_dir`'s own and its log is there), for SupCon
     models embedding.png (`projection`: pca or tsne), and for weights with a validation calibration
     reliability.png."""
-    import plots
+    from evaluation import plots
     names = {"pt": "baseline", "supcon": "SupCon teacher", "supconmpl": "SupCon-MPL student", "mpl": "MPL student"}
     written = [plots.roc_plot(curves, out_dir / "roc.png", f"ROC — {names[method]}"),
                plots.training_curves(run_dir / "train_log.jsonl", out_dir / "training_curves.png",
@@ -262,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                                                      img_size, backbone, input_scale, device, cfg["seed"],
                                                      args.embedding, calibration)
     if args.cam:
-        import explain
+        from evaluation.cams import write_test_cams
         threshold = calibration["threshold"] if calibration else 0.5
-        cams = explain.write_test_cams(model, predictions, args.cam, json_path.parent, img_size, backbone,
+        cams = write_test_cams(model, predictions, args.cam, json_path.parent, img_size, backbone,
                                        input_scale, device, threshold)
         figures += cams[-1:]
     title = f"{args.method} ({backbone}, {img_size}px"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from config import DEFAULTS
+from engine.config import DEFAULTS
 from datasets.augment import eval_transform
 from datasets.images import IMG_EXTS, BadImageError, read_image
 from engine.amp import autocast
@@ -178,7 +178,7 @@ def predict_one(path: Path, args, detector, model, transform, device, cam=None, 
 
 
 def write_face_cams(cam, path: Path, number: int, found: list, faces: list[dict], args, transform, device) -> None:
-    from explain import crop_maps, safe_name, title
+    from evaluation.cams import crop_maps, safe_name, title
     from models.gradcam import save_cam_png
     crops = [c for _, _, c in found]
     for k, (face, crop, heat) in enumerate(zip(faces, crops, crop_maps(cam, crops, transform, device))):

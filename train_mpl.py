@@ -6,7 +6,7 @@ SupCon-MPL; options (UDA, a baseline for h, an EMA student) under mpl_options, a
 
 Writes <out_dir>/<run_name>/mpl/{mpl.tar, config.yaml, log.txt, train_log.jsonl, splits.csv, checkpoints/}.
 """
-from config import train_command
+from engine.config import train_command
 from utils import run_cli
 
 EXAMPLE = "python train_mpl.py --config configs/demo.yaml mpl.steps=100"

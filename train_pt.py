@@ -3,7 +3,7 @@ augmented labeled images (methods/pt.py).
 
 Writes <out_dir>/<run_name>/pt/{pt.tar, config.yaml, log.txt, train_log.jsonl, splits.csv, checkpoints/}.
 """
-from config import train_command
+from engine.config import train_command
 from utils import run_cli
 
 EXAMPLE = "python train_pt.py --config configs/demo.yaml pt.steps=200"

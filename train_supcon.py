@@ -4,7 +4,7 @@ augmented views of each labeled image, (b) a linear classifier with cross-entrop
 
 Writes <out_dir>/<run_name>/supcon/{supcon_encoder.tar, supcon_classifier.tar, config.yaml, log.txt, checkpoints/}.
 """
-from config import train_command
+from engine.config import train_command
 from utils import run_cli
 
 EXAMPLE = "python train_supcon.py --config configs/demo.yaml supcon.steps=200"

@@ -6,7 +6,7 @@ and saved as the SupCon-MPL model. If the teacher's checkpoint is missing, the t
 
 Writes <out_dir>/<run_name>/supconmpl/{mpl_supcon_encoder.tar, mpl_supcon_classifier.tar, config.yaml, log.txt}.
 """
-from config import train_command
+from engine.config import train_command
 from utils import run_cli
 
 EXAMPLE = "python train_supconmpl.py --config configs/demo.yaml mpl.steps=100"

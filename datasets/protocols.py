@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from config import load_config
+from engine.config import load_config
 from datasets.index import Sample
 from datasets.overlap import Overlap, find_overlap
 from datasets.sources import build_set, set_links, test_set_name

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from config import config_changes
+from engine.config import config_changes
 from engine.amp import needs_loss_scaler
 from engine.batches import BadImages, feed
 from engine.checkpoint import Checkpointer, RNGState

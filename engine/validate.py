@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from engine.amp import autocast
 from engine.dist import unwrap
 # The numpy-only parts of calibration live with the other metrics (also used by evaluate.py and plots).
-from metrics import choose_threshold, expected_calibration_error, scaled_scores  # noqa: F401
+from evaluation.metrics import choose_threshold, expected_calibration_error, scaled_scores  # noqa: F401
 
 
 class Validator:
@@ -161,7 +161,7 @@ class Check:
 # ------------------------------------------------------------------------------------ metrics and calibration
 def classifier_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     """Cross-entropy, ACC at 0.5 and AUC of 2-way logits [N, 2] against labels [N]."""
-    from metrics import binary_metrics
+    from evaluation.metrics import binary_metrics
     loss = float(F.cross_entropy(logits, labels)) if len(labels) else float("nan")
     m = binary_metrics(labels.numpy(), torch.softmax(logits, 1)[:, 1].numpy())
     return {"loss": loss, "acc": m["acc"], "auc": m["auc"]}

@@ -73,7 +73,7 @@ def overlay(crop: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarra
 
 def save_cam_png(crop: np.ndarray, cam: np.ndarray, path, title: str) -> None:
     """The crop beside crop + heat map, with `title` (the score and the decision) above: one PNG."""
-    from plots import _pyplot
+    from evaluation.plots import _pyplot
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(5, 2.8))
     for ax, image in zip(axes, (crop, overlay(crop, cam))):

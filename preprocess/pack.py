@@ -25,7 +25,7 @@ from utils import UserError, run_cli
 
 def config_paths(config: str, overrides: list[str], roles: list[str]) -> tuple[list[str], int]:
     """The image paths of a config's sets in `roles` (labeled, unlabeled, test), and its img_size."""
-    from config import load_config
+    from engine.config import load_config
     from datasets.protocols import prepare_data, protocol_sets
     cfg = load_config(config, overrides)
     prepare_data(cfg)

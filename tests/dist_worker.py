@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from config import DEFAULTS
+from engine.config import DEFAULTS
 from datasets import train_batches
 from datasets.index import Sample
 from engine.amp import autocast

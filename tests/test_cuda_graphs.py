@@ -84,7 +84,7 @@ def test_graphed_steps_update_like_eager_steps_and_count_skipped_updates():
 def test_training_steps_with_graphs_log_the_same_values_as_eager_steps(tmp_path):
     """pt, SupCon and SupCon-MPL steps of a small ResNet in bf16: eager, eager again, graphed."""
     out = tmp_path / "check.md"
-    res = run([PY, "benchmark.py", "--device", "cuda", "--backbone", "test_resnet", "--img-size", "32",
+    res = run([PY, "-m", "bench.benchmark", "--device", "cuda", "--backbone", "test_resnet", "--img-size", "32",
                "--batch", "64", "--batch-labeled", "16", "--batch-unlabeled", "32", "--images", "128",
                "--source-size", "48", "--data", str(tmp_path / "data"), "--check-graphs", "6", "--out", str(out)],
               timeout=600)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from config import DEFAULTS, load_config
+from engine.config import DEFAULTS, load_config
 from datasets import (FF_METHODS, ImageDataset, build_source, eval_transform, split_by_video, target_id,
                       train_transform)
 from datasets.augment import aug_spec

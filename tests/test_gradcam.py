@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from datasets.augment import eval_transform
 from datasets.images import read_image
-from explain import crop_maps, pick
+from evaluation.cams import crop_maps, pick
 from models import EncoderClassifier, LinearClassifier, SupConNet, build_baseline
 from models.gradcam import GradCAM
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from metrics import average_precision, binary_metrics, f1, roc_auc, roc_curve
+from evaluation.metrics import average_precision, binary_metrics, f1, roc_auc, roc_curve
 
 
 def cases():

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from models import LinearClassifier, SupConNet
-from config import DEFAULTS
+from engine.config import DEFAULTS
 from methods.supconmpl import MPLPair, mpl_step
 
 

@@ -11,7 +11,7 @@ import yaml
 from torchvision.transforms.v2 import functional as TF
 
 from conftest import PY, run, tiny_config
-from config import DEFAULTS
+from engine.config import DEFAULTS
 from datasets import read_image, train_batches
 from datasets.augment import N_PARAMS, BatchAugment, aug_spec
 from datasets.index import Sample

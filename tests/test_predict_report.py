@@ -10,7 +10,7 @@ import torch
 
 from conftest import PY, run
 from models import build_baseline
-from config import DEFAULTS
+from engine.config import DEFAULTS
 from engine.release import save_release
 
 pytest.importorskip("facenet_pytorch", reason="pip install --no-deps facenet-pytorch==2.6.0 (done by .ci/run)")
@@ -121,7 +121,7 @@ def test_demo_like_run_leaves_logs_plots_and_a_report(tiny_config_file):
         pngs = sorted(p.name for p in (runs / "supcon" / "cam" / name).glob("*.png"))
         assert pngs and set(pngs) <= {"right-1.png", "wrong-1.png"}
     assert cv2.imread(str(runs / "supcon" / "cam" / "contact_sheet.png")) is not None
-    res = run([PY, "report.py", str(runs), "--out", str(runs / "report.md")])
+    res = run([PY, "-m", "evaluation.report", str(runs), "--out", str(runs / "report.md")])
     assert res.returncode == 0, res.stderr
     text = (runs / "report.md").read_text()
     assert "[cam/contact_sheet.png](supcon/cam/contact_sheet.png)" in text
@@ -130,13 +130,13 @@ def test_demo_like_run_leaves_logs_plots_and_a_report(tiny_config_file):
 
 
 def test_report_without_results_is_a_one_line_error(tmp_path):
-    res = run([PY, "report.py", str(tmp_path)])
+    res = run([PY, "-m", "evaluation.report", str(tmp_path)])
     assert res.returncode == 2 and "no results.json" in res.stderr and "Traceback" not in res.stderr
 
 
 @pytest.mark.parametrize("projection", ["pca", "tsne"])
 def test_embedding_plot_projects_two_classes_apart(projection, tmp_path):
-    import plots
+    from evaluation import plots
     rng = np.random.default_rng(0)
     feats = np.concatenate([rng.normal(0, 1, (60, 16)), rng.normal(0, 1, (60, 16)) + 6]).astype(np.float32)
     labels = np.array([0] * 60 + [1] * 60)

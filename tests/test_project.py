@@ -4,7 +4,7 @@ import re
 import yaml
 
 from conftest import REPO
-from config import load_config
+from engine.config import load_config
 
 
 def test_readme_starts_with_the_two_commands():

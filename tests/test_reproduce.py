@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import PY, REPO, run
-from reproduce import paired_bootstrap
+from reproduce.tables import paired_bootstrap
 from test_protocols import overrides, trees  # noqa: F401  (trees: the generated dataset trees fixture)
 
 TINY = ["backbone=test_resnet", "pretrained=none", "img_size=16", "workers=0", "checkpoint_every=1",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import PY, run
-from config import DEFAULTS
+from engine.config import DEFAULTS
 from datasets.perturb import Perturbation, parse_perturbations
 from engine.release import save_release
 from models import build_baseline
@@ -75,7 +75,7 @@ def test_evaluate_perturb_writes_the_sweep_and_level_zero_is_the_clean_result(ti
 
 # ------------------------------------------------------------------ training-side degradations (aug.jpeg_p, aug.blur_p)
 def _augment(overrides):
-    from config import load_config
+    from engine.config import load_config
     from datasets.augment import BatchAugment, aug_spec, train_transform
     spec = aug_spec(load_config(None, overrides))
     return spec, BatchAugment(spec), train_transform(spec)
@@ -113,6 +113,6 @@ def test_training_jpeg_and_blur_degrade_both_paths():
                                              ("aug.jpeg_quality=[0,100]", "'aug.jpeg_quality' must be"),
                                              ("aug.blur_sigma=[2,1]", "'aug.blur_sigma' must be")])
 def test_bad_training_degradation_settings_are_refused(override, words):
-    from config import load_config
+    from engine.config import load_config
     with pytest.raises(UserError, match=words):
         load_config(None, [override])

@@ -158,7 +158,7 @@ NONSENSE = [
 
 @pytest.mark.parametrize("override, message", NONSENSE)
 def test_nonsense_settings_are_refused(override, message):
-    from config import load_config
+    from engine.config import load_config
     from utils import UserError
     with pytest.raises(UserError) as err:
         load_config("configs/demo.yaml", [override])
@@ -220,7 +220,7 @@ def test_test_set_names_must_be_unique_and_not_a_role(tiny_demo, tiny_config_fil
 
 @pytest.mark.parametrize("name", ["off", "007", "yes"])
 def test_run_names_are_folder_names_not_yaml(name):
-    from config import load_config
+    from engine.config import load_config
     assert load_config("configs/demo.yaml", [f"run_name={name}"])["run_name"] == name
 
 

@@ -13,12 +13,12 @@ import yaml
 
 import evaluate
 import train_pt
-from config import DEFAULTS
+from engine.config import DEFAULTS
 from conftest import cli, tiny_config
 from datasets.protocols import protocol_sets, training_sets
 from datasets.splits import hold_out
 from engine.release import save_release
-from metrics import binary_metrics
+from evaluation.metrics import binary_metrics
 from models import build_baseline
 from utils import UserError
 
@@ -250,7 +250,7 @@ def test_leftovers_of_a_start_that_never_reached_a_checkpoint_are_not_a_run(tiny
 
 
 def test_report_reads_only_results_of_the_weights_they_name(tiny_config_file, tmp_path):
-    import report
+    from evaluation import report
     assert cli(train_pt.main, "--config", tiny_config_file).returncode == 0
     assert cli(evaluate.main, "--method", "pt", "--config", tiny_config_file, "--no-plots").returncode == 0
     folder = tmp_path / "runs" / "tiny" / "pt"

@@ -3,8 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from config import load_config
-from metrics import binary_metrics, format_table
+from engine.config import load_config
+from evaluation.metrics import binary_metrics, format_table
 from utils import UserError
 
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 import yaml
 
-from config import DEFAULTS, load_config
+from engine.config import DEFAULTS, load_config
 from conftest import PY, run, tiny_config
 from datasets.overlap import find_overlap
 from datasets.protocols import protocol_sets
 from datasets.splits import identity_groups
 from engine.validate import (Check, Validator, choose_threshold, expected_calibration_error, fit_temperature,
                              scaled_scores)
-from metrics import threshold_metrics
+from evaluation.metrics import threshold_metrics
 from models import build_baseline
 from utils import UserError
 

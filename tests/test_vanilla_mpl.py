@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from config import DEFAULTS
+from engine.config import DEFAULTS
 from conftest import PY, REPO, run, tiny_config
 from methods.mpl import VanillaMPL, mpl_step
 from models import build_baseline

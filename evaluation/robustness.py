@@ -44,7 +44,7 @@ def table(result: dict) -> str:
 
 def write(result: dict, folder: Path, title: str, plot: bool = True) -> list[Path]:
     """robustness.json, robustness.md and (with `plot`) robustness.png in `folder`."""
-    import plots
+    from evaluation import plots
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "robustness.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(folder / "robustness.md", f"# {title}\n\nAUC and ACC (threshold 0.5) in %.\n\n{table(result)}")

@@ -1,8 +1,8 @@
 """Benchmark the training steps and the data path, ours against a reference-style implementation.
 
-  python benchmark.py                                    # reference settings: resnet50, 64 px, 64 + 448 (MPL), 512
-  python benchmark.py --config configs/demo.yaml         # the demo's backbone, image size and batch sizes
-  python benchmark.py --device cpu --pipelines mpl --steps 10
+  python -m bench.benchmark                                    # reference settings: resnet50, 64 px, 64 + 448 (MPL), 512
+  python -m bench.benchmark --config configs/demo.yaml         # the demo's backbone, image size and batch sizes
+  python -m bench.benchmark --device cpu --pipelines mpl --steps 10
 
 In one run it
 - generates source images (PNG face-crop stand-ins, --source-size px) once under --data, and packs them;
@@ -42,7 +42,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from config import load_config
+from engine.config import load_config
 from engine.amp import autocast, needs_loss_scaler
 from engine.batches import BadImages, feed
 from engine.dist import get_device
@@ -58,7 +58,7 @@ PIPELINES = ("pt", "supcon", "mpl")
 
 # ----------------------------------------------------------------------------------------------- set-up
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="benchmark.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="take backbone, img_size, aug and batch sizes from this config")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

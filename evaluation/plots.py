@@ -16,7 +16,7 @@ def _pyplot():
 
 def roc_plot(curves: dict[str, tuple[str | None, np.ndarray, np.ndarray]], path: Path, title: str) -> Path | None:
     """ROC curve of every test set on one figure: known sets solid, unknown dashed, AUC in the legend."""
-    from metrics import roc_auc, roc_curve
+    from evaluation.metrics import roc_auc, roc_curve
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 6))
     drawn = 0
@@ -112,7 +112,7 @@ def reliability_plot(curves: dict[str, tuple[str | None, np.ndarray, np.ndarray]
                      temperature: float | None = None, bins: int = 10) -> Path | None:
     """Reliability diagram: per test set, the fraction of fakes against the mean P(fake) in `bins` equal-width
     score bins (the diagonal is perfect calibration); dotted: after temperature scaling, when fitted."""
-    from metrics import scaled_scores
+    from evaluation.metrics import scaled_scores
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 6))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -91,7 +91,7 @@ def contact_sheet(rows: list[tuple[str, list]], path: Path, heading: str, size: 
     """One figure: a row per test set of its heat-map overlays (right ones first), score above each."""
     import cv2
 
-    from plots import _pyplot
+    from evaluation.plots import _pyplot
     plt = _pyplot()
     cols = max(len(r) for _, r in rows) or 1
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols + 1, 1.9 * len(rows)), squeeze=False)

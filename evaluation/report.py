@@ -1,8 +1,8 @@
 """Collect runs into one Markdown table in the paper's format (ACC / AUC / F1 per test set and method),
 with the plots linked.
 
-  python report.py runs/demo                          # the pt, supcon and supconmpl folders of one run
-  python report.py runs/demo/pt runs/other/supconmpl --out report.md
+  python -m evaluation.report runs/demo                          # the pt, supcon and supconmpl folders of one run
+  python -m evaluation.report runs/demo/pt runs/other/supconmpl --out report.md
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from metrics import test_results
+from evaluation.metrics import test_results
 from utils import UserError, atomic_write_text, run_cli
 
 NAMES = {"pt": "Baseline", "supcon": "SupCon", "supconmpl": "SupCon-MPL", "mpl": "MPL"}
@@ -75,7 +75,7 @@ def render(folders: list[Path], out_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="report.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m evaluation.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders (runs/<name>) or method folders (runs/<name>/<method>)")
     p.add_argument("--out", help="write the Markdown here (default: print it)")

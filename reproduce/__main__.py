@@ -1,0 +1,62 @@
+"""python -m reproduce: see reproduce/__init__.py."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import yaml
+
+import reproduce
+from reproduce.jobs import job_config, run_jobs, run_name
+from reproduce.spec import Job, table_spec
+from reproduce.tables import collect, figure, render
+from utils import ROOT, UserError, atomic_write_text, resolve_path, run_cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m reproduce", description=reproduce.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n  python -m reproduce --table 1 --demo --seeds 3\n"
+                                       "  python -m reproduce --table 2 --seeds 3 data.paths_file=my_paths.yaml")
+    p.add_argument("--table", type=int, choices=(1, 2), required=True, help="the paper's Table 1 or Table 2")
+    p.add_argument("--seeds", type=int, default=3, help="how many seeds (777, 778, ...; default 3)")
+    p.add_argument("--demo", action="store_true", help="the embedded demo's analogues (configs/demo*.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and whether they exist; train nothing")
+    p.add_argument("--retrain", action="store_true",
+                   help="train again the finished runs whose config or data differ from this command's (their "
+                        "folders are moved aside to <method>.old-<time>); without it such runs stop the command")
+    p.add_argument("--out", default="reproduce", help="folder for the table, its figure and the logs")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
+    args = p.parse_args(argv)
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    start = time.time()
+    spec = table_spec(args.table, args.demo)
+    seeds = [777 + i for i in range(args.seeds)]
+    protocols = list(dict.fromkeys(r.protocol for r in spec["rows"]))
+    jobs = [Job(pr, s, script, run_name(pr, s, args.overrides)) for pr in protocols for s in seeds
+            for script in spec["scripts"]]
+    for job in jobs[:1]:
+        job_config(job, args.overrides)  # a bad override stops here, before anything runs
+    out = resolve_path(args.out)
+    failed = run_jobs(jobs, args.overrides, out, args.dry_run, args.retrain)
+    if args.dry_run:
+        return 0
+    paper = yaml.safe_load((ROOT / "reproduce" / "paper-tables.yaml").read_text())
+    rows = collect(spec, jobs, args.overrides, failed, paper)
+    stem = f"table{args.table}" + ("-demo" if args.demo else "")
+    text = render(args.table, spec, rows, seeds, args.demo)
+    atomic_write_text(out / f"{stem}.md", text)
+    atomic_write_text(out / f"{stem}.json", json.dumps({"table": args.table, "demo": args.demo, "seeds": seeds,
+                                                        "overrides": args.overrides, "rows": rows,
+                                                        "wall_s": round(time.time() - start, 1)}, indent=1) + "\n")
+    figure(rows, spec["methods"], out / f"{stem}.png", f"Table {args.table}{' (demo)' if args.demo else ''}: ACC")
+    print(text)
+    print(f"written: {out / stem}.md, .json, .png ({time.time() - start:.0f} s)", file=sys.stderr)
+    return 1 if failed or any(r["missing"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

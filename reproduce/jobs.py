@@ -1,0 +1,149 @@
+"""The trainings a table needs (Job): their run folders and configs, their state (finished runs are checked
+against this command's config and data, and their results against their weights), and running them through
+the train_*_model.sh scripts."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from engine.config import load_config
+from engine.release import read_results, run_folder
+from engine.run import move_aside
+from reproduce.spec import FOLDERS, SCRIPT_NAMES, Job
+from utils import ROOT, UserError
+
+
+def run_name(protocol: str, seed: int, overrides: list[str]) -> str:
+    digest = hashlib.sha1(json.dumps(sorted(overrides)).encode()).hexdigest()[:8]
+    return f"{protocol}-seed{seed}" + (f"-{digest}" if overrides else "")
+
+
+def job_config(job: Job, overrides: list[str]) -> dict:
+    return load_config(str(ROOT / "configs" / f"{job.protocol}.yaml"),
+                       [*overrides, f"seed={job.seed}", f"run_name={job.run_name}"])
+
+
+def status(job: Job, overrides: list[str]) -> tuple[str, str]:
+    """(state, why) of a job: finished (every method folder trained with this config and data, and evaluated on
+    its own weights), unevaluated (trained so, but results.json/predictions.csv missing, damaged or of other
+    weights: the job's next call evaluates again), conflict (a folder was trained with another config or other
+    data: never averaged in, see --retrain), unfinished (checkpoints) or new."""
+    cfg = job_config(job, overrides)
+    folders = [run_folder(cfg, m) for m in FOLDERS[job.script]]
+    if not all((f / "checkpoints" / "FINISHED").is_file() for f in folders):
+        return ("unfinished" if any(f.is_dir() for f in folders) else "new"), ""
+    for folder in folders:
+        why = training_conflict(folder, cfg)
+        if why:
+            return "conflict", why
+    problems = [why for f in folders for why in [read_results(f)[1]] if why]
+    return ("unevaluated", problems[0]) if problems else ("finished", "")
+
+
+def training_conflict(folder: Path, cfg: dict) -> str | None:
+    """How the finished run in `folder` differs from what this command would train (its config.yaml, then the
+    data its data.json records: the same roots, images and labels), or None."""
+    from engine.config import config_changes
+    try:
+        saved = yaml.safe_load((folder / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return f"{folder} has no readable config.yaml"
+    changed = config_changes(saved if isinstance(saved, dict) else {}, cfg)
+    if changed:
+        return f"{folder} was trained with {', '.join(changed[:3])} (this command's config on the right)"
+    recorded = recorded_data(folder)
+    if recorded is None:
+        return f"{folder} does not record its data (data.json), so it cannot be checked"
+    now = current_data(cfg)
+    if recorded != now:
+        count = lambda fp, name: (fp.get(name) or {}).get("images", 0)  # noqa: E731
+        names = [n for n in sorted(set(recorded) | set(now)) if recorded.get(n) != now.get(n)]
+        changes = ", ".join(f"{n}: {count(recorded, n)} -> {count(now, n)} images" for n in names)
+        return f"{folder} was trained on other data than the dataset roots give now ({changes})"
+    return None
+
+
+def recorded_data(folder: Path) -> dict | None:
+    """The data fingerprint a run recorded: data.json, or (runs from before it) its newest checkpoint's."""
+    try:
+        return json.loads((folder / "data.json").read_text())["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    found = sorted((folder / "checkpoints").glob("ckpt-*.tar"))
+    if not found:
+        return None
+    import torch
+    try:
+        return torch.load(found[-1], map_location="cpu", weights_only=True, mmap=True).get("data")
+    except Exception:  # noqa: BLE001 (a damaged checkpoint: nothing recorded)
+        return None
+
+
+_DATA: dict[str, dict] = {}
+
+
+def current_data(cfg: dict) -> dict:
+    """The data fingerprint (engine.run.data_fingerprint) a training with `cfg` would record now."""
+    key = json.dumps({k: cfg[k] for k in ("seed", "data", "val")}, sort_keys=True, default=str)
+    if key not in _DATA:
+        from datasets.protocols import prepare_data, training_sets
+        from engine.run import data_fingerprint
+        prepare_data(cfg, training=True)
+        _DATA[key] = data_fingerprint(training_sets(cfg))
+    return _DATA[key]
+
+
+def execute(job: Job, overrides: list[str], logs: Path) -> tuple[bool, str]:
+    """Train and evaluate one job through its .sh script (always --resume: an unfinished run continues, a
+    new one starts); output to <logs>/<run>-<script>.log."""
+    log = logs / f"{job.run_name}-{job.script}.log"
+    args = ["bash", f"train_{job.script}_model.sh", "--config", f"configs/{job.protocol}.yaml", "--seed",
+            str(job.seed), "--run-name", job.run_name, "--resume", *overrides]
+    with open(log, "w") as f:
+        f.write("$ " + " ".join(args) + "\n")
+        f.flush()
+        code = subprocess.call(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    return code == 0, str(log)
+
+
+def run_jobs(jobs: list[Job], overrides: list[str], out: Path, dry_run: bool, retrain: bool = False) -> dict[Job, str]:
+    """Runs what is not finished; returns {job: problem} for the jobs that failed. A finished run trained with
+    other settings or data than this command's stops everything before it starts (one line), unless `retrain`:
+    then its folders are moved aside (<method>.old-<time>) and it is trained again."""
+    states = {job: status(job, overrides) for job in jobs}
+    conflicts = [(job, why) for job, (state, why) in states.items() if state == "conflict"]
+    if conflicts and not retrain and not dry_run:
+        raise UserError(f"{len(conflicts)} finished run(s) of this table were trained differently from what this "
+                        f"command would train, e.g. {conflicts[0][1]}: a table never averages such runs; pass "
+                        "--retrain to train them again (the old folders are moved aside), or give these runs "
+                        "other names (an override)")
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    failed = {}
+    for i, job in enumerate(jobs, 1):
+        state, why = states[job]
+        line = f"[{i}/{len(jobs)}] {job.protocol} seed {job.seed}: {SCRIPT_NAMES[job.script]} ({state})"
+        if dry_run or state == "finished":
+            print(line + (" - skipped" if state == "finished" else f" - would run{f' ({why})' if why else ''}"),
+                  file=sys.stderr)
+            continue
+        if state == "conflict":
+            cfg = job_config(job, overrides)
+            for folder in (run_folder(cfg, m) for m in FOLDERS[job.script]):
+                if folder.is_dir():
+                    print(f"    --retrain: {folder} -> {move_aside(folder, 'reproduce --retrain')}", file=sys.stderr)
+        start = time.time()
+        print(line + (f" ({why})" if state == "unevaluated" else "") + " ...", file=sys.stderr, flush=True)
+        ok, log = execute(job, overrides, logs)
+        print(f"    {'done' if ok else 'FAILED'} in {time.time() - start:.0f} s (log: {log})", file=sys.stderr)
+        if not ok:
+            failed[job] = f"training or evaluation failed, see {log}"
+    return failed
+
+

@@ -1,0 +1,60 @@
+"""What a reproduced table is: its rows (protocol, test set, the paper's label), its methods and metrics,
+the trainings that fill it (Job), and the paper's value of each cell (reproduce/paper-tables.yaml)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NAMES = {"pt": "Pretrained", "mpl": "MPL", "supcon": "SupCon", "supconmpl": "SupCon-MPL"}
+SCRIPT_NAMES = {"pt": "baseline", "mpl": "MPL", "supconmpl": "SupCon teacher + SupCon-MPL"}
+FOLDERS = {"pt": ["pt"], "mpl": ["mpl"], "supconmpl": ["supcon", "supconmpl"]}  # script -> method folders it fills
+LEFT_OUT = {"df": "Deepfakes", "f2f": "Face2Face", "fs": "FaceSwap", "nt": "NeuralTextures"}
+SHORT = {"Deepfakes": "DF", "Face2Face": "F2F", "FaceSwap": "FS", "NeuralTextures": "NT"}
+METRICS = {"acc": "ACC", "auc": "AUC (scores)", "auc_hard": "AUC (hard; the paper's)", "f1": "F1"}
+
+
+@dataclass(frozen=True)
+class Row:
+    protocol: str   # config name
+    test: str       # test set name in that config
+    label: str      # the row as the paper names it
+    paper: tuple    # where its numbers are in paper-tables.yaml
+
+
+@dataclass(frozen=True)
+class Job:
+    protocol: str
+    seed: int
+    script: str     # pt, mpl or supconmpl: train_<script>_model.sh
+    run_name: str
+
+
+def table_spec(table: int, demo: bool) -> dict:
+    """Rows, methods (columns), the scripts that train them, and the metrics of a table."""
+    if table == 1:
+        rows = []
+        for key, name in LEFT_OUT.items():
+            protocol = f"{'demo_wo' if demo else 'ff_wo'}_{key}"
+            others = "+".join(SHORT[m] for m in LEFT_OUT.values() if m != name)
+            rows += [Row(protocol, name, f"{SHORT[name]} (unknown)", ("table1", name, "unknown")),
+                     Row(protocol, "Known", f"{others} (known)", ("table1", name, "known"))]
+        return {"rows": rows, "methods": ["pt", "supcon", "supconmpl"], "scripts": ["pt", "supconmpl"],
+                "metrics": ["acc", "auc", "auc_hard", "f1"]}
+    protocol = "demo" if demo else "sin"
+    rows = [Row(protocol, "Known", "Scenario Deepfakes (Known)", ("table2", 0)),
+            Row(protocol, "NeuralTextures", "Current-Generation Deepfakes (Unknown)", ("table2", 1)),
+            Row(protocol, "StyleGAN", "Post-Generation Deepfakes (Unknown)", ("table2", 2))]
+    return {"rows": rows, "methods": ["mpl", "supcon", "supconmpl"], "scripts": ["mpl", "supconmpl"],
+            "metrics": ["acc", "auc", "auc_hard"]}
+
+
+def paper_value(paper: dict, row: Row, method: str, metric: str) -> float | None:
+    """The paper's number for a cell (its AUC is the hard-prediction one), or None if it has none."""
+    if row.paper[0] == "table1":
+        entry = next(r for r in paper["table1"]["rows"] if r["left_out"] == row.paper[1] and r["split"] == row.paper[2])
+        column = {"acc": 0, "auc_hard": 1, "f1": 2}.get(metric)
+        values = entry.get("pretrained" if method == "pt" else method)
+        return None if column is None or values is None else values[column]
+    name = {"mpl": "MPL", "supcon": "SupCon", "supconmpl": "SupCon-MPL"}[method]
+    return paper["table2"]["rows"][name][row.paper[1]] if metric == "acc" else None
+
+

@@ -1,0 +1,164 @@
+"""A table's results: per cell the mean +- std over seeds with the paper's value beside it, SupCon-MPL minus
+each other method with a paired-bootstrap 95% interval, and the Markdown and figure of it all."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from engine.release import read_results, run_folder
+from evaluation.metrics import test_results
+from reproduce.jobs import job_config
+from reproduce.spec import FOLDERS, METRICS, NAMES, Job, paper_value
+
+
+def load_results(job: Job, method: str, overrides: list[str]) -> tuple[dict | None, Path, str | None]:
+    """(test results, folder, None) of a method's run folder, or (None, folder, why they cannot be used):
+    only results of the run's own release files, as they are now, count."""
+    folder = run_folder(job_config(job, overrides), method)
+    results, why = read_results(folder)
+    return (test_results(results) if results is not None else None), folder, why
+
+
+def predictions(folder: Path, test: str) -> dict[str, tuple[str, int, float]]:
+    """path -> (video, label, score) of one test set in a run folder's predictions.csv."""
+    with open(folder / "predictions.csv", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        return {r["path"]: (r["video"] or r["path"], int(r["label"]), float(r["score"]))
+                for r in csv.DictReader(f) if r["set"] == test}
+
+
+def paired_bootstrap(pairs: list[tuple[dict, dict]], n_boot: int = 1000, seed: int = 0) -> dict:
+    """SupCon-MPL minus another method, per metric: the mean over seeds of the difference and its 95% CI
+    from resampling test videos (the same resample for both methods; seeds pooled by averaging).
+    pairs: per seed, (predictions of SupCon-MPL, predictions of the other), as `predictions` returns."""
+    from evaluation.metrics import roc_auc
+    rng = np.random.default_rng(seed)
+    diffs = {"acc": [], "auc": []}
+    for ours, theirs in pairs:
+        paths = sorted(set(ours) & set(theirs))
+        videos = {v: i for i, v in enumerate(sorted({ours[p][0] for p in paths}))}
+        vid = np.array([videos[ours[p][0]] for p in paths])
+        y = np.array([ours[p][1] for p in paths])
+        a, b = np.array([ours[p][2] for p in paths]), np.array([theirs[p][2] for p in paths])
+        w = rng.multinomial(len(videos), np.full(len(videos), 1 / len(videos)), size=n_boot)[:, vid]  # [B, N]
+        correct = ((a >= 0.5) == y).astype(float) - ((b >= 0.5) == y).astype(float)
+        diffs["acc"].append(np.concatenate([[correct.mean()], (w @ correct) / w.sum(axis=1)]))
+        two = len(np.unique(y)) == 2
+        auc = [roc_auc(y, a) - roc_auc(y, b)] if two else []
+        for k in range(min(n_boot, 200) if two else 0):  # AUC: fewer resamples (each is a full ROC)
+            keep = w[k] > 0
+            if len(np.unique(y[keep])) == 2:
+                auc.append(roc_auc(y[keep], a[keep], sample_weight=w[k][keep])
+                           - roc_auc(y[keep], b[keep], sample_weight=w[k][keep]))
+        diffs["auc"].append(np.array(auc))
+    out = {}
+    for metric, per_seed in diffs.items():
+        if not per_seed or any(len(d) < 2 for d in per_seed):
+            continue
+        n = min(len(d) for d in per_seed)
+        pooled = np.mean([d[:n] for d in per_seed], axis=0)  # [1 + resamples]
+        lo, hi = np.percentile(pooled[1:], [2.5, 97.5])
+        out[metric] = {"diff": float(pooled[0]), "lo": float(lo), "hi": float(hi)}
+    return out
+
+
+def cell(values: list[float]) -> dict:
+    arr = np.array(values, dtype=float)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr),
+            "values": [float(v) for v in arr]}
+
+
+def collect(spec: dict, jobs: list[Job], overrides: list[str], failed: dict, paper: dict) -> list[dict]:
+    """Per row: per method and metric the mean +- std over seeds (with the paper's value), the cells that
+    are missing (and why), and SupCon-MPL minus each other method with its 95% CI."""
+    rows = []
+    for row in spec["rows"]:
+        entry = {"row": row.label, "protocol": row.protocol, "test": row.test, "cells": {}, "missing": [], "diffs": {}}
+        per_method: dict[str, list] = {m: [] for m in spec["methods"]}
+        for job in (j for j in jobs if j.protocol == row.protocol):
+            for method in FOLDERS[job.script]:
+                if method not in per_method:
+                    continue
+                results, folder, unusable = load_results(job, method, overrides)
+                if results is None or row.test not in results:
+                    why = failed.get(job) or unusable or f"no results for '{row.test}' in {folder / 'results.json'}"
+                    entry["missing"].append(f"{NAMES[method]}, seed {job.seed}: {why}")
+                    continue
+                per_method[method].append((results[row.test], folder))
+        for method, found in per_method.items():
+            entry["cells"][method] = {m: {**(cell([r[m] for r, _ in found if r.get(m) is not None])
+                                             if any(r.get(m) is not None for r, _ in found) else {}),
+                                          "paper": paper_value(paper, row, method, m)} for m in spec["metrics"]}
+        ours = [folder for _, folder in per_method["supconmpl"]]
+        for other in spec["methods"][:-1]:
+            theirs = [folder for _, folder in per_method[other]]
+            pairs = [(predictions(a, row.test), predictions(b, row.test)) for a, b in zip(ours, theirs)]
+            entry["diffs"][other] = paired_bootstrap(pairs) if pairs else {}
+        rows.append(entry)
+    return rows
+
+
+def fmt(c: dict) -> str:
+    text = "–" if "mean" not in c else f"{100 * c['mean']:.2f}" + (
+        f" ± {100 * c['std']:.2f}" if c.get("std") is not None else "")  # one seed: no spread to show
+    return text + (f" ({c['paper']:.2f})" if c.get("paper") is not None else "")
+
+
+def render(table: int, spec: dict, rows: list[dict], seeds: list[int], demo: bool) -> str:
+    methods = spec["methods"]
+    over = "Mean ± std over seeds" if len(seeds) > 1 else "One seed,"
+    lines = [f"# Table {table}{' (demo analogue)' if demo else ''}", "",
+             f"{over} {', '.join(map(str, seeds))}, in %; the paper's value in parentheses "
+             "(its AUC is computed from hard 0/1 predictions, i.e. balanced accuracy: compare it with "
+             "AUC (hard)). Generated by `python -m reproduce`.", ""]
+    for metric in spec["metrics"]:
+        lines += [f"## {METRICS[metric]}", "", "| test | " + " | ".join(NAMES[m] for m in methods) + " |",
+                  "|---" * (len(methods) + 1) + "|"]
+        lines += [f"| {r['row']} | " + " | ".join(fmt(r["cells"][m][metric]) for m in methods) + " |" for r in rows]
+        lines.append("")
+    if table == 2:
+        lines += ["Tar [34] and DDT [31] of the paper's Table 2 are not implemented (no code in the authors' "
+                  "repository).", ""]
+    lines += ["## SupCon-MPL minus each other method", "",
+              "Difference of means over seeds, in points, with a 95% confidence interval (paired bootstrap over "
+              "test videos, seeds pooled).", "",
+              "| test | " + " | ".join(f"vs {NAMES[m]}: ACC / AUC" for m in methods[:-1]) + " |",
+              "|---" * len(methods) + "|"]
+    for r in rows:
+        cells = []
+        for other in methods[:-1]:
+            d = r["diffs"].get(other, {})
+            cells.append(" / ".join(f"{100 * d[k]['diff']:+.2f} [{100 * d[k]['lo']:+.2f}, {100 * d[k]['hi']:+.2f}]"
+                                    if k in d else "–" for k in ("acc", "auc")))
+        lines.append(f"| {r['row']} | " + " | ".join(cells) + " |")
+    missing = [f"- {r['row']}: {m}" for r in rows for m in r["missing"]]
+    if missing:
+        lines += ["", "## Missing cells", "", *missing]
+    return "\n".join(lines) + "\n"
+
+
+def figure(rows: list[dict], methods: list[str], path: Path, title: str) -> None:
+    """ACC per row and method: bars mean +- std over seeds, the paper's values as black marks."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4))
+    width = 0.8 / len(methods)
+    for k, method in enumerate(methods):
+        x = np.arange(len(rows)) + (k - (len(methods) - 1) / 2) * width
+        cells = [r["cells"][method]["acc"] for r in rows]
+        ax.bar(x, [100 * c.get("mean", np.nan) for c in cells], width, yerr=[100 * (c.get("std") or 0) for c in cells],
+               label=NAMES[method], capsize=3)
+        ax.scatter(x, [c["paper"] if c.get("paper") is not None else np.nan for c in cells], color="black",
+                   marker="_", s=200, zorder=3, label="paper" if k == 0 else None)
+    ax.set_xticks(np.arange(len(rows)), [r["row"] for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("ACC (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
