@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from evaluation import robustness
-from engine.config import config_from_args, config_parser
+from engine.cli import config_from_args, config_parser
 from datasets.loaders import eval_loader
 from datasets.perturb import parse_perturbations
 from datasets.protocols import prepare_data, test_sets

@@ -6,14 +6,18 @@ SupCon-MPL; options (UDA, a baseline for h, an EMA student) under mpl_options, a
 
 Writes <out_dir>/<run_name>/mpl/{mpl.tar, config.yaml, log.txt, train_log.jsonl, splits.csv, checkpoints/}.
 """
-from engine.config import train_command
+from engine import cli
 from utils import run_cli
 
 EXAMPLE = "python train_mpl.py --config configs/demo.yaml mpl.steps=100"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return train_command("train_mpl.py", __doc__, EXAMPLE, "methods.mpl", argv)
+    parsed = cli.training_command("train_mpl.py", __doc__, EXAMPLE, argv)
+    if parsed is None:
+        return 0
+    from methods import mpl  # after the command line: --help need not wait for torch
+    return cli.train(mpl.train, *parsed)
 
 
 if __name__ == "__main__":

@@ -6,14 +6,18 @@ and saved as the SupCon-MPL model. If the teacher's checkpoint is missing, the t
 
 Writes <out_dir>/<run_name>/supconmpl/{mpl_supcon_encoder.tar, mpl_supcon_classifier.tar, config.yaml, log.txt}.
 """
-from engine.config import train_command
+from engine import cli
 from utils import run_cli
 
 EXAMPLE = "python train_supconmpl.py --config configs/demo.yaml mpl.steps=100"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return train_command("train_supconmpl.py", __doc__, EXAMPLE, "methods.supconmpl", argv)
+    parsed = cli.training_command("train_supconmpl.py", __doc__, EXAMPLE, argv)
+    if parsed is None:
+        return 0
+    from methods import supconmpl  # after the command line: --help need not wait for torch
+    return cli.train(supconmpl.train, *parsed)
 
 
 if __name__ == "__main__":

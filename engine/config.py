@@ -1,119 +1,19 @@
-"""Configuration: every key and its default, loading (YAML file + `key=value` overrides), validation, and the
-common command line of the training scripts and evaluate.py. Every problem is one UserError line."""
+"""Configuration: loading (defaults <- YAML file <- `key=value` overrides) and validation against the declared
+keys of engine/schema.py. Every problem is one UserError line."""
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
+from engine.schema import AUG_KEYS, AUG_ROLES, DEFAULTS, FREE_SECTIONS, RESUME_FREE, flat
 from utils import UserError
 
-# Every key a config may set. Values are the project's defaults: the authors' recipe (their .sh scripts and
-# code, see README "Differences"); configs/*.yaml override them and `key=value` arguments override the file.
-DEFAULTS: dict[str, Any] = {
-    "seed": 777,
-    "device": "auto",              # auto | cpu | cuda | cuda:N
-    "out_dir": "runs",             # run folders go to <out_dir>/<run_name>/<method>
-    "run_name": None,              # default: the config file's name
-    "backbone": "resnet50",        # any timm model name (resnet50, resnet101, efficientnet_b4, ...)
-    "pretrained": "imagenet",      # imagenet (the authors' weights; never downloaded: models/weights.py) |
-                                   # none (random initialisation) | path to a state-dict file
-    "weights_dir": "weights",      # where `python -m models.fetch_weights` stores ImageNet weights
-    "img_size": 64,
-    "input_scale": "project",      # project: [0, 1] + backbone mean/std; seed: the reference code's x/255/255
-    "amp": True,                   # mixed precision on CUDA, a speed choice (ignored on CPU); false: the authors' fp32
-    "amp_dtype": "auto",           # auto (bf16 where the GPU has it, else fp16 with a loss scaler) | bf16 | fp16
-    "compile": False,              # torch.compile the networks (slow start, faster steps on GPUs)
-    "cuda_graphs": True,           # replay each training step as a CUDA graph where possible (one CUDA device,
-                                   # bf16/fp32, no compile; engine/graphs.py): the same updates, 2-3x faster
-                                   # steps on an H200 (bench/results-h200-graphs.md); false: eager steps
-    "sync_bn": False,              # multi-GPU: batch-norm statistics over the global batch (SyncBatchNorm)
-    "workers": 4,                  # DataLoader worker processes
-    "log_every": 50,               # steps between log lines
-    "checkpoint_every": 200,       # steps between full (resumable) checkpoints
-    "keep_checkpoints": 2,         # how many of them to keep
-    "max_nonfinite_steps": 10,     # skipped non-finite updates tolerated before the run stops
-    "aug": {                       # training augmentation of labeled images (and, by default, of unlabeled ones)
-        "scale": [0.5, 1.0],       # RandomResizedCrop scale range
-        "hflip": 0.5,
-        "color_jitter": [0.4, 0.4, 0.4, 0.1],
-        "color_jitter_p": 0.8,
-        "grayscale_p": 0.2,
-        "jpeg_p": 0.0,             # ours, opt-in (0: off, the authors): re-encode as JPEG with this probability
-        "jpeg_quality": [40, 100],  # ... at a quality drawn from [min, max] (DeepfakeBench's ImageCompression)
-        "blur_p": 0.0,             # ours, opt-in (0: off): Gaussian blur with this probability
-        "blur_sigma": [0.1, 2.0],  # ... of a sigma (pixels of the stored image) drawn from [min, max]
-        "unlabeled_weak": {},      # overrides of the keys above for the weak view of unlabeled images
-        "unlabeled_strong": {},    # ... and for the strong view (the authors: both = the labeled augmentation)
-    },
-    "data": {
-        "demo": None,              # path: generate the embedded demo benchmark there when missing
-        "balance": False,          # true: sample real and fake labeled images equally often (ours; the
-                                   # authors shuffled plainly, FF++ labeled data being ~3 fake : 1 real)
-        "labeled_fraction": 0.5,   # share of train videos (by target id) in the labeled part
-        "frames_per_video": None,  # keep at most this many frames per video (evenly spaced)
-        "max_bad_images": 100,     # unreadable images skipped (and listed) before the run stops
-        "paths_file": "configs/paths.yaml",  # dataset roots named as {key} in specs
-        "paths": {},               # overrides of the paths file: data.paths.ff=/data/FF++
-        "index_dir": ".cache/index",  # cached indexes of dataset trees (CSV); null: no cache
-        "packed": None,            # a pack folder (python -m preprocess.pack): training batches from it,
-                                   # augmented on the device; null: decode the image files per step
-        "labeled": [],
-        "unlabeled": [],
-        "test": [],
-    },
-    "val": {                       # a validation set from the labeled training domain (off: the authors had none)
-        "enabled": False,          # hold out `fraction` of the labeled identity groups as the `val` role
-        "fraction": 0.1,
-        "every": 200,              # steps between validation passes in each stage (and one at its end)
-        "select": "last",          # last: release the final weights (the authors) | best_val: the best on val
-        "threshold": "eer",        # decision threshold chosen on val, stored in the release file:
-                                   # eer (FPR = FNR) | balanced (best balanced accuracy)
-        "temperature": False,      # fit temperature scaling on val (ECE before/after in the release file)
-        "batch_size": 256,         # evaluation batch of the validation passes
-    },
-    "pt": {"steps": 1000, "batch_size": 512, "lr": 1e-4, "weight_decay": 0.0},
-    "supcon": {
-        "steps": 1000, "batch_size": 512, "lr": 1e-4, "temperature": 0.1, "feat_dim": 128,
-        "classifier_steps": 1000, "classifier_batch_size": 512, "classifier_lr": 1e-4,
-    },
-    "mpl": {
-        "steps": 5000, "batch_labeled": 64, "batch_unlabeled": 448,   # --epochs 1000 --repeat 5
-        "teacher_lr": 1e-4, "student_lr": 1e-4, "temperature": 0.1,
-        "T": 1.0,                     # softmax temperature of the pseudo labels: no effect on hard labels
-                                      # (argmax softmax(t / T) = argmax t), as in the authors' code
-        "feedback": "new_minus_old",  # h = s_new - s_old (the authors' sign); or old_minus_new
-        "teacher_encoder": None,      # default: <run>/supcon/supcon_encoder.tar
-        "teacher_classifier": None,   # default: <run>/supcon/supcon_classifier.tar
-        "student_pretrained": None,   # default: same as `pretrained`
-        "finetune_steps": 1000, "finetune_classifier_steps": 1000, "finetune_lr": 1e-4,
-    },
-    "mpl_options": {                  # vanilla MPL (train_mpl.py) only; all off: Pham et al.'s plain MPL
-        "uda": False,                 # UDA consistency on the teacher (soft targets from its weak view)
-        "uda_threshold": 0.95,        # ... on unlabeled images whose weak-view confidence reaches this
-        "uda_weight": 1.0,            # ... with this weight,
-        "uda_warmup": 0,              # ... reached linearly over these steps
-        "h_baseline": 0.0,            # > 0: subtract a moving average of h (this decay) from h
-        "ema": 0.0,                   # > 0: keep an EMA of the student (this decay) and release it
-    },
-}
-
-# Settings that may change between a run and its resumption without changing its result (they also do not
-# name the run folder).
-RESUME_FREE = {"device", "weights_dir", "workers", "log_every", "checkpoint_every", "keep_checkpoints",
-               "max_nonfinite_steps", "data.max_bad_images", "amp", "amp_dtype", "compile", "cuda_graphs"}
-_FREE_SECTIONS = {"data.paths"}  # mappings whose keys the user chooses (dataset root names)
-AUG_ROLES = ("unlabeled_weak", "unlabeled_strong")  # sections of `aug` that override its keys for a role
-_CHOICES = {"input_scale": ("project", "seed"), "mpl.feedback": ("new_minus_old", "old_minus_new"),
-            "amp_dtype": ("auto", "bf16", "fp16"), "val.select": ("last", "best_val"),
-            "val.threshold": ("eer", "balanced")}
-
+__all__ = ["DEFAULTS", "RESUME_FREE", "load_config", "config_changes"]
 
 # ----------------------------------------------------------------------------------------------- validation
 def _check_types(cfg: dict, ref: dict, prefix: str = "") -> None:
@@ -175,44 +75,23 @@ def _check_aug(aug: dict, name: str) -> None:
 
 
 def _check_values(cfg: dict) -> None:
-    for name, allowed in _CHOICES.items():
-        if _get(cfg, name) not in allowed:
-            raise UserError(f"config key '{name}' must be one of {', '.join(allowed)}, got {_get(cfg, name)!r}")
-    positive = ["img_size", "checkpoint_every", "keep_checkpoints", "log_every", "supcon.temperature",
-                "supcon.feat_dim", "mpl.temperature", "mpl.T", "val.every", "val.batch_size"]
-    non_negative = ["seed", "workers", "max_nonfinite_steps", "data.max_bad_images", "pt.weight_decay"]
-    for section in ("pt", "supcon", "mpl"):
-        for key in cfg[section]:
-            if key.endswith("lr") or "batch" in key:
-                positive.append(f"{section}.{key}")
-            elif key.endswith("steps"):
-                non_negative.append(f"{section}.{key}")
-    for names, ok, what in ((positive, lambda v: v > 0, "positive"), (non_negative, lambda v: v >= 0, ">= 0")):
-        for name in names:
-            if not ok(_get(cfg, name)):
-                raise UserError(f"config key '{name}' must be {what}, got {_get(cfg, name)}")
-    if not 0.0 <= cfg["data"]["labeled_fraction"] <= 1.0:
-        raise UserError(f"config key 'data.labeled_fraction' must be in [0, 1], got {cfg['data']['labeled_fraction']}")
-    if not 0.0 < cfg["val"]["fraction"] < 1.0:
-        raise UserError(f"config key 'val.fraction' must be in (0, 1), got {cfg['val']['fraction']}")
+    for name, key in flat().items():
+        if (key.choices or key.low is not None or key.high is not None) and not name.startswith("aug."):
+            value = _get(cfg, name)
+            if not key.allows(value):
+                shown = repr(value) if key.choices else value
+                raise UserError(f"config key '{name}' must be {key.bounds()}, got {shown}")
     if cfg["val"]["select"] == "best_val" and not cfg["val"]["enabled"]:
         raise UserError("config key 'val.select' is best_val but val.enabled is false: enable the validation set")
     per_video = cfg["data"]["frames_per_video"]
     if per_video is not None and not (isinstance(per_video, int) and not isinstance(per_video, bool) and per_video > 0):
         raise UserError(f"config key 'data.frames_per_video' must be a positive integer or null, got {per_video!r}")
-    options = cfg["mpl_options"]
-    for key, hi in (("uda_threshold", 1.0), ("h_baseline", 0.999999), ("ema", 0.999999)):
-        if not 0 <= options[key] <= hi:
-            bound = "1]" if hi == 1.0 else "1)"
-            raise UserError(f"config key 'mpl_options.{key}' must be in [0, {bound}, got {options[key]}")
-    if options["uda_weight"] < 0 or options["uda_warmup"] < 0:
-        raise UserError("config keys 'mpl_options.uda_weight' and 'mpl_options.uda_warmup' must be >= 0")
     _check_aug(cfg["aug"], "aug")
     for role in AUG_ROLES:
         section = cfg["aug"][role] or {}
-        unknown = sorted(set(section) - set(DEFAULTS["aug"]) - set(AUG_ROLES))
-        if not isinstance(section, dict) or unknown or set(section) & set(AUG_ROLES):
-            keys = ", ".join(k for k in DEFAULTS["aug"] if k not in AUG_ROLES)
+        unknown = sorted(set(section) - set(AUG_KEYS)) if isinstance(section, dict) else []
+        if not isinstance(section, dict) or unknown:
+            keys = ", ".join(AUG_KEYS)
             raise UserError(f"config key 'aug.{role}' may only set {keys}"
                             f" (got {', '.join(unknown or list(section))})")
         _check_aug(section, f"aug.{role}")
@@ -232,7 +111,7 @@ def _merge(base: dict, override: dict, prefix: str = "") -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
         name = f"{prefix}{key}"
-        if prefix.rstrip(".") in _FREE_SECTIONS:
+        if prefix.rstrip(".") in FREE_SECTIONS:
             out[key] = value
             continue
         if key not in base:
@@ -255,7 +134,7 @@ def _set_dotted(cfg: dict, dotted: str, raw: str) -> None:
     for i, key in enumerate(keys):
         name = ".".join(keys[: i + 1])
         parent = ".".join(keys[:i])
-        free = parent in _FREE_SECTIONS or _is_role_section(parent)
+        free = parent in FREE_SECTIONS
         if not isinstance(node, dict) or (key not in node and not free):
             raise UserError(f"unknown config key '{name}'")
         if i == len(keys) - 1:
@@ -314,56 +193,3 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             out.append(f"{name}: {a!r} -> {b!r}")
     return out
-
-
-# ----------------------------------------------------------------------------------------------- command line
-def config_parser(prog: str, description: str, example: str, default_config: str | None = "configs/demo.yaml",
-                  resume: bool = True) -> argparse.ArgumentParser:
-    """The common command line: --config FILE, shortcuts, and key=value overrides."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"examples:\n  {example}\n\nOverrides use dotted keys of the config (see configs/*.yaml), "
-               "e.g. supcon.steps=100 data.balance=false.")
-    parser.add_argument("--config", default=default_config,
-                        help=f"YAML config (default: {default_config or 'configs/demo.yaml unless --test is given'})")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (same as device=...)")
-    parser.add_argument("--seed", type=int, help="random seed (same as seed=...)")
-    parser.add_argument("--out", help="folder for run folders (same as out_dir=...)")
-    parser.add_argument("--run-name", help="run folder name (same as run_name=...; default: the config's name)")
-    # evaluate.py accepts the training flags without using them: the .sh scripts pass them through
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in the run folder from its latest checkpoint" if resume
-                        else argparse.SUPPRESS)
-    parser.add_argument("--allow-data-change", action="store_true",
-                        help="with --resume: continue even if the data sets differ from the checkpoint's" if resume
-                        else argparse.SUPPRESS)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="the run folder holds a run: move it aside to <method>.old-<time> (nothing is "
-                             "deleted) and train a new one there" if resume else argparse.SUPPRESS)
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    return parser
-
-
-def config_from_args(args: argparse.Namespace, config: str | None = None) -> dict:
-    """The config of a parsed command line: --config (or `config`), the shortcuts, then the overrides."""
-    overrides = list(args.overrides)
-    for key, value in (("device", args.device), ("seed", args.seed), ("out_dir", args.out),
-                       ("run_name", args.run_name)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    return load_config(config or args.config, overrides)
-
-
-def train_command(prog: str, doc: str, example: str, method: str, argv: list[str] | None) -> int:
-    """A training script's main: parse the command line, build the config, then import the method's module
-    (`method`, e.g. "methods.pt": torch, timm and torchvision take seconds to import, which --help and a
-    config error need not wait for) and train."""
-    import importlib
-    args = config_parser(prog, doc, example).parse_args(argv)
-    cfg = config_from_args(args)
-    from engine.run import RunFinished, RunOptions
-    try:
-        importlib.import_module(method).train(cfg, RunOptions(args.resume, args.allow_data_change, args.overwrite))
-    except RunFinished as done:
-        print(done, file=sys.stderr)
-    return 0

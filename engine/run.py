@@ -25,6 +25,7 @@ import yaml
 
 from engine.config import config_changes
 from engine.amp import needs_loss_scaler
+from engine.options import RunFinished, RunOptions
 from engine.batches import BadImages, feed
 from engine.checkpoint import Checkpointer, RNGState
 from engine.dist import barrier, is_main_process
@@ -40,19 +41,6 @@ RUN_FILES = ("log.txt", "train_log.jsonl", "bad_images.txt", "splits.csv", "data
              "predictions.csv",
              "results_unreadable.txt", "roc.png", "training_curves.png", "embedding.png", "reliability.png",
              "robustness.json", "robustness.md", "robustness.png")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a training command treats its run folder (the training scripts' --resume, --allow-data-change,
-    --overwrite)."""
-    resume: bool = False             # continue the unfinished run there from its newest checkpoint
-    allow_data_change: bool = False  # ... even if the data sets differ from the checkpoint's
-    overwrite: bool = False          # move the run there aside (<method>.old-<time>) and start a new one
-
-
-class RunFinished(Exception):
-    """--resume of a run that is finished: nothing to train (the command says so and succeeds)."""
 
 
 class RunLock:
