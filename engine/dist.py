@@ -70,37 +70,18 @@ def barrier() -> None:
 
 
 def gather(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's t along dim 0 (rank order), keeping the gradient to this rank's part:
-    the backward sums the gradients of all ranks' losses, so with DDP's averaging a loss on gathered
-    features trains exactly like the single-process loss on the whole batch. Equal sizes on every rank."""
+    """Concatenate every rank's t along dim 0 (rank order), keeping the gradient to this rank's part
+    (torch.distributed.nn's all_gather: its backward sums the gradients of all ranks' losses), so with DDP's
+    averaging a loss on gathered features trains exactly like the single-process loss on the whole batch.
+    Equal sizes on every rank."""
     if world_size() == 1:
         return t
     if not t.requires_grad:  # labels, detached tensors
-        return _all_gather(t)
-    return _GatherWithGrad.apply(t)
-
-
-def _all_gather(t: torch.Tensor) -> torch.Tensor:
-    parts = [torch.empty_like(t) for _ in range(world_size())]
-    torch.distributed.all_gather(parts, t.contiguous())
-    return torch.cat(parts, dim=0)  # [world * n, ...]
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather forward; backward: the sum over ranks of the gradient, this rank's rows (a reduce-scatter
-    written with all_reduce, which every backend has)."""
-
-    @staticmethod
-    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
-        ctx.rows = t.shape[0]
-        return _all_gather(t)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        torch.distributed.all_reduce(grad)
-        start = torch.distributed.get_rank() * ctx.rows
-        return grad[start:start + ctx.rows]
+        parts = [torch.empty_like(t) for _ in range(world_size())]
+        torch.distributed.all_gather(parts, t.contiguous())
+        return torch.cat(parts, dim=0)  # [world * n, ...]
+    from torch.distributed.nn.functional import all_gather
+    return torch.cat(all_gather(t), dim=0)  # [world * n, ...]
 
 
 def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:

@@ -11,12 +11,12 @@ for h, an exponential moving average (EMA) of the student as the released model.
 """
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 
 from datasets.loaders import mpl_streams, train_batches
 from datasets.protocols import prepare_data, record_splits, role_samples, training_sets
@@ -42,15 +42,16 @@ class VanillaMPL:
         self.opt_s = make_optimizer(student.parameters(), mc["student_lr"])
         self.T, self.sign, self.o = mc["T"], mc["feedback"], options
         self.baseline = torch.zeros(())  # moving average of h (used when h_baseline > 0)
-        self.ema = copy.deepcopy(unwrap(student)).eval().requires_grad_(False) if options["ema"] > 0 else None
+        # timm's EMA of every state_dict entry (integer buffers copied); its copy of the student is .module
+        self.ema = ModelEmaV3(unwrap(student), decay=options["ema"]) if options["ema"] > 0 else None
 
     def state_dict(self) -> dict:
-        return {"baseline": self.baseline, "ema": self.ema.state_dict() if self.ema is not None else None}
+        return {"baseline": self.baseline, "ema": self.ema.module.state_dict() if self.ema is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.baseline = state["baseline"]
         if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])
+            self.ema.module.load_state_dict(state["ema"])
 
 
 def uda_loss(t_uw: torch.Tensor, t_us: torch.Tensor, T: float, threshold: float) -> torch.Tensor:
@@ -85,9 +86,7 @@ def mpl_step(m: VanillaMPL, x_l: torch.Tensor, y_l: torch.Tensor, x_uw: torch.Te
     s_loss = F.cross_entropy(s_us, pseudo)
     update(m.opt_s, s_loss, "student loss")
     if m.ema is not None:
-        with torch.no_grad():
-            for e, p in zip(m.ema.state_dict().values(), unwrap(m.student).state_dict().values()):
-                e.copy_(e * o["ema"] + p.detach() * (1 - o["ema"]) if e.is_floating_point() else p)
+        m.ema.update(unwrap(m.student))
 
     # 4. The student's labeled loss after its update; feedback h (optionally minus its moving average).
     with torch.no_grad(), m.amp:
@@ -151,7 +150,7 @@ def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     # Stage 2: fine-tune the student (its EMA, if kept) on the labeled data with cross-entropy; save it
     stage = run.stage("finetune", mc["finetune_steps"])
     if m.ema is not None and stage.start == 0:
-        unwrap(m.student).load_state_dict(m.ema.state_dict())  # the averaged weights are fine-tuned
+        unwrap(m.student).load_state_dict(m.ema.module.state_dict())  # the averaged weights are fine-tuned
     singles = train_batches(labeled, cfg, mc["batch_labeled"], 1, balance, "finetune", stage.start, device)
     stage.run(pt_step(m.student, opt_ft, run.feed(singles, device), run.update, amp),
               val=run.val.classifier(m.student, keep=m.student))

@@ -90,7 +90,7 @@ def test_options_uda_baseline_and_ema():
     s0 = {k: v.clone() for k, v in m.student.state_dict().items()}
     out = mpl_step(m, *batch(), 0, plain)
     assert torch.isfinite(out["t_loss"]) and m.baseline != 0
-    ema_w = m.ema.state_dict()["fc.weight"]
+    ema_w = m.ema.module.state_dict()["fc.weight"]
     new_w = m.student.state_dict()["fc.weight"]
     assert torch.allclose(ema_w, 0.5 * s0["fc.weight"] + 0.5 * new_w, atol=1e-6)
 
