@@ -50,7 +50,7 @@ from engine.logger import RunLogger
 from engine.update import Updater
 from bench.data_path import data_path
 from bench.report import machine, peak_tflops, report
-from engine.graphs import use_cuda_graphs
+from engine.graphs import stepper, use_cuda_graphs
 from utils import UserError, run_cli
 
 PIPELINES = ("pt", "supcon", "mpl")
@@ -224,24 +224,27 @@ def our_step(pipeline: str, cfg: dict, samples: list, device: torch.device, tmp:
         train_batches(samples, cfg, n, views, stream != "mpl-unlabeled", stream, 0, device, role), bad, device)
     if pipeline == "pt":
         model = distribute(build_baseline(cfg["backbone"], "none"), device, cfg)
-        optimizers = {"opt": make_optimizer(model.parameters(), 1e-4)}
-        update = Updater(optimizers, needs_loss_scaler(device, cfg["amp"], cfg["amp_dtype"]), 10, logger.info)
-        step = pt.pt_step(model, optimizers["opt"], batches(cfg["pt"]["batch_size"], 1, "pt"), update, amp, graphs)
+        opt = make_optimizer(model.parameters(), 1e-4)
+        update = Updater({"opt": opt}, needs_loss_scaler(device, cfg["amp"], cfg["amp_dtype"]), 10, logger.info)
+        step = stepper(lambda x, y: pt.pt_step(model, opt, x, y, update, amp),
+                       batches(cfg["pt"]["batch_size"], 1, "pt"), [opt], graphs)
         return step, cfg["pt"]["batch_size"], update
     if pipeline == "supcon":
         net = distribute(SupConNet(cfg["backbone"], "none"), device, cfg)
-        optimizers = {"opt": make_optimizer(net.parameters(), 1e-4)}
-        update = Updater(optimizers, needs_loss_scaler(device, cfg["amp"], cfg["amp_dtype"]), 10, logger.info)
-        step = supcon.supcon_step(net, optimizers["opt"], batches(cfg["supcon"]["batch_size"], 2, "supcon"),
-                                  SupConLoss(0.1), update, amp, graphs)
+        opt, criterion = make_optimizer(net.parameters(), 1e-4), SupConLoss(0.1)
+        update = Updater({"opt": opt}, needs_loss_scaler(device, cfg["amp"], cfg["amp_dtype"]), 10, logger.info)
+        step = stepper(lambda v1, v2, y: supcon.supcon_step(net, opt, criterion, v1, v2, y, update, amp),
+                       batches(cfg["supcon"]["batch_size"], 2, "supcon"), [opt], graphs)
         return step, 2 * cfg["supcon"]["batch_size"], update
     mc = cfg["mpl"]
     teacher, student = SupConNet(cfg["backbone"], "none"), SupConNet(cfg["backbone"], "none")
     mods = (teacher, LinearClassifier(teacher.dim), student, LinearClassifier(student.dim))
     pair = supconmpl.MPLPair(*(distribute(mod, device, cfg) for mod in mods), mc, amp)
     update = Updater(pair.optimizers(), needs_loss_scaler(device, cfg["amp"], cfg["amp_dtype"]), 10, logger.info)
-    step = supconmpl.mpl_step_fn(pair, batches(mc["batch_labeled"], 2, "mpl-labeled"),
-                                 batches(mc["batch_unlabeled"], 2, "mpl-unlabeled", "unlabeled"), update, graphs)
+    lab, unl = batches(mc["batch_labeled"], 2, "mpl-labeled"), batches(mc["batch_unlabeled"], 2, "mpl-unlabeled",
+                                                                       "unlabeled")
+    step = stepper(lambda *b: supconmpl.mpl_step(pair, *b, update=update), lambda: (*lab(), *unl()),
+                   list(pair.optimizers().values()), graphs)
     return step, 2 * (mc["batch_labeled"] + mc["batch_unlabeled"]), update
 
 

@@ -2,12 +2,12 @@
 kernels (forwards, backwards, fused Adam updates) at once, instead of Python and the autograd engine
 launching them one by one.
 
-The graphed part of a step is its `core(*tensors) -> {name: tensor}`: the batch's tensors in, the logged
-values out. The step function fetches the batch (data loading and augmentation stay outside the graph) and
-calls `StepGraph(core)(*batch)`:
+The graphed part of a step is the method's step function, `step(*tensors) -> {name: tensor}`: the batch's
+tensors in, the logged values out. The training loop fetches the batch (data loading and augmentation stay
+outside the graph) and calls `StepGraph(step)(*batch)` (stepper):
 
-  - the first `warmup` calls run `core` eagerly on a side stream (cuDNN's autotuning, lazy allocations);
-  - the next call captures `core` on copies of that batch (static inputs), then replays it;
+  - the first `warmup` calls run `step` eagerly on a side stream (cuDNN's autotuning, lazy allocations);
+  - the next call captures `step` on copies of that batch (static inputs), then replays it;
   - every later call copies its batch into the static inputs and replays.
 
 Each call is exactly one training step, as without graphs: capture records the kernels without running
@@ -44,14 +44,14 @@ def use_cuda_graphs(cfg: dict, device: torch.device) -> tuple[bool, str]:
 
 
 class StepGraph:
-    """`StepGraph(core, optimizers, enabled)(*tensors)`: core(*tensors) as a replayed CUDA graph (see the
-    module docstring); with enabled=False, a plain call. `optimizers`: the ones core steps (their
+    """`StepGraph(step, optimizers, enabled)(*tensors)`: step(*tensors) as a replayed CUDA graph (see the
+    module docstring); with enabled=False, a plain call. `optimizers`: the ones the step updates (their
     param_groups are marked capturable while the graph is captured, as torch.optim requires; fused Adam
     computes the same either way)."""
 
-    def __init__(self, core: Callable[..., dict[str, torch.Tensor]], optimizers: list[torch.optim.Optimizer],
+    def __init__(self, step: Callable[..., dict[str, torch.Tensor]], optimizers: list[torch.optim.Optimizer],
                  enabled: bool, warmup: int = 3):
-        self.core, self.optimizers, self.enabled, self.warmup = core, optimizers, enabled, warmup
+        self.step, self.optimizers, self.enabled, self.warmup = step, optimizers, enabled, warmup
         self.calls = 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_in: list[torch.Tensor] = []
@@ -60,7 +60,7 @@ class StepGraph:
 
     def __call__(self, *tensors: torch.Tensor) -> dict[str, torch.Tensor]:
         if not self.enabled:
-            return self.core(*tensors)
+            return self.step(*tensors)
         self.calls += 1
         if self.graph is None and self.calls <= self.warmup:
             return self._side_stream(*tensors)
@@ -80,7 +80,7 @@ class StepGraph:
         side = torch.cuda.Stream()
         side.wait_stream(main)
         with torch.cuda.stream(side):
-            out = self.core(*tensors)
+            out = self.step(*tensors)
         main.wait_stream(side)
         for t in [*tensors, *out.values()]:
             t.record_stream(main)
@@ -99,20 +99,23 @@ class StepGraph:
             # thread_local: the pack's loader thread may pin host memory meanwhile; only this thread's
             # calls must be capture-safe.
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                self.static_out = self.core(*self.static_in)
+                self.static_out = self.step(*self.static_in)
         finally:
             for g, flag in zip(groups, before):
                 g["capturable"] = flag
         self.graph = graph
 
 
-def graphed_step(next_batch: Callable[[], tuple[torch.Tensor, ...]], graph: StepGraph,
-                 images: Callable[[tuple[torch.Tensor, ...]], int]) -> Callable[[int], dict]:
-    """The loop's step(i): the next batch from next_batch(), the (graphed) core on it, and the number of
-    images it used (for the logged images/s)."""
-    def step(i: int) -> dict:
+def stepper(step: Callable[..., dict[str, torch.Tensor]], next_batch: Callable[[], tuple[torch.Tensor, ...]],
+            optimizers: list[torch.optim.Optimizer] | None, enabled: bool) -> Callable[[int], dict]:
+    """The training loop's step(i): the next batch from next_batch(), step(*batch) on it (replayed as a CUDA
+    graph when `enabled` and the step is graph-safe, i.e. `optimizers` names the ones it updates; None: always
+    eager), and the number of images it used (4-D tensors, for the logged images/s)."""
+    graph = StepGraph(step, optimizers or [], enabled and optimizers is not None)
+
+    def one(i: int) -> dict:
         batch = next_batch()
         out = graph(*batch)
-        out["images"] = images(batch)
+        out["images"] = sum(t.shape[0] for t in batch if t.dim() == 4)
         return out
-    return step
+    return one

@@ -1,22 +1,26 @@
-"""The stage loop: each stage of a run is a number of steps of a step function, run with a progress bar,
-logging, checkpoints and signal handling. Stages are named; a resumed run skips what it finished.
+"""The stage loop: each stage of a run is a number of steps of a method's step function, run with a progress
+bar, logging, periodic checkpoints, signal handling, and the machinery a step should not see: fetching its
+batches (onto the device, unreadable images counted) and, where possible, replaying it as a CUDA graph.
+Stages are named; a resumed run skips what it finished.
 
     stage = loop.stage("supcon", steps)                      # where it starts: 0, a checkpoint's step, or done
     batches = train_batches(..., start_step=stage.start)    # the data position is the step
-    stage.run(step_fn)                                       # step_fn(i) -> {name: tensor, "images": n}
-    stage.run(step_fn, val=run.val.classifier(model, keep=model))  # + validation (engine/validate.py)
+    stage.run(lambda v1, v2, y: supcon_step(net, opt, criterion, v1, v2, y, run.update, amp),
+              batches, optimizers=[opt], val=run.val.supcon(net, criterion, keep=net))
 """
 from __future__ import annotations
 
 import contextlib
 import sys
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
+from engine.batches import BadImages, feed
 from engine.checkpoint import Checkpointer
 from engine.dist import world_size
+from engine.graphs import stepper
 from engine.logger import RunLogger, host_memory_mb
 from engine.update import Updater
 
@@ -26,12 +30,14 @@ DONE = 1 << 40  # the start step of a finished stage
 class Loop:
     """Runs the stages of a run in order (see the module docstring). `resumed`: (stage, step) of the
     checkpoint a resumed run continues from, else None. `meta()` gives what checkpoints store beside
-    the states (run id, config, data fingerprint)."""
+    the states (run id, config, data fingerprint); `bad` counts unreadable images; `graphs`: whether steps
+    that allow it are replayed as CUDA graphs (engine.graphs.use_cuda_graphs)."""
 
     def __init__(self, cfg: dict, logger: RunLogger, checkpointer: Checkpointer, updater: Updater,
-                 meta: Callable[[], dict], resumed: tuple[str, int] | None = None):
+                 meta: Callable[[], dict], resumed: tuple[str, int] | None, bad: BadImages,
+                 device: torch.device, graphs: bool):
         self.cfg, self.logger, self.checkpointer, self.updater, self.meta = cfg, logger, checkpointer, updater, meta
-        self.resumed = resumed
+        self.resumed, self.bad, self.device, self.graphs = resumed, bad, device, graphs
         self.signal: int | None = None
 
     def stage(self, name: str, steps: int) -> "Stage":
@@ -81,12 +87,18 @@ class Stage:
     def __init__(self, loop: Loop, name: str, steps: int, start: int):
         self.loop, self.name, self.steps, self.start = loop, name, steps, start
 
-    def run(self, step_fn: Callable[[int], dict[str, torch.Tensor]], val=None) -> None:
-        """`val`: a validation check (engine.validate.Check) run every val.every steps and at the end."""
+    def run(self, step: Callable[..., dict[str, torch.Tensor]], batches: Iterator | list[Iterator],
+            optimizers: list[torch.optim.Optimizer] | None = None, val=None) -> None:
+        """Steps [start, steps) of step(*batch) -> {name: logged tensor}, each on the next batch of `batches`
+        (the tensors of several streams concatenated, in order). `optimizers`: the ones the step updates, which
+        makes it replayable as a CUDA graph (None: a step that must run eagerly). `val`: a validation check
+        (engine.validate.Check) run every val.every steps and at the end."""
         from tqdm import tqdm
         loop, name, steps = self.loop, self.name, self.steps
         if self.start >= steps and steps > 0:
             return
+        streams = [feed(b, loop.bad, loop.device) for b in (batches if isinstance(batches, list) else [batches])]
+        step_fn = stepper(step, lambda: tuple(t for s in streams for t in s()), optimizers, loop.graphs)
         every, log_every = loop.cfg["checkpoint_every"], loop.cfg["log_every"]
         # Not a terminal (CI, nohup, a log file): no bar, only the periodic log lines.
         bar = tqdm(range(self.start, steps), desc=name, initial=self.start, total=steps, dynamic_ncols=True,

@@ -26,7 +26,7 @@ import yaml
 from engine.config import config_changes
 from engine.amp import needs_loss_scaler
 from engine.options import RunFinished, RunOptions
-from engine.batches import BadImages, feed
+from engine.batches import BadImages
 from engine.checkpoint import Checkpointer, RNGState
 from engine.dist import barrier, is_main_process
 from engine.logger import RunLogger
@@ -115,10 +115,6 @@ class Run:
     def stage(self, name: str, steps: int) -> Stage:
         return self.loop.stage(name, steps)
 
-    def feed(self, batches, device: torch.device):
-        """next_batch() over `batches` (see engine.batches.feed)."""
-        return feed(batches, self.bad, device)
-
     def save_release(self, role: str, module: torch.nn.Module, kind: str, step: int,
                      optimizer: torch.optim.Optimizer | None = None, belongs_to: Path | None = None,
                      detector: torch.nn.Module | None = None) -> Path:
@@ -147,8 +143,9 @@ class Run:
 
 
 def start_run(cfg: dict, method: str, stages: list[str], sets: dict, device: torch.device,
-              opts: RunOptions = RunOptions(), **objects) -> Run:
-    """Lock, check, then write (see the module docstring); `objects`: the run's modules and optimizers."""
+              opts: RunOptions = RunOptions(), graphs: bool = False, **objects) -> Run:
+    """Lock, check, then write (see the module docstring); `objects`: the run's modules and optimizers;
+    `graphs`: whether its steps may be replayed as CUDA graphs (engine.setup)."""
     run_dir = run_folder(cfg, method)
     main = is_main_process()
     lock = RunLock(run_dir).acquire(True, f"training: {Path(sys.argv[0]).name or method}") if main else None
@@ -194,7 +191,7 @@ def start_run(cfg: dict, method: str, stages: list[str], sets: dict, device: tor
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
         atomic_write_text(run_dir / "data.json", json.dumps({"run_id": run_id, "data": fingerprint}, indent=1) + "\n")
     meta = {"run_id": run_id, "config": cfg, "data": fingerprint}
-    loop = Loop(cfg, logger, ckpt, updater, lambda: meta, resumed)
+    loop = Loop(cfg, logger, ckpt, updater, lambda: meta, resumed, bad, device, graphs)
     return Run(run_dir, cfg, logger, loop, updater, bad, ckpt, run_id, lock, val)
 
 

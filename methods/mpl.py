@@ -19,15 +19,14 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 
 from datasets.loaders import mpl_streams, train_batches
-from datasets.protocols import prepare_data, record_splits, role_samples, training_sets
-from engine.amp import autocast
-from engine.dist import distribute, mean_over_ranks, setup_device, unwrap
+from datasets.protocols import record_splits, role_samples
+from engine.dist import distribute, mean_over_ranks, unwrap
 from engine.run import RunOptions, start_run
+from engine.setup import prepare
 from engine.update import make_optimizer
 from losses import mpl_feedback, teacher_mpl_loss
 from methods.pt import pt_step
 from models import build_baseline
-from utils import seed_everything
 
 STAGES = ["mpl", "finetune"]
 
@@ -42,6 +41,7 @@ class VanillaMPL:
         self.opt_s = make_optimizer(student.parameters(), mc["student_lr"])
         self.T, self.sign, self.o = mc["T"], mc["feedback"], options
         self.baseline = torch.zeros(())  # moving average of h (used when h_baseline > 0)
+        self.steps = 0  # MPL steps done (UDA's warm-up); a stage sets it to where it starts
         # timm's EMA of every state_dict entry (integer buffers copied); its copy of the student is .module
         self.ema = ModelEmaV3(unwrap(student), decay=options["ema"]) if options["ema"] > 0 else None
 
@@ -63,9 +63,10 @@ def uda_loss(t_uw: torch.Tensor, t_us: torch.Tensor, T: float, threshold: float)
 
 
 def mpl_step(m: VanillaMPL, x_l: torch.Tensor, y_l: torch.Tensor, x_uw: torch.Tensor, x_us: torch.Tensor,
-             step: int, update: Callable) -> dict[str, torch.Tensor]:
-    """One vanilla MPL step. x_l: labeled batch [B_l, 3, H, W] with labels y_l [B_l]; x_uw, x_us: weak and
-    strong views of the unlabeled batch [B_u, 3, H, W]. update(opt, loss, name) applies an update."""
+             y_u: torch.Tensor | None, update: Callable) -> dict[str, torch.Tensor]:
+    """One vanilla MPL step (step number m.steps, counted here). x_l: labeled batch [B_l, 3, H, W] with labels
+    y_l [B_l]; x_uw, x_us: weak and strong views of the unlabeled batch [B_u, 3, H, W]; y_u: their true labels
+    where known, for the logged pseudo-label accuracy only. update(opt, loss, name) applies an update."""
     b_l, b_u = x_l.shape[0], x_uw.shape[0]
     o = m.o
     m.teacher.train()
@@ -99,60 +100,51 @@ def mpl_step(m: VanillaMPL, x_l: torch.Tensor, y_l: torch.Tensor, x_uw: torch.Te
     # 5. Teacher: supervised CE + h-weighted CE on its own strong-view predictions (+ UDA if asked).
     t_loss = teacher_mpl_loss(t_l, y_l, t_us, h)
     if o["uda"]:
-        weight = o["uda_weight"] * min(1.0, (step + 1) / max(o["uda_warmup"], 1))
+        weight = o["uda_weight"] * min(1.0, (m.steps + 1) / max(o["uda_warmup"], 1))
         t_loss = t_loss + weight * uda_loss(t_uw, t_us, m.T, o["uda_threshold"])
     update(m.opt_t, t_loss, "teacher loss")
-    return {"t_loss": t_loss.detach(), "t_loss_l": t_loss_l.detach(), "s_loss": s_loss.detach(), "h": h,
-            "pseudo_fake": pseudo.float().mean(), "pseudo": pseudo}
-
-
-def mpl_step_fn(m: VanillaMPL, next_labeled: Callable, next_unlabeled: Callable,
-                update: Callable) -> Callable[[int], dict]:
-    def step(i: int) -> dict:
-        x_l, y_l = next_labeled()
-        x_uw, x_us, y_u = next_unlabeled()  # y_u: logging only
-        out = mpl_step(m, x_l, y_l, x_uw, x_us, i, update)
-        out["pseudo_acc"] = (out.pop("pseudo") == y_u).float().mean()  # never used for training
-        out["images"] = x_l.shape[0] + 2 * x_uw.shape[0]
-        return out
-    return step
+    m.steps += 1
+    out = {"t_loss": t_loss.detach(), "t_loss_l": t_loss_l.detach(), "s_loss": s_loss.detach(), "h": h,
+           "pseudo_fake": pseudo.float().mean()}
+    if y_u is not None:
+        out["pseudo_acc"] = (pseudo == y_u).float().mean()
+    return out
 
 
 def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     mc, balance = cfg["mpl"], cfg["data"]["balance"]
-    device = setup_device(cfg)
-    seed_everything(cfg["seed"])
-    amp = autocast(device, cfg["amp"], cfg["amp_dtype"])
-
-    # Data: labeled and unlabeled, as SupCon-MPL (same batch sizes, steps and protocols)
-    prepare_data(cfg, training=True)
-    sets = training_sets(cfg)
-    labeled = role_samples(sets, "labeled", {"mpl.batch_labeled": mc["batch_labeled"]})
-    unlabeled = role_samples(sets, "unlabeled", {"mpl.batch_unlabeled": mc["batch_unlabeled"]})
+    # device, seed, autocast, the data sets (checked before anything is written); eager steps (the feedback's
+    # moving average and the EMA are host-side state)
+    t = prepare(cfg, graphed=False)
+    labeled = role_samples(t.sets, "labeled", {"mpl.batch_labeled": mc["batch_labeled"]})
+    unlabeled = role_samples(t.sets, "unlabeled", {"mpl.batch_unlabeled": mc["batch_unlabeled"]})
 
     # Models: teacher and student both the baseline's network from `pretrained` (mpl.student_pretrained)
     teacher = build_baseline(cfg["backbone"], cfg["pretrained"], cfg["weights_dir"])
     student = build_baseline(cfg["backbone"], mc["student_pretrained"] or cfg["pretrained"], cfg["weights_dir"])
-    m = VanillaMPL(distribute(teacher, device, cfg), distribute(student, device, cfg), mc, cfg["mpl_options"], amp)
+    m = VanillaMPL(distribute(teacher, t.device, cfg), distribute(student, t.device, cfg), mc, cfg["mpl_options"],
+                   t.amp)
     opt_ft = make_optimizer(m.student.parameters(), mc["finetune_lr"])
-    run = start_run(cfg, "mpl", STAGES, sets, device, opts, teacher=m.teacher,
+    run = start_run(cfg, "mpl", STAGES, t.sets, t.device, opts, t.graphs, teacher=m.teacher,
                     student=m.student, opt_t=m.opt_t, opt_s=m.opt_s, opt_ft=opt_ft, mpl=m)
-    record_splits(cfg, sets, run.dir)
+    record_splits(cfg, t.sets, run.dir)
     run.logger.info(f"MPL: backbone {cfg['backbone']}, {mc['steps']} MPL steps + {mc['finetune_steps']} fine-tune "
-                    f"steps on {device}; run folder {run.dir}; labeled: {len(labeled)}, unlabeled: {len(unlabeled)}")
+                    f"steps on {t.device}; run folder {run.dir}; labeled: {len(labeled)}, unlabeled: "
+                    f"{len(unlabeled)}")
 
-    # Stage 1: MPL steps
+    # Stage 1: MPL steps on the two endless streams (labeled: one view, unlabeled: weak and strong)
     stage = run.stage("mpl", mc["steps"])
-    lab, unl = mpl_streams(labeled, unlabeled, cfg, 1, stage.start, device)  # labeled: 1 view(s)
-    stage.run(mpl_step_fn(m, run.feed(lab, device), run.feed(unl, device), run.update),
+    m.steps = stage.start
+    stage.run(lambda x_l, y_l, x_uw, x_us, y_u: mpl_step(m, x_l, y_l, x_uw, x_us, y_u, run.update),
+              list(mpl_streams(labeled, unlabeled, cfg, 1, stage.start, t.device)),
               val=run.val.classifier(m.student))  # logged; not a release, so nothing is selected
 
     # Stage 2: fine-tune the student (its EMA, if kept) on the labeled data with cross-entropy; save it
     stage = run.stage("finetune", mc["finetune_steps"])
     if m.ema is not None and stage.start == 0:
         unwrap(m.student).load_state_dict(m.ema.module.state_dict())  # the averaged weights are fine-tuned
-    singles = train_batches(labeled, cfg, mc["batch_labeled"], 1, balance, "finetune", stage.start, device)
-    stage.run(pt_step(m.student, opt_ft, run.feed(singles, device), run.update, amp),
+    singles = train_batches(labeled, cfg, mc["batch_labeled"], 1, balance, "finetune", stage.start, t.device)
+    stage.run(lambda x, y: pt_step(m.student, opt_ft, x, y, run.update, t.amp), singles,
               val=run.val.classifier(m.student, keep=m.student))
     path = run.save_release("weights", m.student, "mpl", mc["steps"] + mc["finetune_steps"], opt_ft,
                             detector=m.student)

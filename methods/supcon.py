@@ -3,22 +3,18 @@ augmented views of each labeled image, (b) a linear classifier trained with cros
 encoder. Its step functions serve the SupCon-MPL student's fine-tuning too."""
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from datasets.loaders import train_batches
-from datasets.protocols import prepare_data, record_splits, role_samples, training_sets
-from engine.amp import autocast
-from engine.dist import barrier, distribute, gather, setup_device, unwrap
-from engine.graphs import StepGraph, graphed_step, use_cuda_graphs
+from datasets.protocols import record_splits, role_samples
+from engine.dist import barrier, distribute, gather, unwrap
 from engine.run import RunOptions, start_run
+from engine.setup import prepare
 from engine.update import make_optimizer
 from losses import SupConLoss
 from models import EncoderClassifier, LinearClassifier, SupConNet
-from utils import seed_everything
 
 STAGES = ["supcon", "classifier"]
 
@@ -33,74 +29,67 @@ def supcon_features(net: nn.Module, views: list[torch.Tensor], amp) -> torch.Ten
     return gather(torch.stack(z.float().split(b), dim=1))  # [B, V, D] -> [B_global, V, D]
 
 
-def supcon_step(net: nn.Module, opt: torch.optim.Optimizer, next_batch: Callable, criterion: SupConLoss,
-                update: Callable, amp, graphs: bool = False) -> Callable[[int], dict]:
-    """A step of SupCon on two views of each labeled image, over the global batch; trains encoder and head.
-    graphs: replayed as a CUDA graph (engine/graphs.py)."""
-    def core(v1: torch.Tensor, v2: torch.Tensor, y: torch.Tensor) -> dict:  # [B, 3, H, W] x 2, [B]
-        net.train()
-        features = supcon_features(net, [v1, v2], amp)  # [B_global, 2, D]
-        loss = criterion(features, gather(y))
-        update(opt, loss, "supcon loss")
-        return {"loss": loss.detach()}
-    return graphed_step(next_batch, StepGraph(core, [opt], graphs), lambda batch: 2 * batch[-1].shape[0])
+def supcon_step(net: nn.Module, opt: torch.optim.Optimizer, criterion: SupConLoss, v1: torch.Tensor,
+                v2: torch.Tensor, y: torch.Tensor, update, amp) -> dict:
+    """One step of SupCon on two views v1, v2 [B, 3, H, W] of each labeled image (labels y [B]), over the
+    global batch; trains encoder and head. update(opt, loss, name) applies the update."""
+    net.train()
+    features = supcon_features(net, [v1, v2], amp)  # [B_global, 2, D]
+    loss = criterion(features, gather(y))
+    update(opt, loss, "supcon loss")
+    return {"loss": loss.detach()}
 
 
-def classifier_step(encoder: nn.Module, classifier: nn.Module, opt: torch.optim.Optimizer, next_batch: Callable,
-                    update: Callable, amp, graphs: bool = False) -> Callable[[int], dict]:
-    """A step of cross-entropy on frozen encoder features (encoder in eval mode, no gradient)."""
-    def core(x: torch.Tensor, y: torch.Tensor) -> dict:  # [B, 3, H, W], [B]
-        encoder.eval()
-        classifier.train()
-        with torch.no_grad(), amp:
-            feats = encoder(x)  # [B, F]
-        logits = classifier(feats.float())  # [B, 2]
-        loss = F.cross_entropy(logits, y)
-        update(opt, loss, "classifier loss")
-        return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}
-    return graphed_step(next_batch, StepGraph(core, [opt], graphs), lambda batch: batch[-1].shape[0])
+def classifier_step(encoder: nn.Module, classifier: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+                    y: torch.Tensor, update, amp) -> dict:
+    """One step of cross-entropy on frozen encoder features of x [B, 3, H, W] (encoder in eval mode, no
+    gradient), labels y [B]."""
+    encoder.eval()
+    classifier.train()
+    with torch.no_grad(), amp:
+        feats = encoder(x)  # [B, F]
+    logits = classifier(feats.float())  # [B, 2]
+    loss = F.cross_entropy(logits, y)
+    update(opt, loss, "classifier loss")
+    return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}
 
 
 def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     """Both stages of the SupCon teacher; returns the paths written."""
-    device = setup_device(cfg)
-    seed_everything(cfg["seed"])
     sc, balance = cfg["supcon"], cfg["data"]["balance"]
-    graphs, graphs_note = use_cuda_graphs(cfg, device)
-    amp = autocast(device, cfg["amp"], cfg["amp_dtype"], cache=not graphs)
-
-    # Data (checked before anything is written; test sets too, so that a missing root fails now)
-    prepare_data(cfg, training=True)
-    sets = training_sets(cfg)
-    labeled = role_samples(sets, "labeled", {"supcon.batch_size": sc["batch_size"],
-                                             "supcon.classifier_batch_size": sc["classifier_batch_size"]})
+    t = prepare(cfg)  # device, seed, CUDA graphs, autocast, the data sets (checked before anything is written)
+    labeled = role_samples(t.sets, "labeled", {"supcon.batch_size": sc["batch_size"],
+                                               "supcon.classifier_batch_size": sc["classifier_batch_size"]})
 
     # Models, loss, optimizers, run
-    net = distribute(SupConNet(cfg["backbone"], cfg["pretrained"], sc["feat_dim"], cfg["weights_dir"]), device, cfg)
-    classifier = distribute(LinearClassifier(unwrap(net).dim), device, cfg)
+    net = distribute(SupConNet(cfg["backbone"], cfg["pretrained"], sc["feat_dim"], cfg["weights_dir"]), t.device,
+                     cfg)
+    classifier = distribute(LinearClassifier(unwrap(net).dim), t.device, cfg)
     criterion = SupConLoss(sc["temperature"])
     opt_net = make_optimizer(net.parameters(), sc["lr"])
     opt_cls = make_optimizer(classifier.parameters(), sc["classifier_lr"])
-    run = start_run(cfg, "supcon", STAGES, sets, device, opts, net=net, classifier=classifier,
+    run = start_run(cfg, "supcon", STAGES, t.sets, t.device, opts, t.graphs, net=net, classifier=classifier,
                     opt_net=opt_net, opt_cls=opt_cls)
-    record_splits(cfg, sets, run.dir)
+    record_splits(cfg, t.sets, run.dir)
     run.logger.info(f"SupCon teacher: backbone {cfg['backbone']}, {sc['steps']} + {sc['classifier_steps']} steps "
-                    f"on {device}; run folder {run.dir}; labeled: {len(labeled)} images")
-    run.logger.info(graphs_note)
+                    f"on {t.device}; run folder {run.dir}; labeled: {len(labeled)} images")
+    run.logger.info(t.graphs_note)
 
     # Stage (a): SupCon network
     stage = run.stage("supcon", sc["steps"])
-    pairs = train_batches(labeled, cfg, sc["batch_size"], 2, balance, "supcon", stage.start, device)
-    stage.run(supcon_step(net, opt_net, run.feed(pairs, device), criterion, run.update, amp,
-                          graphs), val=run.val.supcon(net, criterion, keep=net))
+    pairs = train_batches(labeled, cfg, sc["batch_size"], 2, balance, "supcon", stage.start, t.device)
+    stage.run(lambda v1, v2, y: supcon_step(net, opt_net, criterion, v1, v2, y, run.update, t.amp), pairs,
+              [opt_net], val=run.val.supcon(net, criterion, keep=net))
     encoder_path = run.save_release("encoder", net, "supcon_encoder", sc["steps"], opt_net)
 
     # Stage (b): linear classifier on the frozen encoder
     stage = run.stage("classifier", sc["classifier_steps"])
-    singles = train_batches(labeled, cfg, sc["classifier_batch_size"], 1, balance, "classifier", stage.start, device)
-    detector = EncoderClassifier(unwrap(net).encoder, classifier)
-    stage.run(classifier_step(unwrap(net).encoder, classifier, opt_cls, run.feed(singles, device), run.update, amp,
-                              graphs), val=run.val.classifier(detector, keep=classifier))
+    singles = train_batches(labeled, cfg, sc["classifier_batch_size"], 1, balance, "classifier", stage.start,
+                            t.device)
+    encoder = unwrap(net).encoder
+    detector = EncoderClassifier(encoder, classifier)
+    stage.run(lambda x, y: classifier_step(encoder, classifier, opt_cls, x, y, run.update, t.amp), singles,
+              [opt_cls], val=run.val.classifier(detector, keep=classifier))
     classifier_path = run.save_release("classifier", classifier, "supcon_classifier", sc["classifier_steps"], opt_cls,
                                        belongs_to=encoder_path, detector=detector)
     run.finish()

@@ -13,13 +13,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from datasets.loaders import mpl_streams, train_batches
-from datasets.protocols import prepare_data, record_splits, role_samples, training_sets
-from engine.amp import autocast
+from datasets.protocols import record_splits, role_samples
 from engine.checkpoint import load_weights
-from engine.dist import distribute, gather, is_main_process, mean_over_ranks, setup_device, unwrap
-from engine.graphs import StepGraph, graphed_step, use_cuda_graphs
+from engine.dist import distribute, gather, is_main_process, mean_over_ranks, unwrap
 from engine.release import release_paths
 from engine.run import RunOptions, start_run
+from engine.setup import prepare
 from engine.update import make_optimizer
 from losses import SupConLoss, mpl_feedback, teacher_mpl_loss
 from methods import supcon
@@ -34,7 +33,11 @@ class MPLPair:
     the SupCon loss and the feedback settings of the `mpl` config section; `amp` is the autocast context.
 
     The four modules may be DistributedDataParallel wrappers (engine.dist.distribute); the passes that train
-    nothing go through the wrapped modules (unwrap) and need no gradient synchronisation.
+    nothing go through the wrapped modules (unwrap) and need no gradient synchronisation. In mpl_step each
+    rank has its part of the global batch; SupCon runs over the gathered global batch and s_old / s_new are
+    averaged over ranks, so h (and the teacher's update) is the same on every rank and equals the
+    single-process one. The student's labeled features after its update are computed once and serve both
+    its classifier update and s_new (the reference code ran the encoder again for s_new).
     """
 
     def __init__(self, teacher: nn.Module, t_cls: nn.Module, student: nn.Module, s_cls: nn.Module, mc: dict, amp):
@@ -57,16 +60,13 @@ def plain_update(opt: torch.optim.Optimizer, loss: torch.Tensor, name: str) -> N
 
 
 def mpl_step(m: MPLPair, x_l: torch.Tensor, x_l2: torch.Tensor, y_l: torch.Tensor, x_uw: torch.Tensor,
-             x_us: torch.Tensor, update: Callable = plain_update) -> dict[str, torch.Tensor]:
+             x_us: torch.Tensor, y_u: torch.Tensor | None = None, update: Callable = plain_update
+             ) -> dict[str, torch.Tensor]:
     """One SupCon-MPL step (method notes, steps 1-8). x_l, x_l2: two views of the labeled batch [B_l, 3, H, W];
-    x_uw, x_us: weak and strong views of the unlabeled batch [B_u, 3, H, W]; y_l: labels [B_l].
-    update(opt, loss, name) applies one optimizer update (the training loop's skips non-finite losses).
-
-    Distributed: the tensors are this rank's part of the global batch; SupCon runs over the gathered
-    global batch and s_old / s_new are averaged over ranks, so h (and the teacher's update) is the same on
-    every rank and equals the single-process one. The student's labeled features after its update are
-    computed once and serve both its classifier update and s_new (the reference code ran the encoder
-    again for s_new).
+    x_uw, x_us: weak and strong views of the unlabeled batch [B_u, 3, H, W]; y_l: labels [B_l]; y_u: the
+    unlabeled images' true labels [B_u] where known, for the logged pseudo-label accuracy only (never used
+    for training). update(opt, loss, name) applies one optimizer update (the loop's skips non-finite losses).
+    Distributed: the tensors are this rank's part of the global batch (see MPLPair).
     """
     b_l, b_u = x_l.shape[0], x_uw.shape[0]
     amp = m.amp
@@ -114,24 +114,11 @@ def mpl_step(m: MPLPair, x_l: torch.Tensor, x_l2: torch.Tensor, y_l: torch.Tenso
     # 8. Teacher classifier: supervised CE + h-weighted CE on its own strong-view predictions.
     t_loss = teacher_mpl_loss(t_l, y_l, t_us, h)
     update(m.opt_t_cls, t_loss, "teacher MPL loss")
-    return {"t_loss": t_loss.detach(), "t_supcon": t_supcon.detach(), "s_supcon": s_loss.detach(),
-            "s_cls": s_cls_loss.detach(), "h": h, "pseudo_fake": pseudo.float().mean(), "pseudo": pseudo}
-
-
-def mpl_step_fn(pair: MPLPair, next_labeled: Callable, next_unlabeled: Callable,
-                update: Callable, graphs: bool = False) -> Callable[[int], dict]:
-    """The training loop's MPL step: the next labeled and unlabeled batches (two views each), mpl_step,
-    and what it logs; graphs: mpl_step replayed as a CUDA graph (engine/graphs.py)."""
-    def core(x_l, x_l2, y_l, x_uw, x_us, y_u) -> dict:  # y_u: logging only
-        out = mpl_step(pair, x_l, x_l2, y_l, x_uw, x_us, update)
-        # Agreement of the pseudo labels with the unlabeled set's true labels (never used for training).
-        out["pseudo_acc"] = (out.pop("pseudo") == y_u).float().mean()
-        return out
-
-    def next_batch() -> tuple[torch.Tensor, ...]:
-        return (*next_labeled(), *next_unlabeled())  # x_l, x_l2, y_l, x_uw, x_us, y_u
-    return graphed_step(next_batch, StepGraph(core, list(pair.optimizers().values()), graphs),
-                        lambda batch: 2 * (batch[0].shape[0] + batch[3].shape[0]))
+    out = {"t_loss": t_loss.detach(), "t_supcon": t_supcon.detach(), "s_supcon": s_loss.detach(),
+           "s_cls": s_cls_loss.detach(), "h": h, "pseudo_fake": pseudo.float().mean()}
+    if y_u is not None:
+        out["pseudo_acc"] = (pseudo == y_u).float().mean()
+    return out
 
 
 def teacher_paths(cfg: dict) -> tuple[Path, Path]:
@@ -158,17 +145,11 @@ def ensure_teacher(cfg: dict, opts: RunOptions) -> tuple[Path, Path]:
 
 def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     mc, sc, balance = cfg["mpl"], cfg["supcon"], cfg["data"]["balance"]
-    device = setup_device(cfg)
-    graphs, graphs_note = use_cuda_graphs(cfg, device)
-    amp = autocast(device, cfg["amp"], cfg["amp_dtype"], cache=not graphs)
-
-    # Data (checked before anything is trained): labeled (two views) and a separate unlabeled source
-    prepare_data(cfg, training=True)
-    sets = training_sets(cfg)
-    labeled = role_samples(sets, "labeled", {"mpl.batch_labeled": mc["batch_labeled"],
-                                             "supcon.batch_size": sc["batch_size"],
-                                             "supcon.classifier_batch_size": sc["classifier_batch_size"]})
-    unlabeled = role_samples(sets, "unlabeled", {"mpl.batch_unlabeled": mc["batch_unlabeled"]})
+    t = prepare(cfg)  # device, seed, CUDA graphs, autocast, the data sets (checked before anything is trained)
+    labeled = role_samples(t.sets, "labeled", {"mpl.batch_labeled": mc["batch_labeled"],
+                                               "supcon.batch_size": sc["batch_size"],
+                                               "supcon.classifier_batch_size": sc["classifier_batch_size"]})
+    unlabeled = role_samples(t.sets, "unlabeled", {"mpl.batch_unlabeled": mc["batch_unlabeled"]})
 
     # Teacher: from the SupCon stage, trained here first if its default checkpoint is missing
     enc_path, cls_path = ensure_teacher(cfg, opts)
@@ -182,38 +163,36 @@ def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     student = SupConNet(cfg["backbone"], mc["student_pretrained"] or cfg["pretrained"], sc["feat_dim"],
                         cfg["weights_dir"])
     s_cls = LinearClassifier(student.dim)
-    pair = MPLPair(*(distribute(mod, device, cfg) for mod in (teacher, t_cls, student, s_cls)), mc, amp)
-    opt_ft = make_optimizer(student.parameters(), mc["finetune_lr"])
-    opt_ft_cls = make_optimizer(s_cls.parameters(), mc["finetune_lr"])
-    run = start_run(cfg, "supconmpl", STAGES, sets, device, opts, teacher=pair.teacher,
+    pair = MPLPair(*(distribute(mod, t.device, cfg) for mod in (teacher, t_cls, student, s_cls)), mc, t.amp)
+    opt_ft, opt_ft_cls = make_optimizer(student.parameters(), mc["finetune_lr"]), \
+        make_optimizer(s_cls.parameters(), mc["finetune_lr"])
+    run = start_run(cfg, "supconmpl", STAGES, t.sets, t.device, opts, t.graphs, teacher=pair.teacher,
                     t_cls=pair.t_cls, student=pair.student, s_cls=pair.s_cls, **pair.optimizers(), opt_ft=opt_ft,
                     opt_ft_cls=opt_ft_cls)
-    record_splits(cfg, sets, run.dir)
+    record_splits(cfg, t.sets, run.dir)
     run.logger.info(f"SupCon-MPL: backbone {cfg['backbone']}, {mc['steps']} MPL steps + {mc['finetune_steps']}/"
-                    f"{mc['finetune_classifier_steps']} fine-tune steps on {device}; run folder {run.dir}; "
+                    f"{mc['finetune_classifier_steps']} fine-tune steps on {t.device}; run folder {run.dir}; "
                     f"labeled: {len(labeled)} images, unlabeled: {len(unlabeled)} images")
-    run.logger.info(f"teacher from {enc_path} and {cls_path}")
-    run.logger.info(graphs_note)
+    run.logger.info(f"teacher from {enc_path} and {cls_path}; {t.graphs_note}")
 
-    # Stage 1: MPL steps, labeled and unlabeled iterators each endless
+    # Stage 1: MPL steps on the two endless streams (labeled: two views, unlabeled: weak and strong)
     stage = run.stage("mpl", mc["steps"])
-    lab, unl = mpl_streams(labeled, unlabeled, cfg, 2, stage.start, device)  # labeled: 2 view(s)
     detector = EncoderClassifier(student.encoder, s_cls)  # the student as a detector (validation)
-    stage.run(mpl_step_fn(pair, run.feed(lab, device), run.feed(unl, device), run.update, graphs),
+    stage.run(lambda x_l, x_l2, y_l, x_uw, x_us, y_u: mpl_step(pair, x_l, x_l2, y_l, x_uw, x_us, y_u, run.update),
+              list(mpl_streams(labeled, unlabeled, cfg, 2, stage.start, t.device)), list(pair.optimizers().values()),
               val=run.val.classifier(detector))  # logged; not a release, so nothing is selected
 
     # Stages 2-3: fine-tune the student on the labeled data: SupCon, then its classifier on the frozen encoder
     stage = run.stage("finetune", mc["finetune_steps"])
-    pairs = train_batches(labeled, cfg, sc["batch_size"], 2, balance, "finetune", stage.start, device)
     criterion = SupConLoss(mc["temperature"])
-    stage.run(supcon.supcon_step(pair.student, opt_ft, run.feed(pairs, device), criterion, run.update, amp,
-                                 graphs), val=run.val.supcon(student, criterion, keep=student))
+    stage.run(lambda v1, v2, y: supcon.supcon_step(pair.student, opt_ft, criterion, v1, v2, y, run.update, t.amp),
+              train_batches(labeled, cfg, sc["batch_size"], 2, balance, "finetune", stage.start, t.device), [opt_ft],
+              val=run.val.supcon(student, criterion, keep=student))
     encoder_path = run.save_release("encoder", student, "supconmpl_encoder", mc["steps"] + mc["finetune_steps"], opt_ft)
     stage = run.stage("finetune_classifier", mc["finetune_classifier_steps"])
-    singles = train_batches(labeled, cfg, sc["classifier_batch_size"], 1, balance, "finetune-classifier",
-                            stage.start, device)
-    stage.run(supcon.classifier_step(student.encoder, pair.s_cls, opt_ft_cls, run.feed(singles, device), run.update,
-                                     amp, graphs), val=run.val.classifier(detector, keep=s_cls))
+    stage.run(lambda x, y: supcon.classifier_step(student.encoder, pair.s_cls, opt_ft_cls, x, y, run.update, t.amp),
+              train_batches(labeled, cfg, sc["classifier_batch_size"], 1, balance, "finetune-classifier",
+                            stage.start, t.device), [opt_ft_cls], val=run.val.classifier(detector, keep=s_cls))
     classifier_path = run.save_release("classifier", s_cls, "supconmpl_classifier", mc["finetune_classifier_steps"],
                                        opt_ft_cls, belongs_to=encoder_path, detector=detector)
     run.finish()

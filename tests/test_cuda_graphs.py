@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import PY, run
-from engine.graphs import StepGraph, graphed_step, use_cuda_graphs
+from engine.graphs import StepGraph, use_cuda_graphs
 from engine.update import Updater, make_optimizer
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -37,8 +37,8 @@ def _linear_run(device: torch.device, graphs: bool, batches: list[tuple[torch.Te
         update(opt, loss, "loss")
         return {"loss": loss.detach()}
     it = iter(batches)
-    step = graphed_step(lambda: next(it), StepGraph(core, [opt], graphs, warmup=2), lambda b: b[0].shape[0])
-    losses = [float(step(i)["loss"]) for i in range(len(batches))]
+    graph = StepGraph(core, [opt], graphs, warmup=2)
+    losses = [float(graph(*next(it))["loss"]) for _ in range(len(batches))]
     update.check(len(batches))
     return losses, [p.detach().cpu() for p in model.parameters()], logs, update.nonfinite
 

@@ -49,17 +49,17 @@ def moved(before, module):
 def test_each_network_moves_only_in_its_own_update():
     m = make()
     t0, s0 = params(m.teacher), params(m.student)
-    out = mpl_step(m, *batch(), 0, plain)
+    out = mpl_step(m, *batch(), None, plain)
     assert moved(t0, m.teacher) and moved(s0, m.student)
     m = make()
     m.opt_s = torch.optim.SGD(m.student.parameters(), lr=0.0)  # the student's update off
     s0 = params(m.student)
-    mpl_step(m, *batch(), 0, plain)
+    mpl_step(m, *batch(), None, plain)
     assert not moved(s0, m.student)  # nothing else moves the student
     m = make()
     m.opt_t = torch.optim.SGD(m.teacher.parameters(), lr=0.0)
     t0 = params(m.teacher)
-    mpl_step(m, *batch(), 0, plain)
+    mpl_step(m, *batch(), None, plain)
     assert not moved(t0, m.teacher)  # the student's update does not reach the teacher
     assert set(out) >= {"t_loss", "s_loss", "h", "pseudo_fake"}
 
@@ -71,7 +71,7 @@ def test_teacher_update_is_supervised_ce_plus_h_times_its_pseudo_label_ce(sign):
     m.opt_t = torch.optim.SGD(m.teacher.parameters(), lr=1.0)  # delta = -gradient
     x_l, y, x_uw, x_us = batch()
     teacher0, student0 = copy.deepcopy(m.teacher), copy.deepcopy(m.student)
-    out = mpl_step(m, x_l, y, x_uw, x_us, 0, plain)
+    out = mpl_step(m, x_l, y, x_uw, x_us, None, plain)
     # h: the student's labeled CE after minus before its update (train mode, as kekmodel/MPL-pytorch)
     s_l0 = student0(torch.cat([x_l, x_us]))[:4]
     with torch.no_grad():
@@ -88,7 +88,7 @@ def test_teacher_update_is_supervised_ce_plus_h_times_its_pseudo_label_ce(sign):
 def test_options_uda_baseline_and_ema():
     m = make(uda=True, uda_threshold=0.0, h_baseline=0.9, ema=0.5)
     s0 = {k: v.clone() for k, v in m.student.state_dict().items()}
-    out = mpl_step(m, *batch(), 0, plain)
+    out = mpl_step(m, *batch(), None, plain)
     assert torch.isfinite(out["t_loss"]) and m.baseline != 0
     ema_w = m.ema.module.state_dict()["fc.weight"]
     new_w = m.student.state_dict()["fc.weight"]
