@@ -296,13 +296,8 @@ def check_graphs(pipelines: list[str], cfg: dict, samples: list, device: torch.d
     return "\n".join(rows) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    device = get_device(args.device)
-    pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
-    if not pipelines or set(pipelines) - set(PIPELINES):
-        raise UserError(f"--pipelines takes pt, supcon and/or mpl, got {args.pipelines!r}")
-    cfg = bench_config(args)
+def bench_data(args: argparse.Namespace, cfg: dict) -> tuple[list, list]:
+    """The generated images and their pack (cfg's data.packed is set to it): (items, samples)."""
     from datasets.index import Sample
     from datasets.packed import build_pack
     data = Path(args.data)
@@ -316,66 +311,83 @@ def main(argv: list[str] | None = None) -> int:
     need = max(cfg["pt"]["batch_size"], cfg["supcon"]["batch_size"], cfg["mpl"]["batch_unlabeled"])
     if need > len(items):
         raise UserError(f"--images {args.images} is smaller than the largest batch ({need})")
+    return items, samples
+
+
+def write(text: str, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+
+
+def measure(name: str, args, cfg: dict, items: list, samples: list, device: torch.device, tmp: Path, flops: dict,
+            results: dict, ref: dict, prof: tuple | None) -> None:
+    """Time our step of one pipeline (its FLOPs, host syncs, and with --profile its trace) and the reference-style
+    one; fills flops, results and ref. prof: (step_profile module, ceilings, tables, folder, graphed) or None."""
+    step, images, update = our_step(name, cfg, samples, device, tmp / name)
+    # Counted first: these calls run eagerly (with CUDA graphs: before the graph is captured).
+    flops[name] = count_flops(step)
+    roof = prof[0].roofline(step, prof[1]) if prof else None
+    results[name] = {**time_steps(step, args.warmup, args.steps, args.window, device), "images": images}
+    if prof:
+        profile, ceil, tables, folder, graphed = prof
+        timeline = profile.trace_steps(step, device, args.profile_steps, folder / f"{name}.trace.json.gz")
+        tables.append(profile.profile_table(name + (" (CUDA graphs)" if graphed else ""), results[name]["median_s"],
+                                            timeline, roof, ceil, device.type))
+        print(tables[-1], file=sys.stderr, flush=True)
+    if device.type == "cuda":
+        results[name]["syncs"] = count_syncs(step)
+    update.check(0)
+    print(f"{name}: ours {1e3 * results[name]['median_s']:.1f} ms/step", file=sys.stderr, flush=True)
+    del step
+    if not args.no_reference:
+        rstep = reference_step(name, cfg, items, device, args.workers)
+        ref[name] = {**time_steps(rstep, min(args.warmup, 3), args.ref_steps, args.window, device), "images": images}
+        print(f"{name}: reference-style {1e3 * ref[name]['median_s']:.1f} ms/step", file=sys.stderr, flush=True)
+        del rstep
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    device = get_device(args.device)
+    pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
+    if not pipelines or set(pipelines) - set(PIPELINES):
+        raise UserError(f"--pipelines takes pt, supcon and/or mpl, got {args.pipelines!r}")
+    cfg = bench_config(args)
+    items, samples = bench_data(args, cfg)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     info, results, ref, flops = machine(device), {}, {}, {}
     if args.check_graphs:
         with tempfile.TemporaryDirectory() as tmp:
             table = check_graphs(pipelines, cfg, samples, device, args.check_graphs, Path(tmp))
-        text = (f"# CUDA graphs against eager steps\n\nCommand: `python {' '.join(sys.argv)}`\n\n" +
-                "\n".join(f"- {k}: {v}" for k, v in info.items()) + "\n\n" + table)
-        out = Path(args.out or f"bench/graph-check-{device.type}.md")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(text)
+        write(f"# CUDA graphs against eager steps\n\nCommand: `python {' '.join(sys.argv)}`\n\n" +
+              "\n".join(f"- {k}: {v}" for k, v in info.items()) + "\n\n" + table,
+              Path(args.out or f"bench/graph-check-{device.type}.md"))
         return 0
     graphed = use_cuda_graphs(cfg, device)[0]
-    prof_dir = Path(args.profile) if args.profile else None
-    if prof_dir is not None:
+    prof = None
+    if args.profile:
         from bench import step_profile as profile
-        prof_dir.mkdir(parents=True, exist_ok=True)
-        ceil, prof_tables = profile.ceilings(device), []
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        prof = (profile, profile.ceilings(device), [], Path(args.profile), graphed)
     with tempfile.TemporaryDirectory() as tmp:
         for name in pipelines:
-            step, images, update = our_step(name, cfg, samples, device, Path(tmp) / name)
-            # Counted first: these calls run eagerly (with CUDA graphs: before the graph is captured).
-            flops[name] = count_flops(step)
-            roof = profile.roofline(step, ceil) if prof_dir is not None else None
-            results[name] = {**time_steps(step, args.warmup, args.steps, args.window, device), "images": images}
-            if prof_dir is not None:
-                timeline = profile.trace_steps(step, device, args.profile_steps, prof_dir / f"{name}.trace.json.gz")
-                label = name + (" (CUDA graphs)" if graphed else "")
-                prof_tables.append(profile.profile_table(label, results[name]["median_s"], timeline, roof, ceil,
-                                                         device.type))
-                print(prof_tables[-1], file=sys.stderr, flush=True)
-            if device.type == "cuda":
-                results[name]["syncs"] = count_syncs(step)
-            update.check(0)
-            print(f"{name}: ours {1e3 * results[name]['median_s']:.1f} ms/step", file=sys.stderr, flush=True)
-            del step
-            if not args.no_reference:
-                rstep = reference_step(name, cfg, items, device, args.workers)
-                ref[name] = {**time_steps(rstep, min(args.warmup, 3), args.ref_steps, args.window, device),
-                             "images": images}
-                print(f"{name}: reference-style {1e3 * ref[name]['median_s']:.1f} ms/step", file=sys.stderr,
-                      flush=True)
-                del rstep
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            measure(name, args, cfg, items, samples, device, Path(tmp), flops, results, ref, prof)
     workers = sorted({0, args.workers} if args.data_workers is None else
                      {int(w) for w in args.data_workers.split(",") if w.strip()})
     data_rows = [] if args.no_data_path else data_path(cfg, items, samples, device, workers, args.data_batches,
                                                         cfg["mpl"]["batch_unlabeled"])
     text = report(args, cfg, device, info, results, ref, data_rows, flops, peak_tflops(args.peak_tflops, device))
-    if prof_dir is not None:
+    if prof:
         info = {**info, "compile": cfg["compile"], "CUDA graphs": graphed}
-        (prof_dir / "profile.md").write_text(profile.profile_report(f"python {' '.join(sys.argv)}", info, ceil,
-                                                                    prof_tables))
-        print(f"profile written to {prof_dir / 'profile.md'}")
+        (prof[3] / "profile.md").write_text(prof[0].profile_report(f"python {' '.join(sys.argv)}", info, prof[1],
+                                                                  prof[2]))
+        print(f"profile written to {prof[3] / 'profile.md'}")
     out = Path(args.out or f"bench/results-{device.type}.md")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text)
+    write(text, out)
     print(f"report written to {out}")
     if "mpl" in ref:
         print(f"SupCon-MPL step speed-up over reference-style: {ref['mpl']['median_s'] / results['mpl']['median_s']:.2f}x")

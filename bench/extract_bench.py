@@ -133,7 +133,7 @@ def timed(fns: list, repeat: int) -> list[tuple[float, int]]:
     return list(zip(best, frames))
 
 
-def main() -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", type=int, default=6)
     p.add_argument("--frames", type=int, default=120, help="frames per generated video")
@@ -147,7 +147,11 @@ def main() -> int:
     p.add_argument("--stages", action="store_true", help="first, the time of each stage of ours alone")
     p.add_argument("--repeat", type=int, default=3,
                    help="rounds of every row, the fastest of each row kept (a shared machine is noisy)")
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     import torch
     torch.set_num_threads(1)
     # extract_faces keeps freed memory for reuse (preprocess.detector.keep_freed_memory, process-wide); set here

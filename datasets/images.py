@@ -1,9 +1,13 @@
 """Image files: decoding to uint8 RGB tensors, and the error for files that cannot be decoded."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 IMG_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -15,6 +19,7 @@ class BadImageError(OSError):
 def read_image(path: str) -> torch.Tensor:
     """An image file as a uint8 RGB tensor [3, H, W] (grayscale and alpha converted)."""
     img = cv2.cvtColor(decode_bgr(path), cv2.COLOR_BGR2RGB)
+    import torch  # here: the pack's decode workers (datasets/pack_workers.py) need no torch
     return torch.from_numpy(img).permute(2, 0, 1).contiguous()  # [H, W, 3] -> [3, H, W]
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -84,8 +85,15 @@ def train_loader(samples: list[Sample], cfg: dict, batch_size: int, views: int, 
                       persistent_workers=False)
 
 
-@functools.lru_cache(maxsize=4)
 def open_pack(folder: str) -> Pack:
+    """The pack in `folder`, opened once per version of it (the stages of a run share it; a pack that grew
+    since is opened again)."""
+    meta = Path(folder) / "meta.json"
+    return _open_pack(folder, meta.stat().st_mtime_ns if meta.is_file() else 0)
+
+
+@functools.lru_cache(maxsize=4)
+def _open_pack(folder: str, version: int) -> Pack:
     return Pack(folder)
 
 

@@ -24,12 +24,12 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-import cv2
 import numpy as np
 import torch
 
 from datasets.augment import BatchAugment, view_specs
-from datasets.images import IMG_EXTS, BadImageError, decode_bgr
+from datasets.images import IMG_EXTS
+from datasets.pack_workers import init_loader, load
 from datasets.index import Sample
 from datasets.sampling import StepBatchSampler, stream_seed
 from engine.dist import rank_world
@@ -121,27 +121,6 @@ def write_pack_files(folder: Path, meta: dict, index: dict[str, tuple[int, int]]
 SHARD_IMAGES = 50_000
 
 
-def _load(args: tuple[str, int]) -> tuple[str, np.ndarray | None]:
-    """(path, uint8 RGB [3, S, S]) or (path, None) for an unreadable image. Runs in worker processes.
-    Resized before the BGR -> RGB swap, on the smaller image: a channel permutation commutes with the
-    per-channel resize, so the pixels equal read_image's resized."""
-    path, size = args
-    try:
-        img = decode_bgr(path)  # [H, W, 3] BGR
-    except BadImageError:
-        return path, None
-    h, w = img.shape[:2]
-    if (h, w) != (size, size):
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if h > size or w > size else cv2.INTER_LINEAR)
-    return path, np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))
-
-
-def _init_loader() -> None:
-    """Pack workers: one OpenCV thread each (the processes are the parallelism; OpenCV's own pool in every
-    worker would oversubscribe the cores)."""
-    cv2.setNumThreads(1)
-
-
 def _open_pack(out: Path, size: int) -> tuple[dict, dict, set]:
     """The pack at `out` (meta, index, unreadable paths), or an empty one of `size` px."""
     import json
@@ -199,13 +178,14 @@ def build_pack(paths: list[str], out: Path, size: int, workers: int = 0, shard_i
     keys = list(dict.fromkeys(pack_key(p) for p in paths))  # unique, in order
     todo = [k for k in keys if k not in index and k not in bad]
     counts = {"added": 0, "bad": 0, "skipped": len(keys) - len(todo)}
-    pool = get_context("fork").Pool(workers, _init_loader) if workers > 0 else None
+    # forkserver: a fork of this process (which may run threads: torch's, a loader's) could deadlock its children
+    pool = get_context("forkserver").Pool(workers, init_loader) if workers > 0 else None
     bar = tqdm(total=len(todo), desc="pack", unit="img", disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
     try:
         for start in range(0, len(todo), shard_images):
             chunk = todo[start:start + shard_images]
             jobs = [(p, size) for p in chunk]
-            rows = _write_shard(out, chunk, pool.imap(_load, jobs, chunksize=32) if pool else map(_load, jobs),
+            rows = _write_shard(out, chunk, pool.imap(load, jobs, chunksize=32) if pool else map(load, jobs),
                                 meta, bad, bar)
             index.update(rows)
             write_pack_files(out, meta, index, bad)  # after every shard: an interrupted pack keeps it

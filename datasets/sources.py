@@ -1,4 +1,4 @@
-"""Dataset source specs: from a spec in a config to its samples (see datasets/kinds.py for the kinds).
+"""Dataset source specs: from a spec in a config to its samples (see datasets/kinds/ for the kinds).
 
 A *source* spec names images, their labels, domains and video ids:
   "folder:PATH"  or {kind: folder, root}        any tree with real/ and fake/ (searched recursively)

@@ -70,29 +70,24 @@ def padded_first(conv, prelu, conv2) -> dict:
                 w2=torch.cat([w2, w2.new_zeros(len(w2), pad, *w2.shape[2:])], 1))
 
 
-class Detector:
-    """`Detector(mtcnn).detect(img, landmarks)` returns what `mtcnn.detect(img, landmarks)` returns (an MTCNN
-    built with keep_all=True) for an RGB uint8 frame [H, W, 3] or a list of equal-sized ones: boxes [K, 4] and
-    probs [K] (with landmarks, points [K, 5, 2]) per frame, None where no face. Other inputs (PIL images,
-    float arrays) go to facenet-pytorch's own implementation."""
+def chunked(net, x: torch.Tensor, chunk: int) -> tuple:
+    """Run a stage's network on [N, 3, S, S] float32 pixels (normalised by Detector._cut as facenet-pytorch does),
+    `chunk` candidates at a time. On a CPU small enough for a chunk's activations to stay in the caches (first
+    layer's output 7 MB for 128 RNet candidates, 9 MB for 32 ONet ones; facenet-pytorch's 512 made RNet 1.5x
+    and ONet 1.9x slower per candidate on one core, 64 ONet candidates 1.4x)."""
+    outs = [net(x[i:i + chunk]) for i in range(0, len(x), chunk)]
+    return tuple(torch.cat(v, dim=0) for v in zip(*outs))
 
-    # PNet's pyramid levels run GROUP_PIXELS pixels of frames at a time: the large levels a few frames at a
-    # time (their activations then stay in the CPU's caches: 16 frames of the largest level at once took 2.4x
-    # as long per frame), the small ones many frames per call (a 14 x 25 level of one frame is all call
-    # overhead). One core of a 2-core AMD EPYC, 640 x 360 frames: 300,000 made the whole detector 6% slower,
-    # 1 million 4%, 1.6 million 20% (bench/results-extract-cpu.md).
-    GROUP_PIXELS = 600_000
-    # RNet's and ONet's candidates a call (on a CPU; see _net)
+
+class CpuNets:
+    """facenet-pytorch's three networks in their fastest forms on a CPU core (the same layers and weights): what
+    a Detector off the device runs, and how many candidates a call (CHUNKS; see run)."""
+
+    # RNet's and ONet's candidates a call (see chunked)
     CHUNKS = (128, 32)
 
-    def __init__(self, mtcnn, on_device: bool | None = None):
-        """on_device: cut the pyramid's levels and the candidates with torch on the MTCNN's device, all frames of
-        a call at once, and run facenet-pytorch's networks as they are (default on a GPU: the frames go to it
-        once); else with OpenCV / numpy on the host and the networks in their CPU forms (default on a CPU)."""
-        from facenet_pytorch.models.utils import detect_face as reference
-        self.mtcnn, self.ref = mtcnn, reference
-        self.device = torch.device(mtcnn.device)
-        self.on_device = self.device.type != "cpu" if on_device is None else on_device
+    def __init__(self, mtcnn):
+        self.mtcnn = mtcnn
         p = mtcnn.pnet    # PNet's two 1 x 1 heads (face / not face, box offsets) as one [6, 32] matrix
         self.head_w = torch.cat([p.conv4_1.weight, p.conv4_2.weight]).flatten(1).detach()
         self.head_b = torch.cat([p.conv4_1.bias, p.conv4_2.bias]).detach()[:, None]
@@ -100,15 +95,7 @@ class Detector:
         # and 28 channels out took 1.4x as long as 16 and 32), and the second convolutions' inputs with zero weights
         self.pnet_first, self.rnet_first = (padded_first(n.conv1, n.prelu1, n.conv2) for n in (p, mtcnn.rnet))
 
-    def _net(self, net, x: torch.Tensor, chunk: int) -> tuple:
-        """Run a stage's network on [N, 3, S, S] float32 pixels (normalised by _cut as facenet-pytorch does), `chunk`
-        candidates at a time. On a CPU small enough for a chunk's activations to stay in the caches (first
-        layer's output 7 MB for 128 RNet candidates, 9 MB for 32 ONet ones; facenet-pytorch's 512 made RNet 1.5x
-        and ONet 1.9x slower per candidate on one core, 64 ONet candidates 1.4x)."""
-        outs = [net(x[i:i + chunk]) for i in range(0, len(x), chunk)]
-        return tuple(torch.cat(v, dim=0) for v in zip(*outs))
-
-    def _pnet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def pnet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """facenet-pytorch's PNet on a normalised channels-last pyramid level of G frames [G, 3, h, w]: box
         offsets [G, 4, h', w'] and face probabilities [G, h', w']. The same layers and weights, each in its
         fastest form on a CPU core: the first convolution 16 channels wide (pnet_first), its PReLU and pooling in
@@ -126,12 +113,7 @@ class Detector:
         # than softmax over a strided dimension)
         return y[2:].permute(1, 0, 2, 3), torch.sigmoid(y[1] - y[0])
 
-    def _pnet_module(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """facenet-pytorch's PNet as it is (on a GPU): box offsets [G, 4, h', w'], face probabilities [G, h', w']."""
-        reg, probs = self.mtcnn.pnet(x)
-        return reg, probs[:, 1]
-
-    def _rnet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def rnet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """facenet-pytorch's RNet.forward on channels-last [N, 3, 24, 24], with its PReLUs and poolings as
         prelu_pool (or prelu_cl where no pooling follows) and its first convolution 32 channels wide (rnet_first):
         the same outputs, bit for bit. Box offsets [N, 4], face probabilities [N, 2]."""
@@ -143,7 +125,7 @@ class Detector:
         x = r.prelu4(r.dense4(x.permute(0, 3, 2, 1).reshape(len(x), -1)))   # flattened as facenet-pytorch does
         return r.dense5_2(x), r.softmax5_1(r.dense5_1(x))
 
-    def _onet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def onet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """facenet-pytorch's ONet.forward on channels-last [N, 3, 48, 48] with its PReLUs and poolings as
         prelu_pool (or prelu_cl where no pooling follows): the same outputs, bit for bit (its 4-d PReLUs were a
         quarter of ONet's time). Box offsets [N, 4], landmarks [N, 10], face probabilities [N, 2]."""
@@ -154,6 +136,17 @@ class Detector:
         x = prelu_cl(o.conv4(x), o.prelu4.weight)
         x = o.prelu5(o.dense5(x.permute(0, 3, 2, 1).reshape(len(x), -1)))  # flattened as facenet-pytorch does
         return o.dense6_2(x), o.dense6_3(x), o.softmax6_1(o.dense6_1(x))
+
+class Cascade:
+    """MTCNN's three stages over the frames of one call, on the integral images of the frames: PNet over the
+    scale pyramid, RNet and ONet on the candidates' crops (Detector holds the networks and the device)."""
+
+    # PNet's pyramid levels run GROUP_PIXELS pixels of frames at a time: the large levels a few frames at a
+    # time (their activations then stay in the CPU's caches: 16 frames of the largest level at once took 2.4x
+    # as long per frame), the small ones many frames per call (a 14 x 25 level of one frame is all call
+    # overhead). One core of a 2-core AMD EPYC, 640 x 360 frames: 300,000 made the whole detector 6% slower,
+    # 1 million 4%, 1.6 million 20% (bench/results-extract-cpu.md).
+    GROUP_PIXELS = 600_000
 
     def _cut(self, ii, boxes: torch.Tensor, image_inds: torch.Tensor, width: int, height: int, size: int):
         """The candidates' squares as facenet-pytorch cuts them (pad(): 1-based, clipped to the frame), at
@@ -172,6 +165,97 @@ class Detector:
         crops = area_crops(ii, image_inds.cpu().numpy()[ok], y0[ok], x0[ok], h[ok], w[ok], size, 127.5, 0.0078125)
         return torch.from_numpy(crops).permute(0, 3, 1, 2), torch.from_numpy(ok)
 
+    def _pyramid(self, ii, pnet, batch: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """1. PNet over the scale pyramid (as facenet-pytorch: 12 / min_face_size, times `factor` while >= 12 px), a
+        group of frames at a time: the same candidates as facenet-pytorch's batch of all frames, squared [K, 5] and
+        their frames [K]."""
+        m, ref = self.mtcnn, self.ref
+        scale, minl, scales = 12.0 / m.min_face_size, min(height, width) * 12.0 / m.min_face_size, []
+        while minl >= 12:
+            scales.append(scale)
+            scale, minl = scale * m.factor, minl * m.factor
+        boxes, image_inds, picks, offset = [], [], [], 0
+        for scale in scales:
+            size = (int(height * scale + 1), int(width * scale + 1))
+            group = batch if self.on_device else max(1, self.GROUP_PIXELS // (size[0] * size[1]))
+            for b in range(0, batch, group):
+                if self.on_device:                                              # normalised as facenet-pytorch
+                    level = (area_resize_t(ii[b:b + group], size) - 127.5) * 0.0078125   # [G, 3, h, w]
+                else:
+                    level = torch.from_numpy(area_resize(ii[b:b + group], size, 127.5, 0.0078125)).permute(0, 3, 1, 2)
+                reg, probs = pnet(level)
+                boxes_s, inds_s = ref.generateBoundingBox(reg, probs, scale, m.thresholds[0])
+                inds_s += b
+                boxes.append(boxes_s)
+                image_inds.append(inds_s)
+                picks.append(ref.batched_nms(boxes_s[:, :4], boxes_s[:, 4], inds_s, 0.5) + offset)
+                offset += boxes_s.shape[0]
+        picks = torch.cat(picks)
+        boxes, image_inds = torch.cat(boxes)[picks], torch.cat(image_inds)[picks]
+        pick = ref.batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+        boxes, image_inds = boxes[pick], image_inds[pick]
+        regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
+                             boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
+                             boxes[:, 4]]).permute(1, 0)
+        return ref.rerec(boxes), image_inds
+
+    def _refine(self, ii, boxes, image_inds, rnet, chunk: int, width: int, height: int):
+        """2. RNet on 24 x 24 crops of the candidates: the ones it keeps, regressed and squared."""
+        ref = self.ref
+        crops, ok = self._cut(ii, boxes, image_inds, width, height, 24)
+        boxes, image_inds = boxes[ok], image_inds[ok]
+        reg, prob = chunked(rnet, crops, chunk)
+        score = prob[:, 1]
+        keep = score > self.mtcnn.thresholds[1]
+        boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
+        image_inds, reg = image_inds[keep], reg[keep]
+        pick = ref.batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+        boxes, image_inds, reg = boxes[pick], image_inds[pick], reg[pick]
+        return ref.rerec(ref.bbreg(boxes, reg)), image_inds
+
+    def _output(self, ii, boxes, image_inds, onet, chunk: int, width: int, height: int):
+        """3. ONet on 48 x 48 crops: final score, box regression, five landmarks [K, 5, 2]."""
+        ref = self.ref
+        crops, ok = self._cut(ii, boxes, image_inds, width, height, 48)
+        boxes, image_inds = boxes[ok], image_inds[ok]
+        reg, marks, prob = chunked(onet, crops, chunk)
+        score = prob[:, 1]
+        keep = score > self.mtcnn.thresholds[2]
+        marks = marks[keep].permute(1, 0)                                        # [10, K]
+        boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
+        image_inds, reg = image_inds[keep], reg[keep]
+        w_i, h_i = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+        points_x = w_i.repeat(5, 1) * marks[:5, :] + boxes[:, 0].repeat(5, 1) - 1
+        points_y = h_i.repeat(5, 1) * marks[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
+        points = torch.stack((points_x, points_y)).permute(2, 1, 0)              # [K, 5, 2]
+        boxes = ref.bbreg(boxes, reg)
+        pick = ref.batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
+        return boxes[pick], image_inds[pick], points[pick]
+
+
+class Detector(Cascade):
+    """`Detector(mtcnn).detect(img, landmarks)` returns what `mtcnn.detect(img, landmarks)` returns (an MTCNN
+    built with keep_all=True) for an RGB uint8 frame [H, W, 3] or a list of equal-sized ones: boxes [K, 4] and
+    probs [K] (with landmarks, points [K, 5, 2]) per frame, None where no face. Other inputs (PIL images,
+    float arrays) go to facenet-pytorch's own implementation."""
+
+
+    def __init__(self, mtcnn, on_device: bool | None = None):
+        """on_device: cut the pyramid's levels and the candidates with torch on the MTCNN's device, all frames of
+        a call at once, and run facenet-pytorch's networks as they are (default on a GPU: the frames go to it
+        once); else with OpenCV / numpy on the host and the networks in their CPU forms (default on a CPU)."""
+        from facenet_pytorch.models.utils import detect_face as reference
+        self.mtcnn, self.ref = mtcnn, reference
+        self.device = torch.device(mtcnn.device)
+        self.on_device = self.device.type != "cpu" if on_device is None else on_device
+        self.nets = None if self.on_device else CpuNets(mtcnn)
+
+    def _pnet_module(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """facenet-pytorch's PNet as it is (on a GPU): box offsets [G, 4, h', w'], face probabilities [G, h', w']."""
+        reg, probs = self.mtcnn.pnet(x)
+        return reg, probs[:, 1]
+
     def detect(self, img, landmarks: bool = False):
         single = isinstance(img, np.ndarray) and img.ndim == 3
         frames = [img] if single else img
@@ -186,97 +270,42 @@ class Detector:
 
     @torch.no_grad()
     def _detect(self, frames: list[np.ndarray]):
-        m, ref = self.mtcnn, self.ref
-        threshold, factor = m.thresholds, m.factor
         stack = np.ascontiguousarray(np.stack(frames))                          # [B, H, W, 3] uint8
         batch, height, width = stack.shape[:3]
         # the integral images of the pyramid's levels and the candidates' crops: [B, 3, H + 1, W + 1] on the device,
         # [B, H + 1, W + 1, 3] on the host
         if self.on_device:
             ii = integral_image_t(torch.from_numpy(stack).to(self.device))
-            pnet, rnet, onet, chunks = self._pnet_module, m.rnet, m.onet, (512, 512)   # facenet-pytorch's forms
+            nets = (self._pnet_module, self.mtcnn.rnet, self.mtcnn.onet), (512, 512)   # facenet-pytorch's forms
         else:
             ii = integral_image(stack)
-            pnet, rnet, onet, chunks = self._pnet, self._rnet, self._onet, self.CHUNKS
-
-        # 1. PNet over the scale pyramid (as facenet-pytorch: 12 / min_face_size, times `factor` while >= 12 px),
-        # a group of frames at a time: the same candidates as facenet-pytorch's batch of all frames
-        scale, minl, scales = 12.0 / m.min_face_size, min(height, width) * 12.0 / m.min_face_size, []
-        while minl >= 12:
-            scales.append(scale)
-            scale, minl = scale * factor, minl * factor
-        boxes, image_inds, picks, offset = [], [], [], 0
-        for scale in scales:
-            size = (int(height * scale + 1), int(width * scale + 1))
-            group = batch if self.on_device else max(1, self.GROUP_PIXELS // (size[0] * size[1]))
-            for b in range(0, batch, group):
-                if self.on_device:                                              # normalised as facenet-pytorch
-                    level = (area_resize_t(ii[b:b + group], size) - 127.5) * 0.0078125   # [G, 3, h, w]
-                else:
-                    level = torch.from_numpy(area_resize(ii[b:b + group], size, 127.5, 0.0078125)).permute(0, 3, 1, 2)
-                reg, probs = pnet(level)
-                boxes_s, inds_s = ref.generateBoundingBox(reg, probs, scale, threshold[0])
-                inds_s += b
-                boxes.append(boxes_s)
-                image_inds.append(inds_s)
-                picks.append(ref.batched_nms(boxes_s[:, :4], boxes_s[:, 4], inds_s, 0.5) + offset)
-                offset += boxes_s.shape[0]
-        picks = torch.cat(picks)
-        boxes, image_inds = torch.cat(boxes)[picks], torch.cat(image_inds)[picks]
-        pick = ref.batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
-        boxes, image_inds = boxes[pick], image_inds[pick]
-        regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
-                             boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
-                             boxes[:, 4]]).permute(1, 0)
-        boxes = ref.rerec(boxes)
-
-        # 2. RNet on 24 x 24 crops of the candidates
-        if len(boxes):
-            crops, ok = self._cut(ii, boxes, image_inds, width, height, 24)
-            boxes, image_inds = boxes[ok], image_inds[ok]
-            reg, prob = self._net(rnet, crops, chunks[0])
-            score = prob[:, 1]
-            keep = score > threshold[1]
-            boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
-            image_inds, reg = image_inds[keep], reg[keep]
-            pick = ref.batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
-            boxes, image_inds, reg = boxes[pick], image_inds[pick], reg[pick]
-            boxes = ref.rerec(ref.bbreg(boxes, reg))
-
-        # 3. ONet on 48 x 48 crops: final score, box regression, five landmarks
+            nets = (self.nets.pnet, self.nets.rnet, self.nets.onet), CpuNets.CHUNKS
+        (pnet, rnet, onet), chunks = nets
+        boxes, image_inds = self._pyramid(ii, pnet, batch, height, width)       # 1. PNet
+        if len(boxes):                                                          # 2. RNet
+            boxes, image_inds = self._refine(ii, boxes, image_inds, rnet, chunks[0], width, height)
         points = torch.zeros(0, 5, 2, device=self.device)
-        if len(boxes):
-            crops, ok = self._cut(ii, boxes, image_inds, width, height, 48)
-            boxes, image_inds = boxes[ok], image_inds[ok]
-            reg, marks, prob = self._net(onet, crops, chunks[1])
-            score = prob[:, 1]
-            keep = score > threshold[2]
-            marks = marks[keep].permute(1, 0)                                    # [10, K]
-            boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
-            image_inds, reg = image_inds[keep], reg[keep]
-            w_i, h_i = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
-            points_x = w_i.repeat(5, 1) * marks[:5, :] + boxes[:, 0].repeat(5, 1) - 1
-            points_y = h_i.repeat(5, 1) * marks[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
-            points = torch.stack((points_x, points_y)).permute(2, 1, 0)          # [K, 5, 2]
-            boxes = ref.bbreg(boxes, reg)
-            pick = ref.batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
-            boxes, image_inds, points = boxes[pick], image_inds[pick], points[pick]
+        if len(boxes):                                                          # 3. ONet
+            boxes, image_inds, points = self._output(ii, boxes, image_inds, onet, chunks[1], width, height)
+        return per_frame(boxes, points, image_inds, batch, self.mtcnn.select_largest)
 
-        boxes, points, image_inds = boxes.cpu().numpy(), points.cpu().numpy(), image_inds.cpu().numpy()
-        out_boxes, out_probs, out_points = [], [], []
-        for b in range(batch):
-            sel = image_inds == b
-            if not sel.any():
-                out_boxes.append(None)
-                out_probs.append([None])
-                out_points.append(None)
-                continue
-            box, point = boxes[sel], points[sel]
-            if m.select_largest:  # MTCNN.detect's order: largest box first
-                order = np.argsort((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))[::-1]
-                box, point = box[order], point[order]
-            out_boxes.append(box[:, :4])
-            out_probs.append(box[:, 4])
-            out_points.append(point)
-        return out_boxes, out_probs, out_points
+def per_frame(boxes, points, image_inds, batch: int, select_largest: bool):
+    """MTCNN.detect's output: per frame its boxes [K, 4], probabilities [K] and landmarks [K, 5, 2] (largest
+    box first), None where no face."""
+    boxes, points, image_inds = boxes.cpu().numpy(), points.cpu().numpy(), image_inds.cpu().numpy()
+    out_boxes, out_probs, out_points = [], [], []
+    for b in range(batch):
+        sel = image_inds == b
+        if not sel.any():
+            out_boxes.append(None)
+            out_probs.append([None])
+            out_points.append(None)
+            continue
+        box, point = boxes[sel], points[sel]
+        if select_largest:  # MTCNN.detect's order: largest box first
+            order = np.argsort((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))[::-1]
+            box, point = box[order], point[order]
+        out_boxes.append(box[:, :4])
+        out_probs.append(box[:, 4])
+        out_points.append(point)
+    return out_boxes, out_probs, out_points

@@ -275,7 +275,7 @@ def run(input_path: Path | None, out: Path, opt: Options, workers: int, videos: 
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m preprocess.extract_faces", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -291,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compression", default="c23", help="with --ff-root: c23 (default), c40 or raw")
     p.add_argument("--ff-splits", help="with --ff-root: the folder of train.json, val.json, test.json "
                                        "(default: <ff-root>/splits)")
-    p.add_argument("--output", required=True, help="output folder (dataset layout: <output>/<video>/...)")
+    p.add_argument("--out", "--output", dest="output", required=True,
+                   help="output folder (dataset layout: <out>/<video>/...)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--frames", type=int, help="frames per video, evenly spaced (default: 32)")
     g.add_argument("--stride", type=int, help="every K-th frame instead")
@@ -320,7 +321,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="on a CPU: videos in parallel, a process each (default: the machine's cores); on a GPU: "
                         "threads that decode the next videos and write the crops while the GPU detects (default: 4, "
                         "at most the cores; more did not help on an H200)")
-    args = p.parse_args(argv)
+    return p
+
+
+def options(args: argparse.Namespace) -> tuple[Options, int]:
+    """The extraction's options and its number of workers from the command line (bad values: UserError)."""
     if (args.frames is not None and args.frames <= 0) or (args.stride is not None and args.stride <= 0):
         raise UserError("--frames and --stride must be positive")
     for name, value, ok in (("--margin", args.margin, args.margin is None or args.margin >= 0),
@@ -341,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
                   eye_distance=args.eye_distance, all_faces=args.all_faces, size=args.size,
                   batch_size=args.batch_size, min_prob=args.min_prob, min_face=args.min_face,
                   reference_detector=args.reference_detector, device=device)
+    return opt, workers
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    opt, workers = options(args)
     if args.ff_root:
         from preprocess import ff_official
         root = Path(args.ff_root)

@@ -29,7 +29,7 @@ def job_config(job: Job, overrides: list[str]) -> dict:
                        [*overrides, f"seed={job.seed}", f"run_name={job.run_name}"])
 
 
-def status(job: Job, overrides: list[str]) -> tuple[str, str]:
+def status(job: Job, overrides: list[str], seen: dict | None = None) -> tuple[str, str]:
     """(state, why) of a job: finished (every method folder trained with this config and data, and evaluated on
     its own weights), unevaluated (trained so, but results.json/predictions.csv missing, damaged or of other
     weights: the job's next call evaluates again), conflict (a folder was trained with another config or other
@@ -39,14 +39,14 @@ def status(job: Job, overrides: list[str]) -> tuple[str, str]:
     if not all((f / "checkpoints" / "FINISHED").is_file() for f in folders):
         return ("unfinished" if any(f.is_dir() for f in folders) else "new"), ""
     for folder in folders:
-        why = training_conflict(folder, cfg)
+        why = training_conflict(folder, cfg, {} if seen is None else seen)
         if why:
             return "conflict", why
     problems = [why for f in folders for why in [read_results(f)[1]] if why]
     return ("unevaluated", problems[0]) if problems else ("finished", "")
 
 
-def training_conflict(folder: Path, cfg: dict) -> str | None:
+def training_conflict(folder: Path, cfg: dict, seen: dict) -> str | None:
     """How the finished run in `folder` differs from what this command would train (its config.yaml, then the
     data its data.json records: the same roots, images and labels), or None."""
     from engine.config import config_changes
@@ -60,7 +60,7 @@ def training_conflict(folder: Path, cfg: dict) -> str | None:
     recorded = recorded_data(folder)
     if recorded is None:
         return f"{folder} does not record its data (data.json), so it cannot be checked"
-    now = current_data(cfg)
+    now = current_data(cfg, seen)
     if recorded != now:
         count = lambda fp, name: (fp.get(name) or {}).get("images", 0)  # noqa: E731
         names = [n for n in sorted(set(recorded) | set(now)) if recorded.get(n) != now.get(n)]
@@ -85,18 +85,16 @@ def recorded_data(folder: Path) -> dict | None:
         return None
 
 
-_DATA: dict[str, dict] = {}
-
-
-def current_data(cfg: dict) -> dict:
-    """The data fingerprint (engine.run.data_fingerprint) a training with `cfg` would record now."""
+def current_data(cfg: dict, seen: dict) -> dict:
+    """The data fingerprint (engine.run.data_fingerprint) a training with `cfg` would record now; `seen`: those
+    already computed by this command (the runs of a protocol and seed share their data)."""
     key = json.dumps({k: cfg[k] for k in ("seed", "data", "val")}, sort_keys=True, default=str)
-    if key not in _DATA:
+    if key not in seen:
         from datasets.protocols import prepare_data, training_sets
         from engine.run import data_fingerprint
         prepare_data(cfg, training=True)
-        _DATA[key] = data_fingerprint(training_sets(cfg))
-    return _DATA[key]
+        seen[key] = data_fingerprint(training_sets(cfg))
+    return seen[key]
 
 
 def execute(job: Job, overrides: list[str], logs: Path) -> tuple[bool, str]:
@@ -116,7 +114,8 @@ def run_jobs(jobs: list[Job], overrides: list[str], out: Path, dry_run: bool, re
     """Runs what is not finished; returns {job: problem} for the jobs that failed. A finished run trained with
     other settings or data than this command's stops everything before it starts (one line), unless `retrain`:
     then its folders are moved aside (<method>.old-<time>) and it is trained again."""
-    states = {job: status(job, overrides) for job in jobs}
+    seen: dict = {}
+    states = {job: status(job, overrides, seen) for job in jobs}
     conflicts = [(job, why) for job, (state, why) in states.items() if state == "conflict"]
     if conflicts and not retrain and not dry_run:
         raise UserError(f"{len(conflicts)} finished run(s) of this table were trained differently from what this "

@@ -1,24 +1,19 @@
 """Shared fixtures: a tiny demo tree in the FF++ layout and a tiny config pointing at it."""
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-import warm_python
-
 REPO = Path(__file__).resolve().parent.parent
 
 # pytest.ini runs the suite in two worker processes (pytest-xdist): one core each, so that the commands the
-# tests start (training runs, mostly) use one thread of arithmetic instead of competing for both cores. (Also
-# with -n 0: the warm server below is started with it, and a command asking for other threads runs cold.)
+# tests run (training runs, mostly, in the worker's process) use one thread of arithmetic instead of competing
+# for both cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
@@ -88,48 +83,37 @@ def cli(main, *argv) -> Result:
     return Result(code, out.getvalue(), err.getvalue())
 
 
-def run(args: list[str], cwd: Path = REPO, timeout: int = 300, cold: bool = False) -> subprocess.CompletedProcess:
-    """Run a command the way a user would, from the repository root (cold: in fresh interpreters)."""
-    env = {**(cold_env() if cold else os.environ), "PYTHONUNBUFFERED": "1"}
+def command(args: list[str], timeout: int | None = None) -> Result:
+    """A command as a user types it, `python SCRIPT.py ARGS` or `python -m MODULE ARGS` (args without the
+    `python`), run in this process: the script's main(argv), as `cli`. (timeout: accepted, unused.)"""
+    import importlib
+    if args[0] == "-m":
+        name, argv = args[1], args[2:]
+        module = importlib.import_module(name)
+        if hasattr(module, "__path__"):  # a package: its __main__
+            module = importlib.import_module(f"{name}.__main__")
+    else:
+        name, argv = args[0].removesuffix(".py").replace("/", "."), args[1:]
+        module = importlib.import_module(name)
+    return cli(module.main, *argv)
+
+
+def train_and_evaluate(method: str, *args) -> Result:
+    """What `bash train_<method>_model.sh ARGS` does (train, then evaluate; SupCon-MPL's teacher too), in this
+    process: for tests of what is trained, not of the wrapper (test_cli.py runs the wrappers themselves)."""
+    results = [command([f"train_{method}.py", *args])]
+    if results[0].returncode == 0:
+        for evaluated in (["supcon", "supconmpl"] if method == "supconmpl" else [method]):
+            results.append(command(["evaluate.py", "--method", evaluated, *args]))
+    code = next((r.returncode for r in results if r.returncode), 0)
+    return Result(code, "".join(r.stdout for r in results), "".join(r.stderr for r in results))
+
+
+def run(args: list[str], cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a command in its own process, from the repository root: for what the process boundary is
+    (the .sh wrappers, torchrun, signals, locks held by another process, separate interpreters)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-# `python` for the commands the tests run: tests/warm_python.py's client, which runs them in forks of a server
-# that imported torch & co. once (the suite's time was mostly those imports), or execs the real interpreter
-# while the server is starting, for what it cannot run, and with SUPCON_TESTS_COLD=1.
-REAL_PY = sys.executable
-_BIN = tempfile.mkdtemp(prefix="supcon-warm-")
-if len(_BIN) > 90:  # a Unix socket's path must fit in 108 bytes
-    shutil.rmtree(_BIN)
-    _BIN = tempfile.mkdtemp(prefix="supcon-warm-", dir="/tmp")
-atexit.register(shutil.rmtree, _BIN, True)
-PY = warm_python.install(_BIN)
-
-
-def cold_env() -> dict:
-    """The environment for fresh interpreters: for tests comparing separate processes (a warm server's
-    children share its string hash seed)."""
-    env = {k: v for k, v in os.environ.items() if k != warm_python.SOCKET_ENV}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != _BIN)
-    return env
-
-
-@pytest.fixture(scope="session", autouse=True)
-def warm_python_server():
-    if os.environ.get("SUPCON_TESTS_COLD"):
-        yield None
-        return
-    sock = os.path.join(_BIN, "server.sock")
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import warm_python; "
-            "warm_python.main()")
-    with open(os.path.join(_BIN, "server.log"), "w") as log:
-        # (OMP_NUM_THREADS=1, above: OpenBLAS would otherwise start threads at import, and a server with
-        # threads refuses to fork children that would lack them.)
-        server = subprocess.Popen([REAL_PY, "-c", code, sock, str(os.getpid())], cwd=REPO,
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    # The clients use the server once its socket is there (after its imports); until then they run cold.
-    os.environ[warm_python.SOCKET_ENV] = sock
-    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
-    yield server
-    server.terminate()
-    server.wait(timeout=30)
+PY = sys.executable

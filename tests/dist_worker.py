@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.config import DEFAULTS
-from datasets import train_batches
+from datasets.loaders import train_batches
 from datasets.index import Sample
 from engine.amp import autocast
 from engine.dist import distribute, gather, setup_device, unwrap, world_size

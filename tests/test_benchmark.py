@@ -5,13 +5,13 @@ import re
 
 import pytest
 
-from conftest import PY, run
+from conftest import command
 
 
 @pytest.mark.slow
 def test_benchmark_times_ours_and_the_reference_style_steps(tmp_path):
     out = tmp_path / "report.md"
-    res = run([PY, "-m", "bench.benchmark", "--device", "cpu", "--backbone", "test_resnet", "--img-size", "32", "--batch", "16",
+    res = command(["-m", "bench.benchmark", "--device", "cpu", "--backbone", "test_resnet", "--img-size", "32", "--batch", "16",
                "--batch-labeled", "4", "--batch-unlabeled", "8", "--images", "64", "--source-size", "48",
                "--steps", "2", "--warmup", "1", "--window", "1", "--ref-steps", "1", "--workers", "0",
                "--data-batches", "2", "--data", str(tmp_path / "data"), "--out", str(out)], timeout=600)
@@ -28,5 +28,5 @@ def test_benchmark_times_ours_and_the_reference_style_steps(tmp_path):
 
 
 def test_benchmark_rejects_an_unknown_pipeline():
-    res = run([PY, "-m", "bench.benchmark", "--device", "cpu", "--pipelines", "pt,fast"])
+    res = command(["-m", "bench.benchmark", "--device", "cpu", "--pipelines", "pt,fast"])
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error: --pipelines takes")

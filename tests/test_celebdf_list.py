@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import PY, run
+from conftest import command
 
 VIDEOS = {"Celeb-real": ["id0_0000", "id0_0001", "id1_0000", "id1_0001", "id2_0000"],
           "Celeb-synthesis": ["id0_id1_0000", "id0_id2_0001", "id1_id0_0000", "id1_id2_0002", "id2_id0_0000",
@@ -37,7 +37,7 @@ def describe(tmp_path, root, **celebdf_keys):
         "test": [{"name": "CelebDF", "split": "known", **src}]}}
     path = tmp_path / "celebdf.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    res = run([PY, "-m", "datasets", "describe", "--protocol", str(path), "--json", str(tmp_path / "d.json")])
+    res = command(["-m", "datasets", "describe", "--protocol", str(path), "--json", str(tmp_path / "d.json")])
     return res, (json.loads((tmp_path / "d.json").read_text()) if res.returncode in (0, 1) else None)
 
 

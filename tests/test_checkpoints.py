@@ -9,7 +9,7 @@ from models import EncoderClassifier, LinearClassifier, SupConNet, build_baselin
 from engine.checkpoint import load_weights
 from utils import UserError
 
-from conftest import PY, run
+from conftest import command
 
 
 def reference_supcon_state(dim=512, feat_dim=128):
@@ -65,7 +65,7 @@ def test_mismatched_and_corrupt_checkpoints_are_one_line_errors(tmp_path):
 
 
 def test_our_release_checkpoints_are_self_describing_and_belong_together(tiny_config_file):
-    res = run([PY, "train_supcon.py", "--config", str(tiny_config_file)])
+    res = command(["train_supcon.py", "--config", str(tiny_config_file)])
     assert res.returncode == 0, res.stderr
     folder = tiny_config_file.parent / "runs" / "tiny" / "supcon"
     enc = torch.load(folder / "supcon_encoder.tar", weights_only=True)
@@ -83,7 +83,7 @@ def test_evaluate_authors_weights_with_seed_input_scale(tmp_path, tiny_demo):
     torch.save({"model_state_dict": state}, tmp_path / "mpl_supcon_encoder.tar")
     torch.save({"model_state_dict": {"fc.weight": torch.randn(2, 512), "fc.bias": torch.zeros(2)}},
                tmp_path / "mpl_supcon_classifier.tar")
-    res = run([PY, "evaluate.py", "--method", "supconmpl", "--backbone", "resnet18", "--input-scale", "seed",
+    res = command(["evaluate.py", "--method", "supconmpl", "--backbone", "resnet18", "--input-scale", "seed",
                "--encoder", str(tmp_path / "mpl_supcon_encoder.tar"),
                "--classifier", str(tmp_path / "mpl_supcon_classifier.tar"),
                "--test", f"folder:{tmp_path / 'set'}", "--img-size", "32",
@@ -92,7 +92,7 @@ def test_evaluate_authors_weights_with_seed_input_scale(tmp_path, tiny_demo):
     (tmp_path / "set").mkdir()
     for label, method in (("real", "Real"), ("fake", "Deepfakes")):
         (tmp_path / "set" / label).symlink_to(tiny_demo / "FaceForensics++" / "test_set" / method)
-    res = run([PY, "evaluate.py", "--method", "supconmpl", "--backbone", "resnet18", "--input-scale", "seed",
+    res = command(["evaluate.py", "--method", "supconmpl", "--backbone", "resnet18", "--input-scale", "seed",
                "--encoder", str(tmp_path / "mpl_supcon_encoder.tar"),
                "--classifier", str(tmp_path / "mpl_supcon_classifier.tar"),
                "--test", f"folder:{tmp_path / 'set'}", "--img-size", "32",

@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from conftest import PY, run, tiny_config
+from conftest import PY, run, tiny_config, command
 
 SCRIPTS = ["train_pt.py", "train_supcon.py", "train_supconmpl.py", "train_mpl.py", "evaluate.py", "-m preprocess.demo",
            "-m reproduce", "-m models.fetch_weights"]
@@ -12,7 +12,7 @@ SCRIPTS = ["train_pt.py", "train_supcon.py", "train_supconmpl.py", "train_mpl.py
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_help(script):
-    res = run([PY, *script.split(), "--help"])
+    res = command([*script.split(), "--help"])
     assert res.returncode == 0 and "usage:" in res.stdout and "example" in res.stdout
 
 
@@ -72,7 +72,7 @@ def test_training_is_deterministic_on_cpu(tiny_demo, tmp_path):
     for name in ("a", "b"):
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(tiny_config(tiny_demo, tmp_path / name)))
-        res = run([PY, "train_pt.py", "--config", str(path)], cold=True)  # fresh interpreters: own hash seeds
+        res = run([PY, "train_pt.py", "--config", str(path)])  # fresh interpreters: own hash seeds
         assert res.returncode == 0, res.stderr
         weights.append(torch.load(tmp_path / name / "tiny" / "pt" / "pt.tar", weights_only=True)["model_state_dict"])
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -88,17 +88,17 @@ def one_line_error(res, *needles):
 
 
 def test_unknown_config_key(tiny_config_file):
-    one_line_error(run([PY, "train_pt.py", "--config", str(tiny_config_file), "pt.stepz=3"]),
+    one_line_error(command(["train_pt.py", "--config", str(tiny_config_file), "pt.stepz=3"]),
                    "unknown config key 'pt.stepz'")
-    one_line_error(run([PY, "train_supcon.py", "--config", str(tiny_config_file), "supcon.lr=fast"]),
+    one_line_error(command(["train_supcon.py", "--config", str(tiny_config_file), "supcon.lr=fast"]),
                    "'supcon.lr' must be a number")
-    one_line_error(run([PY, "train_pt.py", "--config", "configs/nope.yaml"]), "config file not found")
+    one_line_error(command(["train_pt.py", "--config", "configs/nope.yaml"]), "config file not found")
 
 
 def test_unknown_dataset_and_missing_folder(tiny_config_file, tmp_path):
-    one_line_error(run([PY, "train_pt.py", "--config", str(tiny_config_file), "data.labeled=[imagenet:/x]"]),
+    one_line_error(command(["train_pt.py", "--config", str(tiny_config_file), "data.labeled=[imagenet:/x]"]),
                    "unknown dataset 'imagenet:/x'")
-    one_line_error(run([PY, "train_pt.py", "--config", str(tiny_config_file),
+    one_line_error(command(["train_pt.py", "--config", str(tiny_config_file),
                         f"data.labeled=[folder:{tmp_path / 'missing'}]"]), "dataset folder not found")
 
 
@@ -106,7 +106,7 @@ def test_empty_real_folder(tiny_config_file, tmp_path):
     (tmp_path / "set" / "real").mkdir(parents=True)
     (tmp_path / "set" / "fake").mkdir()
     (tmp_path / "set" / "fake" / "a.png").write_bytes(b"")
-    one_line_error(run([PY, "train_supconmpl.py", "--config", str(tiny_config_file),
+    one_line_error(command(["train_supconmpl.py", "--config", str(tiny_config_file),
                         f"data.labeled=[folder:{tmp_path / 'set'}]"]), "no images in", "real")
-    one_line_error(run([PY, "evaluate.py", "--method", "pt", "--weights", str(tmp_path / "none.tar"),
+    one_line_error(command(["evaluate.py", "--method", "pt", "--weights", str(tmp_path / "none.tar"),
                         "--test", f"folder:{tmp_path / 'set'}"]), "checkpoint not found")

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from conftest import PY, run
+from conftest import command
 from engine.graphs import StepGraph, use_cuda_graphs
 from engine.update import Updater, make_optimizer
 
@@ -84,7 +84,7 @@ def test_graphed_steps_update_like_eager_steps_and_count_skipped_updates():
 def test_training_steps_with_graphs_log_the_same_values_as_eager_steps(tmp_path):
     """pt, SupCon and SupCon-MPL steps of a small ResNet in bf16: eager, eager again, graphed."""
     out = tmp_path / "check.md"
-    res = run([PY, "-m", "bench.benchmark", "--device", "cuda", "--backbone", "test_resnet", "--img-size", "32",
+    res = command(["-m", "bench.benchmark", "--device", "cuda", "--backbone", "test_resnet", "--img-size", "32",
                "--batch", "64", "--batch-labeled", "16", "--batch-unlabeled", "32", "--images", "128",
                "--source-size", "48", "--data", str(tmp_path / "data"), "--check-graphs", "6", "--out", str(out)],
               timeout=600)
@@ -115,7 +115,7 @@ def test_supconmpl_training_with_graphs_logs_the_eager_losses(tiny_demo, tmp_pat
         cfg["mpl"].update(steps=8, finetune_steps=6, finetune_classifier_steps=6)
         path = tmp_path / f"tiny-{graphs}.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        res = run([PY, "train_supconmpl.py", "--config", str(path)], timeout=600)
+        res = command(["train_supconmpl.py", "--config", str(path)], timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
         text = (tmp_path / f"runs-{graphs}" / "tiny" / "supconmpl" / "log.txt").read_text()
         assert ("CUDA graphs: on" in text) == graphs

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import PY, REPO, run, tiny_config
+from conftest import PY, REPO, tiny_config, command
 
 SMALL = ["--train-ids", "4", "--test-ids", "2", "--frames", "1", "--size", "16", "--no-pretrained"]
 
@@ -23,7 +23,7 @@ def user_data(folder):
 
 def test_demo_command_never_replaces_a_folder_it_did_not_write(tmp_path):
     precious = user_data(tmp_path / "data")
-    res = run([PY, "-m", "preprocess.demo", "--out", str(tmp_path / "data"), *SMALL])
+    res = command(["-m", "preprocess.demo", "--out", str(tmp_path / "data"), *SMALL])
     one_line_error(res, "is not a complete demo benchmark written by this project")
     assert precious.read_text() == "precious"
 
@@ -34,21 +34,21 @@ def test_training_with_data_demo_pointing_at_a_dataset_folder_refuses(tmp_path, 
     cfg["data"]["demo"] = str(tmp_path / "data")  # the typo of the bug report: data.demo=data
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    one_line_error(run([PY, "train_pt.py", "--config", str(path)]), "refusing to replace it")
+    one_line_error(command(["train_pt.py", "--config", str(path)]), "refusing to replace it")
     assert precious.read_text() == "precious"
     assert not (tmp_path / "runs").exists()  # refused before anything was written
 
 
 def test_a_demo_with_a_file_of_the_user_inside_is_not_replaced(tmp_path):
     out = tmp_path / "demo"
-    assert run([PY, "-m", "preprocess.demo", "--out", str(out), *SMALL]).returncode == 0
+    assert command(["-m", "preprocess.demo", "--out", str(out), *SMALL]).returncode == 0
     (out / "notes.txt").write_text("mine")
-    one_line_error(run([PY, "-m", "preprocess.demo", "--out", str(out), *SMALL, "--size", "24"]),
+    one_line_error(command(["-m", "preprocess.demo", "--out", str(out), *SMALL, "--size", "24"]),
                    "plus other files (e.g. notes.txt)")
     assert (out / "notes.txt").read_text() == "mine"
     (out / "notes.txt").unlink()
     # A demo of ours and nothing else is replaced by the new one.
-    assert run([PY, "-m", "preprocess.demo", "--out", str(out), *SMALL, "--size", "24"]).returncode == 0
+    assert command(["-m", "preprocess.demo", "--out", str(out), *SMALL, "--size", "24"]).returncode == 0
     assert '"size": 24' in (out / "DEMO.json").read_text()
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name or ".old-" in p.name]
 

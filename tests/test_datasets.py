@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from engine.config import DEFAULTS, load_config
-from datasets import (FF_METHODS, ImageDataset, build_source, eval_transform, split_by_video, target_id,
-                      train_transform)
+from datasets.augment import eval_transform, train_transform
+from datasets.kinds.ff import FF_METHODS
+from datasets.loaders import ImageDataset
+from datasets.sources import build_source
+from datasets.splits import split_by_video, target_id
 from datasets.augment import aug_spec
 from datasets.protocols import role_samples
 from preprocess.demo import generate

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import PY, run
+from conftest import command, train_and_evaluate
 from datasets.overlap import find_overlap
 from datasets.protocols import protocol_config, protocol_sets
 from datasets.sources import build_set
@@ -71,7 +71,7 @@ def test_the_table1_protocol_on_deepfakebench_frames_counts_and_has_no_overlap(t
         == (8 + 3 * 4) * 2
     assert counts["NeuralTextures"] == (4 + 2) * 2 and counts["Known"] == (4 + 3 * 2) * 2
     assert len(find_overlap(sets)) == 0
-    res = run([PY, "-m", "datasets", "describe", "--protocol", "dfb_ff_wo_nt", f"data.paths.dfb_rgb={rgb}",
+    res = command(["-m", "datasets", "describe", "--protocol", "dfb_ff_wo_nt", f"data.paths.dfb_rgb={rgb}",
                f"data.paths.dfb_json={path.parent}", f"data.index_dir={tmp_path / 'index'}"])
     assert res.returncode == 0, res.stderr
     assert "overlap between labeled, unlabeled, val and test: none" in res.stdout and "Known" in res.stdout
@@ -83,7 +83,7 @@ def test_training_and_evaluation_run_on_deepfakebench_frames(tmp_path):
     common = [f"data.paths.dfb_rgb={rgb}", f"data.paths.dfb_json={path.parent}", f"data.index_dir={tmp_path / 'ix'}",
               "backbone=test_resnet", "pretrained=none", "img_size=32", "workers=0", "pt.steps=2", "pt.batch_size=8",
               "log_every=1", "--out", str(tmp_path / "runs")]
-    res = run(["bash", "train_pt_model.sh", "--config", "configs/dfb_ff_wo_nt.yaml", *common])
+    res = train_and_evaluate("pt", "--config", "configs/dfb_ff_wo_nt.yaml", *common)
     assert res.returncode == 0, res.stderr
     (results,) = (tmp_path / "runs").glob("dfb_ff_wo_nt-*/pt/results.json")
     data = json.loads(results.read_text())

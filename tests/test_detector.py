@@ -119,7 +119,7 @@ def test_prelu_then_pooling_in_one_pass_is_prelu_then_max_pool2d(shape, k):
 
 
 def test_cpu_pnet_is_facenet_pytorchs_pnet():
-    """Detector._pnet (first convolution padded to 16 channels, PReLU and pooling in one pass, heads as one
+    """CpuNets.pnet (first convolution padded to 16 channels, PReLU and pooling in one pass, heads as one
     matrix product, the logistic for the softmax) gives facenet-pytorch's PNet outputs."""
     from facenet_pytorch import MTCNN
     mtcnn = MTCNN(keep_all=True)
@@ -129,7 +129,7 @@ def test_cpu_pnet_is_facenet_pytorchs_pnet():
         x = ((torch.rand(shape) * 255).round() - 127.5) * 0.0078125
         with torch.no_grad():
             reg, probs = mtcnn.pnet(x)
-            our_reg, our_probs = ours._pnet(x.contiguous(memory_format=torch.channels_last))
+            our_reg, our_probs = ours.nets.pnet(x.contiguous(memory_format=torch.channels_last))
         assert our_reg.shape == reg.shape and our_probs.shape == probs[:, 1].shape
         assert (our_reg - reg).abs().max() < 1e-4 and (our_probs - probs[:, 1]).abs().max() < 1e-4
 
@@ -139,7 +139,7 @@ def test_cpu_rnet_and_onet_are_facenet_pytorchs_bit_for_bit():
     mtcnn = MTCNN(keep_all=True)
     ours = Detector(mtcnn)
     torch.manual_seed(5)
-    for net, mine, size in [(mtcnn.rnet, ours._rnet, 24), (mtcnn.onet, ours._onet, 48)]:
+    for net, mine, size in [(mtcnn.rnet, ours.nets.rnet, 24), (mtcnn.onet, ours.nets.onet, 48)]:
         x = ((torch.rand(37, 3, size, size) * 255).round() - 127.5) * 0.0078125
         with torch.no_grad():
             ref, got = net(x.contiguous(memory_format=torch.channels_last)), mine(

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import PY, run
+from conftest import command
 
 pytest.importorskip("facenet_pytorch", reason="pip install --no-deps facenet-pytorch==2.6.0 (done by .ci/run)")
 
@@ -41,7 +41,7 @@ def videos(tmp_path_factory):
 
 def test_extract_crops_faces_and_reports_the_rest(videos, tmp_path):
     out = tmp_path / "crops"
-    res = run([PY, "-m", "preprocess.extract_faces", "--input", str(videos), "--output", str(out), "--frames", "4",
+    res = command(["-m", "preprocess.extract_faces", "--input", str(videos), "--output", str(out), "--frames", "4",
                "--workers", "2"])
     assert res.returncode == 0, res.stderr
     summary = json.loads((out / "extract_summary.json").read_text())
@@ -63,14 +63,14 @@ def test_extract_crops_faces_and_reports_the_rest(videos, tmp_path):
         assert (x2 - x1) * (y2 - y1) > 0.3 * crop.shape[0] * crop.shape[1]
 
     # A rerun skips the finished video and retries the others.
-    res = run([PY, "-m", "preprocess.extract_faces", "--input", str(videos), "--output", str(out), "--frames", "4",
+    res = command(["-m", "preprocess.extract_faces", "--input", str(videos), "--output", str(out), "--frames", "4",
                "--workers", "1"])
     assert res.returncode == 0 and "skipping 1 video(s) already extracted" in res.stderr
 
 
 def test_single_video_stride_margin_and_size(videos, tmp_path):
     out = tmp_path / "crops"
-    res = run([PY, "-m", "preprocess.extract_faces", "--input", str(videos / "people" / "astronaut.mp4"),
+    res = command(["-m", "preprocess.extract_faces", "--input", str(videos / "people" / "astronaut.mp4"),
                "--output", str(out), "--stride", "5", "--margin", "0.5", "--size", "64", "--workers", "1"])
     assert res.returncode == 0, res.stderr
     crops = sorted((out / "astronaut").glob("*.png"))
@@ -117,7 +117,7 @@ def test_pipelined_extraction_fails_loudly_and_marks_no_failed_video_done(videos
 
 
 def test_missing_input_is_a_one_line_error(tmp_path):
-    res = run([PY, "-m", "preprocess.extract_faces", "--input", str(tmp_path / "nope"), "--output", str(tmp_path)])
+    res = command(["-m", "preprocess.extract_faces", "--input", str(tmp_path / "nope"), "--output", str(tmp_path)])
     assert res.returncode == 2 and "Traceback" not in res.stderr and "input not found" in res.stderr
 
 
@@ -138,7 +138,7 @@ def test_align_levels_the_eyes_and_scale_cuts_squares(tmp_path):
     outs = {}
     for name, extra in (("plain", ["--size", "128"]), ("aligned", ["--align", "--size", "128"]),
                         ("scaled", ["--scale", "1.3"])):
-        res = run([PY, "-m", "preprocess.extract_faces", "--input", str(video), "--output", str(tmp_path / name),
+        res = command(["-m", "preprocess.extract_faces", "--input", str(video), "--output", str(tmp_path / name),
                    "--frames", "4", "--workers", "1", *extra])
         assert res.returncode == 0, res.stderr
         outs[name] = list(csv.DictReader(open(tmp_path / name / "tilted" / "boxes.csv")))
@@ -154,7 +154,7 @@ def test_align_levels_the_eyes_and_scale_cuts_squares(tmp_path):
         side = 1.3 * max(float(row["x2"]) - float(row["x1"]), float(row["y2"]) - float(row["y1"]))
         ch, cw = cv2.imread(str(crop)).shape[:2]
         assert row["crop"] == "scale:1.3" and abs(cw - side) <= 2 and abs(ch - side) <= 2  # inside the frame here
-    bad = run([PY, "-m", "preprocess.extract_faces", "--input", str(video), "--output", str(tmp_path / "x"),
+    bad = command(["-m", "preprocess.extract_faces", "--input", str(video), "--output", str(tmp_path / "x"),
                "--align", "--scale", "1.3"])
     assert bad.returncode == 2 and "not allowed with" in bad.stderr
 
@@ -162,7 +162,7 @@ def test_align_levels_the_eyes_and_scale_cuts_squares(tmp_path):
 def test_extraction_benchmark_times_every_row_and_ends_with_the_ratio():
     """bench/extract_bench.py on one tiny video: every row timed, the reference loop and ours on the same frames,
     and the last line the per-core speed-up the issue asks for."""
-    res = run([PY, "bench/extract_bench.py", "--videos", "1", "--frames", "8", "--sample", "2", "--size", "160x120",
+    res = command(["bench/extract_bench.py", "--videos", "1", "--frames", "8", "--sample", "2", "--size", "160x120",
                "--workers", "2", "--min-face", "40", "--repeat", "2", "--stages"])
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()

@@ -8,8 +8,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import PY, run, tiny_config
-from datasets import BadImageError, read_image
+from conftest import tiny_config, command, train_and_evaluate
+from datasets.images import BadImageError, read_image
 from engine.update import Updater, make_optimizer
 from utils import TrainingStopped
 
@@ -70,7 +70,7 @@ def test_unreadable_training_images_are_skipped_counted_and_listed(tmp_path):
     root = make_set(tmp_path / "set", n=4)
     n_bad = corrupt_files(root)
     cfg = config_for(tmp_path, root, pt={"steps": 12, "batch_size": 8})
-    res = run(["bash", "train_pt_model.sh", "--config", str(cfg)])
+    res = train_and_evaluate("pt", "--config", str(cfg))
     assert res.returncode == 0, res.stderr
     assert "skipped" in res.stderr and "unreadable image" in res.stderr
     listed = (tmp_path / "runs" / "tiny" / "pt" / "bad_images.txt").read_text().split()
@@ -84,7 +84,7 @@ def test_too_many_unreadable_images_stop_the_run(tmp_path):
     root = make_set(tmp_path / "set", n=4)
     corrupt_files(root)
     cfg = config_for(tmp_path, root, pt={"steps": 12, "batch_size": 8})
-    res = run([PY, "train_pt.py", "--config", str(cfg), "data.max_bad_images=1"])
+    res = command(["train_pt.py", "--config", str(cfg), "data.max_bad_images=1"])
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "error: stopping: " in res.stderr and "data.max_bad_images=1" in res.stderr
 
@@ -92,7 +92,7 @@ def test_too_many_unreadable_images_stop_the_run(tmp_path):
 def test_tiny_images_are_upscaled_for_training(tmp_path):
     root = make_set(tmp_path / "set", n=4, size=3)
     cfg = config_for(tmp_path, root, pt={"steps": 2, "batch_size": 4})
-    res = run([PY, "train_pt.py", "--config", str(cfg)])
+    res = command(["train_pt.py", "--config", str(cfg)])
     assert res.returncode == 0, res.stderr
 
 
@@ -106,7 +106,7 @@ def test_mislabelled_ff_folder_stops(tiny_demo, tmp_path):
     cfg["data"]["labeled"] = [{"kind": "ff", "root": str(ff), "subset": "train_set", "methods": ["Real"]}]
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    res = run([PY, "train_pt.py", "--config", str(path)])
+    res = command(["train_pt.py", "--config", str(path)])
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "not named like FaceForensics++ real videos" in res.stderr and fake.name in res.stderr
 
@@ -139,7 +139,7 @@ def test_non_finite_loss_skips_the_update_and_stops_after_the_limit():
     ("pt.steps=ten", "'pt.steps' must be a number"),
 ])
 def test_impossible_config_values_are_rejected_up_front(tiny_config_file, override, message):
-    res = run([PY, "train_pt.py", "--config", str(tiny_config_file), override])
+    res = command(["train_pt.py", "--config", str(tiny_config_file), override])
     assert res.returncode == 2 and "Traceback" not in res.stderr
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], res.stderr

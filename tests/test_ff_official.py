@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import PY, run
+from conftest import command
 from datasets.sources import build_set
 from preprocess.ff_official import read_split
 from utils import UserError
@@ -38,7 +38,7 @@ def test_extract_faces_writes_the_authors_layout_from_an_ff_download(tmp_path):
     write_video(root / "original_sequences/youtube/c23/videos/999.mp4", face, frames=3)  # in no list
     write_lists(root / "splits")
     out = tmp_path / "FF_c23"
-    res = run([PY, "-m", "preprocess.extract_faces", "--ff-root", str(root), "--compression", "c23", "--output",
+    res = command(["-m", "preprocess.extract_faces", "--ff-root", str(root), "--compression", "c23", "--output",
                str(out), "--frames", "2", "--size", "32", "--workers", "1"], timeout=600)
     assert res.returncode == 0, res.stderr
     assert "in no list (left out): 1" in res.stderr
@@ -62,7 +62,7 @@ def test_extract_faces_writes_the_authors_layout_from_an_ff_download(tmp_path):
         "test": [{"name": "FaceShifter", "kind": "ff", "root": str(out), "subset": "test_set",
                   "methods": ["Real", "FaceShifter"]},
                  {"name": "DFD", "kind": "folder", "root": str(out / "DeepFakeDetection")}]}}))
-    res = run([PY, "-m", "datasets", "describe", "--protocol", str(cfg)])
+    res = command(["-m", "datasets", "describe", "--protocol", str(cfg)])
     assert res.returncode == 0, res.stderr
     rows = {line.split()[0]: line.split() for line in res.stdout.splitlines()[3:] if line.strip()}
     assert rows["labeled"][3] == str(8 * 2) and rows["FaceShifter"][3] == str(4 * 2) and rows["DFD"][3] == "4"
@@ -112,11 +112,11 @@ def test_a_malformed_split_list_is_one_line_naming_the_file(tmp_path, content, p
 def test_extract_faces_ff_root_errors_are_one_line(tmp_path):
     root = tmp_path / "FF++"
     (root / "original_sequences/youtube/c23/videos").mkdir(parents=True)
-    res = run([PY, "-m", "preprocess.extract_faces", "--ff-root", str(root), "--compression", "c40", "--output",
+    res = command(["-m", "preprocess.extract_faces", "--ff-root", str(root), "--compression", "c40", "--output",
                str(tmp_path / "out")])
     assert res.returncode == 2 and "c40/videos is missing" in res.stderr and len(res.stderr.strip().splitlines()) == 1
-    res = run([PY, "-m", "preprocess.extract_faces", "--ff-root", str(root), "--output", str(tmp_path / "out")])
+    res = command(["-m", "preprocess.extract_faces", "--ff-root", str(root), "--output", str(tmp_path / "out")])
     assert res.returncode == 2 and "split list not found" in res.stderr and "dataset/splits" in res.stderr
     write_lists(root / "splits", {**LISTS, "val": [["000", "004"]]})  # 000 is in train.json too
-    res = run([PY, "-m", "preprocess.extract_faces", "--ff-root", str(root), "--output", str(tmp_path / "out")])
+    res = command(["-m", "preprocess.extract_faces", "--ff-root", str(root), "--output", str(tmp_path / "out")])
     assert res.returncode == 2 and "video 000 is also in train.json" in res.stderr

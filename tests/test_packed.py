@@ -10,9 +10,10 @@ import torch
 import yaml
 from torchvision.transforms.v2 import functional as TF
 
-from conftest import PY, run, tiny_config
+from conftest import tiny_config, command
 from engine.config import DEFAULTS
-from datasets import read_image, train_batches
+from datasets.images import read_image
+from datasets.loaders import train_batches
 from datasets.augment import N_PARAMS, BatchAugment, aug_spec
 from datasets.index import Sample
 from datasets.packed import Pack
@@ -42,17 +43,17 @@ def pack_cli(tiny_demo, tmp_path):
 
 def test_pack_command_packs_a_config_once_and_adds_only_what_is_missing(pack_cli):
     cfg_file, out = pack_cli
-    res = run([PY, "-m", "preprocess.pack", "--config", str(cfg_file), "--out", str(out), "--workers", "2",
+    res = command(["-m", "preprocess.pack", "--config", str(cfg_file), "--out", str(out), "--workers", "2",
                "--shard-images", "10"])
     assert res.returncode == 0, res.stderr
     meta = json.loads((out / "meta.json").read_text())
     assert meta["size"] == 32 and meta["count"] == sum(s["count"] for s in meta["shards"]) > 10
     assert len(meta["shards"]) == -(-meta["count"] // 10)  # shards of at most 10 images
-    again = run([PY, "-m", "preprocess.pack", "--config", str(cfg_file), "--out", str(out)])
+    again = command(["-m", "preprocess.pack", "--config", str(cfg_file), "--out", str(out)])
     assert "packed 0 new image(s)" in again.stdout and f"{meta['count']} already there" in again.stdout
-    more = run([PY, "-m", "preprocess.pack", "--config", str(cfg_file), "--out", str(out), "--roles", "test"])
+    more = command(["-m", "preprocess.pack", "--config", str(cfg_file), "--out", str(out), "--roles", "test"])
     assert more.returncode == 0 and json.loads((out / "meta.json").read_text())["count"] > meta["count"]
-    wrong = run([PY, "-m", "preprocess.pack", "--config", str(cfg_file), "--out", str(out), "--size", "24"])
+    wrong = command(["-m", "preprocess.pack", "--config", str(cfg_file), "--out", str(out), "--size", "24"])
     assert wrong.returncode == 2 and wrong.stderr.strip().splitlines() == [
         f"error: pack {out} holds 32px images; pack 24px images into another folder"]
 
@@ -65,7 +66,7 @@ def test_packed_pixels_are_the_decoded_images_and_bad_files_are_listed(tiny_demo
         (folder / f"{i}.png").write_bytes(src.read_bytes())
     (folder / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "pack"
-    res = run([PY, "-m", "preprocess.pack", "--folder", str(folder), "--out", str(out), "--size", "32"])
+    res = command(["-m", "preprocess.pack", "--folder", str(folder), "--out", str(out), "--size", "32"])
     assert res.returncode == 0 and "1 unreadable" in res.stdout, res.stdout + res.stderr
     pack = Pack(out)
     assert (out / "bad.txt").read_text().strip() == str(folder / "broken.png")
@@ -79,7 +80,7 @@ def test_packed_pixels_are_the_decoded_images_and_bad_files_are_listed(tiny_demo
         pack.rows([Sample(str(tmp_path / "elsewhere.png"), 0, "Real", None)], "test")
     # Resized (down: area, up: bilinear), with two workers: the decoded RGB image resized by OpenCV.
     for size, interp in ((20, cv2.INTER_AREA), (48, cv2.INTER_LINEAR)):
-        res = run([PY, "-m", "preprocess.pack", "--folder", str(folder), "--out", str(tmp_path / f"pack{size}"),
+        res = command(["-m", "preprocess.pack", "--folder", str(folder), "--out", str(tmp_path / f"pack{size}"),
                    "--size", str(size), "--workers", "2"])
         assert res.returncode == 0, res.stderr
         images = np.empty((5, 3, size, size), np.uint8)
@@ -154,11 +155,11 @@ def test_packed_batches_are_a_function_of_the_step(tiny_demo, tmp_path):
 @pytest.mark.slow
 def test_training_from_a_pack(pack_cli):
     cfg_file, out = pack_cli
-    assert run([PY, "-m", "preprocess.pack", "--config", str(cfg_file), "--out", str(out)]).returncode == 0
-    res = run([PY, "train_supconmpl.py", "--config", str(cfg_file), f"data.packed={out}"])
+    assert command(["-m", "preprocess.pack", "--config", str(cfg_file), "--out", str(out)]).returncode == 0
+    res = command(["train_supconmpl.py", "--config", str(cfg_file), f"data.packed={out}"])
     assert res.returncode == 0, res.stderr[-2000:]
     ff = yaml.safe_load(cfg_file.read_text())["data"]["labeled"][0]["root"]
     test_set = f"data.labeled=[{{kind: ff, root: {ff}, subset: test_set, methods: [Real, Deepfakes]}}]"
-    missing = run([PY, "train_pt.py", "--config", str(cfg_file), f"data.packed={out}", test_set, "data.test=[]",
+    missing = command(["train_pt.py", "--config", str(cfg_file), f"data.packed={out}", test_set, "data.test=[]",
                    "--run-name", "other"])
     assert missing.returncode == 2 and "are not in pack" in missing.stderr and "Traceback" not in missing.stderr

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PY, run
+from conftest import command, train_and_evaluate
 from models import build_baseline
 from engine.config import DEFAULTS
 from engine.release import save_release
@@ -32,7 +32,7 @@ def media(tmp_path_factory):
 
 def test_predict_images_videos_and_a_broken_file(media, tmp_path):
     out = tmp_path / "out.json"
-    res = run([PY, "predict.py", str(media / "astronaut.png"), str(media / "clip.mp4"), str(media / "coffee.jpg"),
+    res = command(["predict.py", str(media / "astronaut.png"), str(media / "clip.mp4"), str(media / "coffee.jpg"),
                str(media / "broken.png"), "--method", "pt", "--weights", str(media / "pt.tar"), "--json", str(out),
                "--csv", str(tmp_path / "faces.csv"), "--frames", "4", "--cam", str(tmp_path / "cam")])
     assert res.returncode == 1, res.stderr  # one input could not be read; the others were scored
@@ -62,7 +62,7 @@ def test_every_input_gets_its_own_result_even_a_tiny_image_and_a_name_that_is_no
     odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.png")  # not valid UTF-8
     with open(odd, "wb") as f:  # (cv2.imwrite cannot take such a name)
         f.write(cv2.imencode(".png", photo("astronaut.png"))[1].tobytes())
-    res = run([PY, "predict.py", str(tmp_path / "dot.png"), odd, "--method", "pt", "--weights",
+    res = command(["predict.py", str(tmp_path / "dot.png"), odd, "--method", "pt", "--weights",
                str(media / "pt.tar"), "--json", str(tmp_path / "out.json"), "--csv", str(tmp_path / "faces.csv")])
     assert res.returncode in (0, 1) and "Traceback" not in res.stderr, res.stderr
     data = json.loads((tmp_path / "out.json").read_text())
@@ -75,7 +75,7 @@ def test_every_input_gets_its_own_result_even_a_tiny_image_and_a_name_that_is_no
 
 def test_the_validation_threshold_in_the_weights_decides_the_verdicts(media, tmp_path):
     image = str(media / "astronaut.png")
-    res = run([PY, "predict.py", image, "--method", "pt", "--weights", str(media / "pt.tar"), "--json",
+    res = command(["predict.py", image, "--method", "pt", "--weights", str(media / "pt.tar"), "--json",
                str(tmp_path / "plain.json")])
     assert res.returncode == 0, res.stderr
     plain = json.loads((tmp_path / "plain.json").read_text())[image]
@@ -85,7 +85,7 @@ def test_the_validation_threshold_in_the_weights_decides_the_verdicts(media, tmp
     flipped = "real" if plain["verdict"] == "fake" else "fake"
     state["calibration"] = {"threshold": plain["score"] + (0.01 if flipped == "real" else -0.01), "rule": "eer"}
     torch.save(state, tmp_path / "calibrated.tar")
-    res = run([PY, "predict.py", image, "--method", "pt", "--weights", str(tmp_path / "calibrated.tar"), "--json",
+    res = command(["predict.py", image, "--method", "pt", "--weights", str(tmp_path / "calibrated.tar"), "--json",
                str(tmp_path / "calibrated.json")])
     assert res.returncode == 0, res.stderr
     entry = json.loads((tmp_path / "calibrated.json").read_text())[image]
@@ -94,15 +94,15 @@ def test_the_validation_threshold_in_the_weights_decides_the_verdicts(media, tmp
 
 
 def test_predict_needs_weights():
-    res = run([PY, "predict.py", "x.png", "--method", "supcon"])
+    res = command(["predict.py", "x.png", "--method", "supcon"])
     assert res.returncode == 2 and "needs --encoder and --classifier" in res.stderr
 
 
 @pytest.mark.slow
 def test_demo_like_run_leaves_logs_plots_and_a_report(tiny_config_file):
-    res = run(["bash", "train_pt_model.sh", "--config", str(tiny_config_file)])
+    res = train_and_evaluate("pt", "--config", str(tiny_config_file))
     assert res.returncode == 0, res.stderr
-    res = run(["bash", "train_supcon_model.sh", "--config", str(tiny_config_file)])
+    res = train_and_evaluate("supcon", "--config", str(tiny_config_file))
     assert res.returncode == 0, res.stderr
     runs = tiny_config_file.parent / "runs" / "tiny"
     for method in ("pt", "supcon"):
@@ -115,13 +115,13 @@ def test_demo_like_run_leaves_logs_plots_and_a_report(tiny_config_file):
         for png in ("roc.png", "training_curves.png") + (("embedding.png",) if method == "supcon" else ()):
             img = cv2.imread(str(folder / png))
             assert img is not None and img.shape[0] > 300 and img.shape[1] > 300, png
-    res = run([PY, "evaluate.py", "--method", "supcon", "--config", str(tiny_config_file), "--cam", "1", "--no-plots"])
+    res = command(["evaluate.py", "--method", "supcon", "--config", str(tiny_config_file), "--cam", "1", "--no-plots"])
     assert res.returncode == 0, res.stderr
     for name in ("Deepfakes", "NeuralTextures"):  # the most confident right and wrong decision of each test set
         pngs = sorted(p.name for p in (runs / "supcon" / "cam" / name).glob("*.png"))
         assert pngs and set(pngs) <= {"right-1.png", "wrong-1.png"}
     assert cv2.imread(str(runs / "supcon" / "cam" / "contact_sheet.png")) is not None
-    res = run([PY, "-m", "evaluation.report", str(runs), "--out", str(runs / "report.md")])
+    res = command(["-m", "evaluation.report", str(runs), "--out", str(runs / "report.md")])
     assert res.returncode == 0, res.stderr
     text = (runs / "report.md").read_text()
     assert "[cam/contact_sheet.png](supcon/cam/contact_sheet.png)" in text
@@ -130,7 +130,7 @@ def test_demo_like_run_leaves_logs_plots_and_a_report(tiny_config_file):
 
 
 def test_report_without_results_is_a_one_line_error(tmp_path):
-    res = run([PY, "-m", "evaluation.report", str(tmp_path)])
+    res = command(["-m", "evaluation.report", str(tmp_path)])
     assert res.returncode == 2 and "no results.json" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -181,7 +181,7 @@ def test_two_person_video_is_flagged_through_its_fake_track(tmp_path):
         start = 3 * (k // 2)
         write_frames(videos / label / f"v{k}.mp4", [change(pan(face, start + i)) for i in range(12)])
     for label in ("real", "fake"):
-        res = run([PY, "-m", "preprocess.extract_faces", "--input", str(videos / label), "--output",
+        res = command(["-m", "preprocess.extract_faces", "--input", str(videos / label), "--output",
                    str(tmp_path / "crops" / label), "--frames", "12", "--workers", "1"])
         assert res.returncode == 0, res.stderr
     config = tmp_path / "tracks.yaml"
@@ -189,12 +189,12 @@ def test_two_person_video_is_flagged_through_its_fake_track(tmp_path):
         "backbone": "test_resnet", "pretrained": "none", "img_size": 32, "workers": 0, "out_dir": str(tmp_path),
         "run_name": "tracks", "data": {"labeled": [{"kind": "folder", "root": str(tmp_path / "crops")}]},
         "pt": {"steps": 60, "batch_size": 16, "lr": 0.003}}))
-    res = run([PY, "train_pt.py", "--config", str(config)])
+    res = command(["train_pt.py", "--config", str(config)])
     assert res.returncode == 0, res.stderr
     two = write_frames(tmp_path / "two.mp4", [np.concatenate([pan(face, i), grey(pan(face, i + 4)[:, ::-1])], 1)
                                               for i in range(8)])
     one = write_frames(tmp_path / "one.mp4", [pan(face, i) for i in range(8)])
-    res = run([PY, "predict.py", str(two), str(one), "--method", "pt", "--weights",
+    res = command(["predict.py", str(two), str(one), "--method", "pt", "--weights",
                str(tmp_path / "tracks" / "pt" / "pt.tar"), "--json", str(tmp_path / "out.json"), "--frames", "8"])
     assert res.returncode == 0, res.stderr
     out = json.loads((tmp_path / "out.json").read_text())

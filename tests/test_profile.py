@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.step_profile import CLASSES, IDLE, OpCounter, analyse_trace, kernel_class, op_class
-from conftest import PY, run
+from conftest import command
 
 KERNELS = {  # names as they appear in PyTorch traces on Hopper GPUs
     "sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64_warpgroupsize1x1x1_"
@@ -92,7 +92,7 @@ def test_roofline_counts_flops_and_bytes():
 @pytest.mark.slow
 def test_benchmark_profile_writes_traces_and_tables(tmp_path):
     prof = tmp_path / "prof"
-    res = run([PY, "-m", "bench.benchmark", "--device", "cpu", "--backbone", "test_resnet", "--img-size", "32", "--batch", "16",
+    res = command(["-m", "bench.benchmark", "--device", "cpu", "--backbone", "test_resnet", "--img-size", "32", "--batch", "16",
                "--batch-labeled", "4", "--batch-unlabeled", "8", "--images", "64", "--source-size", "48", "--steps",
                "2", "--warmup", "1", "--window", "1", "--no-reference", "--no-data-path", "--profile", str(prof),
                "--profile-steps", "2", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "r.md")], timeout=600)

@@ -1,64 +1,55 @@
-"""What a newcomer meets first: README commands, CI script, requirements, Docker files, configs."""
-import re
-
+"""What a newcomer meets first: the README's commands run by CI, the wrappers' exit status, the Docker files, the
+configs and the authors' recipe they resolve to."""
+import pytest
 import yaml
 
 from conftest import REPO
 from engine.config import load_config
 
 
-def test_readme_starts_with_the_two_commands():
-    head = (REPO / "README.md").read_text().splitlines()[:6]
-    text = "\n".join(head)
-    assert "pip install -r requirement.txt && bash train_supconmpl_model.sh" in text
-    assert "pip install -r requirement.txt && pip install --no-deps facenet-pytorch==2.6.0 && python -m pytest" in text
+def readme_commands() -> list[str]:
+    """The commands of the README's first code block (the two set-up commands)."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
 
 
-def test_ci_installs_requirements_and_runs_the_readme_test_command():
-    ci = (REPO / ".ci" / "run").read_text()
-    assert "pip install" in ci and "-r requirement.txt" in ci
-    assert "python -m pytest" in ci and "--no-deps facenet-pytorch==2.6.0" in ci
+def test_ci_runs_the_readmes_test_command():
+    demo, tests = readme_commands()
+    assert "bash train_supconmpl_model.sh" in demo and "pip install -r requirement.txt" in demo
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.startswith("#")]
+    # every step of the README's test command is a step of CI's (which adds only pip's --quiet)
+    for step in tests.split("&&"):
+        words = step.split()
+        assert any(line.replace(" --quiet", "").split()[-len(words):] == words for line in ci), step
 
 
-def test_requirements_pin_torch_and_list_the_stack():
-    names = {}
-    for line in (REPO / "requirement.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name = re.split(r"[<>=!~]", line)[0].strip().lower()
-            names[name] = line
-    assert names["torch"] == "torch==2.14.1" and names["torchvision"] == "torchvision==0.29.1"
-    assert {"timm", "numpy", "scikit-learn", "tqdm", "pyyaml"} <= set(names)
-    assert any(n.startswith("opencv") for n in names)
-
-
-def test_docker_compose_reserves_gpu_and_mounts_repo_and_data():
+def test_docker_compose_file_is_valid():
+    import shutil
+    import subprocess
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    (service,) = compose["services"].values()
-    assert service["shm_size"]
-    volumes = service["volumes"]
-    assert any(v.startswith(".:") for v in volumes) and any("/data" in v.split(":")[-1] for v in volumes)
-    devices = service["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["capabilities"] == ["gpu"] and devices[0]["driver"] == "nvidia"
+    for service in compose["services"].values():
+        build = service.get("build", {})
+        context = REPO / (build.get("context", ".") if isinstance(build, dict) else build)
+        assert (context / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile")).is_file()
+    if shutil.which("docker") is None:
+        pytest.skip("docker not installed: the file was only parsed")
+    res = subprocess.run(["docker", "compose", "config", "--quiet"], cwd=REPO, capture_output=True, text=True)
+    if res.returncode != 0 and ("is not a docker command" in res.stderr or "unknown command" in res.stderr
+                                or "unknown flag" in res.stderr):
+        pytest.skip("docker has no compose plugin: the file was only parsed")
+    assert res.returncode == 0, res.stderr
 
 
-def test_dockerfile_uses_cuda_pytorch_installs_requirements_and_runs_as_a_user():
-    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()
-             if line.strip() and not line.strip().startswith("#")]
-    from_line = next(line for line in lines if line.startswith("FROM"))
-    assert "pytorch" in from_line and "cuda" in from_line and "runtime" in from_line  # no build tools
-    text = "\n".join(lines)
-    # The image's Python dependencies are exactly requirement.txt (+ the detector without its deps).
-    assert "COPY requirement.txt" in text and "pip install -r /tmp/requirement.txt" in text
-    assert "pip install --no-deps facenet-pytorch==2.6.0" in text
-    assert "PIP_NO_CACHE_DIR=1" in text and "rm -rf /tmp/requirement.txt /root/.cache" in text
-    users = [line.split()[1] for line in lines if line.startswith("USER")]
-    assert users and users[-1] not in ("root", "0")
-
-
-def test_compose_selects_gpus_by_environment():
-    compose = (REPO / "docker-compose.yml").read_text()
-    assert "${GPU_IDS:-0}" in compose and "${DATA_DIR:-./data}" in compose
+def test_the_wrappers_exit_with_the_scripts_status_and_evaluate_nothing_after_a_failed_training(tmp_path):
+    import subprocess
+    for method in ("pt", "supcon", "supconmpl", "mpl"):
+        res = subprocess.run(["bash", f"train_{method}_model.sh", "--config", str(tmp_path / "missing.yaml")],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert res.returncode == 2 and lines == [f"error: config file not found: {tmp_path / 'missing.yaml'}"], \
+            (method, res.returncode, res.stderr)
 
 
 def test_every_config_loads():
@@ -67,14 +58,6 @@ def test_every_config_loads():
             continue
         cfg = load_config(str(path))
         assert cfg["run_name"] == path.stem
-
-
-def test_shell_scripts_train_on_the_first_line_then_evaluate():
-    for method in ("pt", "supcon", "supconmpl", "mpl"):
-        lines = (REPO / f"train_{method}_model.sh").read_text().splitlines()
-        # NPROC=N puts torchrun in front of the same command (one code path for 1 or N processes)
-        assert f"python train_{method}.py \"$@\" || exit" in lines[0] and lines[0].startswith("${NPROC:+")
-        assert any(line.startswith(f"python evaluate.py --method {method}") for line in lines[1:])
 
 
 def test_shell_scripts_pass_shellcheck():

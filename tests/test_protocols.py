@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import PY, run
+from conftest import command, train_and_evaluate
 from datasets.protocols import describe, protocol_config
 from datasets.sources import build_source
 from datasets.splits import identity_groups
@@ -138,7 +138,7 @@ def test_identity_groups_keep_pairs_and_originals_together(trees):
 
 def test_describe_cli_json_and_exit_status(trees, tmp_path):
     out = tmp_path / "d.json"
-    res = run([PY, "-m", "datasets", "describe", "--protocol", "ff_wo_nt", "--paths", str(trees / "paths.yaml"),
+    res = command(["-m", "datasets", "describe", "--protocol", "ff_wo_nt", "--paths", str(trees / "paths.yaml"),
                "--json", str(out), f"data.index_dir={tmp_path / 'index'}"])
     assert res.returncode == 0, res.stderr
     assert "overlap between labeled, unlabeled, val and test: none" in res.stdout
@@ -148,13 +148,13 @@ def test_describe_cli_json_and_exit_status(trees, tmp_path):
     # A video copied from train into test is an overlap: exit status 1.
     import shutil
     shutil.copytree(trees / "FF" / "train_set" / "Real" / "000", trees / "FF" / "test_set" / "Real" / "000")
-    res = run([PY, "-m", "datasets", "describe", "--protocol", "ff_wo_nt", "--paths", str(trees / "paths.yaml"),
+    res = command(["-m", "datasets", "describe", "--protocol", "ff_wo_nt", "--paths", str(trees / "paths.yaml"),
                f"data.index_dir={tmp_path / 'index'}"])
     assert res.returncode == 1 and "IN MORE THAN ONE ROLE" in res.stdout
 
 
 def test_missing_root_names_the_key_and_layout(tmp_path):
-    res = run([PY, "-m", "datasets", "describe", "--protocol", "sin", "--paths", str(tmp_path / "none.yaml")])
+    res = command(["-m", "datasets", "describe", "--protocol", "sin", "--paths", str(tmp_path / "none.yaml")])
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "dataset root 'ff' is not set" in res.stderr and "SUPCON_FF" in res.stderr and "train_set" in res.stderr
 
@@ -186,11 +186,11 @@ def test_index_cache_is_plain_csv_and_rebuilt_when_the_tree_changes(trees):
 # (test_ff_protocols_count_exactly_what_the_tree_holds): one of them end to end, and sin.
 @pytest.mark.parametrize("protocol", ["ff_wo_nt", "sin"])
 def test_protocol_scripts_run_on_generated_trees(trees, tmp_path, protocol):
-    res = run(["bash", "train_supconmpl_model.sh", "--config", f"configs/{protocol}.yaml", *overrides(trees),
+    res = train_and_evaluate("supconmpl", "--config", f"configs/{protocol}.yaml", *overrides(trees),
                f"out_dir={tmp_path / 'runs'}", "backbone=test_resnet", "pretrained=none", "img_size=16",
                "workers=0", "supcon.steps=2", "supcon.batch_size=4", "supcon.classifier_steps=1",
                "supcon.classifier_batch_size=4", "mpl.steps=2", "mpl.batch_labeled=4", "mpl.batch_unlabeled=4",
-               "mpl.finetune_steps=1", "mpl.finetune_classifier_steps=1"])
+               "mpl.finetune_steps=1", "mpl.finetune_classifier_steps=1")
     assert res.returncode == 0, res.stderr
     (run_dir,) = (tmp_path / "runs").glob(f"{protocol}-*")  # named after the config and the overrides
     results = json.loads((run_dir / "supconmpl" / "results.json").read_text())

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import PY, REPO, run
+from conftest import PY, REPO, command
 from reproduce.tables import paired_bootstrap
 from test_protocols import overrides, trees  # noqa: F401  (trees: the generated dataset trees fixture)
 
@@ -19,24 +19,24 @@ TINY = ["backbone=test_resnet", "pretrained=none", "img_size=16", "workers=0", "
         "mpl.finetune_classifier_steps=1"]
 
 
-def reproduce(tmp_path, trees, *extra):
-    return [PY, "-m", "reproduce", "--table", "2", "--seeds", "1", "--out", str(tmp_path / "out"), *extra,
+def reproduce(tmp_path, trees, *extra):  # noqa: F811
+    return ["-m", "reproduce", "--table", "2", "--seeds", "1", "--out", str(tmp_path / "out"), *extra,
             *overrides(trees), f"out_dir={tmp_path / 'runs'}", *TINY]
 
 
 @pytest.mark.slow
 def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees, tmp_path):  # noqa: F811
-    dry = run(reproduce(tmp_path, trees, "--dry-run"))
+    dry = command(reproduce(tmp_path, trees, "--dry-run"))
     assert dry.returncode == 0 and "sin seed 777: MPL (new) - would run" in dry.stderr, dry.stderr
     # Killed while training the MPL run: the next call resumes it.
-    proc = subprocess.Popen(reproduce(tmp_path, trees), cwd=REPO, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([PY, *reproduce(tmp_path, trees)], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while not list((tmp_path / "runs").glob("sin-seed777-*/mpl/checkpoints/ckpt-00-*.tar")) and time.time() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    res = run(reproduce(tmp_path, trees), timeout=900)
+    res = command(reproduce(tmp_path, trees), timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "MPL (unfinished) ..." in res.stderr
     (log,) = (tmp_path / "out" / "logs").glob("sin-seed777-*-mpl.log")
@@ -58,21 +58,21 @@ def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees
     del results["StyleGAN"]
     results_file.write_text(json.dumps(results))
     start = time.time()
-    res = run(reproduce(tmp_path, trees))
+    res = command(reproduce(tmp_path, trees))
     assert res.returncode == 1 and time.time() - start < 60, res.stderr
     assert "skipped" in res.stderr and "..." not in res.stderr  # every run finished: none started
     assert "MPL, seed 777: no results for 'StyleGAN'" in (tmp_path / "out" / "table2.md").read_text()
     # Results of other weights (here: a record that names another file's hash) are evaluated again.
     results["weights"]["files"] = {k: "0" * 64 for k in results["weights"]["files"]}
     results_file.write_text(json.dumps(results))
-    res = run(reproduce(tmp_path, trees))
+    res = command(reproduce(tmp_path, trees))
     assert "MPL (unevaluated)" in res.stderr and "scored other weights" in res.stderr, res.stderr
     assert "StyleGAN" in json.loads(results_file.read_text())  # evaluated again: every test set is back
     # A finished run trained with other settings than the command's is never averaged in: one line, nothing runs.
     (saved,) = (tmp_path / "runs").glob("sin-seed777-*/mpl/config.yaml")
     original = saved.read_text()
     saved.write_text(original.replace("teacher_lr: 0.0001", "teacher_lr: 0.05"))
-    res = run(reproduce(tmp_path, trees))
+    res = command(reproduce(tmp_path, trees))
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1 and "trained differently" in lines[0], res.stderr
     assert "mpl.teacher_lr: 0.05 -> 0.0001" in lines[0] and "--retrain" in lines[0]
@@ -85,10 +85,10 @@ def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees
     video = sorted((tmp_path / "FF2" / "train_set" / "Real").iterdir())[0]
     shutil.rmtree(video)
     (trees / "paths.yaml").write_text(yaml.safe_dump({**paths, "ff": str(tmp_path / "FF2")}))
-    res = run(reproduce(tmp_path, trees))
+    res = command(reproduce(tmp_path, trees))
     assert res.returncode == 2 and "trained on other data than the dataset roots give now" in res.stderr, res.stderr
     # --retrain: the old folders are moved aside, whole, and the runs trained again on the data there now.
-    res = run(reproduce(tmp_path, trees, "--retrain"), timeout=900)
+    res = command(reproduce(tmp_path, trees, "--retrain"), timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert len(list((tmp_path / "runs").glob("sin-seed777-*/mpl.old-*/mpl.tar"))) == 1
     assert len(list((tmp_path / "runs").glob("sin-seed777-*/supconmpl.old-*/mpl_supcon_encoder.tar"))) == 1

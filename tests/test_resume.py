@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import PY, REPO, run, tiny_config
+from conftest import PY, REPO, run, tiny_config, command
 from engine.checkpoint import Checkpointer, load_checkpoint
 
 STEPS = {"supcon": {"steps": 4, "batch_size": 8, "classifier_steps": 3, "classifier_batch_size": 8},
@@ -39,7 +39,7 @@ def assert_same_weights(a, b):
 
 
 def evaluate_json(config, out_json):
-    res = run([PY, "evaluate.py", "--method", "supconmpl", "--config", str(config), "--json", str(out_json),
+    res = command(["evaluate.py", "--method", "supconmpl", "--config", str(config), "--json", str(out_json),
                "--predictions", str(out_json.with_suffix(".csv"))])
     assert res.returncode == 0, res.stderr
     results = json.loads(out_json.read_text())
@@ -51,7 +51,7 @@ def evaluate_json(config, out_json):
 def test_kill_9_at_several_points_then_resume_gives_identical_weights_and_metrics(tiny_demo, tmp_path):
     names = ["mpl_supcon_encoder.tar", "mpl_supcon_classifier.tar"]
     ref_cfg = write_config(tiny_demo, tmp_path / "ref", tmp_path, "ref")
-    res = run([PY, "train_supconmpl.py", "--config", str(ref_cfg)])
+    res = command(["train_supconmpl.py", "--config", str(ref_cfg)])
     assert res.returncode == 0, res.stderr
     reference = final_state(tmp_path / "ref" / "tiny" / "supconmpl", names)
 
@@ -68,9 +68,9 @@ def test_kill_9_at_several_points_then_resume_gives_identical_weights_and_metric
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, f"run ended before the kill at {kill_at}"
     # Forgetting --resume must not throw the unfinished run away.
-    res = run([PY, "train_supconmpl.py", "--config", str(cfg)])
+    res = command(["train_supconmpl.py", "--config", str(cfg)])
     assert res.returncode == 2 and "holds an unfinished run" in res.stderr and "--resume" in res.stderr
-    res = run([PY, "train_supconmpl.py", "--config", str(cfg), "--resume"])
+    res = command(["train_supconmpl.py", "--config", str(cfg), "--resume"])
     assert res.returncode == 0, res.stderr
     assert "resuming from" in res.stderr
     # (A finished run started over without --resume: test_run_safety::test_a_replaced_run_leaves_nothing_of_the_old_one.)
@@ -82,7 +82,7 @@ def test_kill_9_at_several_points_then_resume_gives_identical_weights_and_metric
 def test_sigterm_saves_a_checkpoint_that_resumes_to_the_same_result(tiny_demo, tmp_path):
     extra = {"pt": {"steps": 40, "batch_size": 8}, "checkpoint_every": 1000}
     ref_cfg = write_config(tiny_demo, tmp_path / "ref", tmp_path, "ref", **extra)
-    assert run([PY, "train_pt.py", "--config", str(ref_cfg)]).returncode == 0
+    assert command(["train_pt.py", "--config", str(ref_cfg)]).returncode == 0
     cfg = write_config(tiny_demo, tmp_path / "cut", tmp_path, "cut", **extra)
     proc = subprocess.Popen([PY, "train_pt.py", "--config", str(cfg)], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -136,11 +136,11 @@ def test_only_the_last_k_checkpoints_are_kept_in_stage_order(tmp_path):
 
 def test_resume_with_another_config_is_refused(tiny_demo, tmp_path):
     cfg = write_config(tiny_demo, tmp_path / "runs", tmp_path, "a", pt={"steps": 3, "batch_size": 8})
-    assert run([PY, "train_pt.py", "--config", str(cfg)]).returncode == 0
-    res = run([PY, "train_pt.py", "--config", str(cfg), "--resume", "pt.lr=0.5"])
+    assert command(["train_pt.py", "--config", str(cfg)]).returncode == 0
+    res = command(["train_pt.py", "--config", str(cfg), "--resume", "pt.lr=0.5"])
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "--resume: the config differs" in res.stderr and "pt.lr: 0.0001 -> 0.5" in res.stderr
     saved = yaml.safe_load((tmp_path / "runs" / "tiny" / "pt" / "config.yaml").read_text())
     assert saved["pt"]["lr"] == 1e-4  # the refused settings did not replace the run's config
-    res = run([PY, "train_pt.py", "--config", str(cfg), "--resume", "workers=1"])  # harmless change
+    res = command(["train_pt.py", "--config", str(cfg), "--resume", "workers=1"])  # harmless change
     assert res.returncode == 0, res.stderr

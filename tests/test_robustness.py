@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PY, run
+from conftest import command
 from engine.config import DEFAULTS
 from datasets.perturb import Perturbation, parse_perturbations
 from engine.release import save_release
@@ -51,7 +51,7 @@ def test_evaluate_perturb_writes_the_sweep_and_level_zero_is_the_clean_result(ti
     save_release(weights, build_baseline("test_resnet"), {**DEFAULTS, "backbone": "test_resnet", "img_size": 32},
                  "pt", 0)
     out = tmp_path / "eval"
-    res = run([PY, "evaluate.py", "--method", "pt", "--config", str(tiny_config_file), "--weights", str(weights),
+    res = command(["evaluate.py", "--method", "pt", "--config", str(tiny_config_file), "--weights", str(weights),
                "--json", str(out / "results.json"), "--predictions", str(out / "predictions.csv"), "--no-plots",
                "--perturb", "blur:0,2", "--perturb", "noise:0", "--perturb", "resize:1", "--perturb", "jpeg:10"])
     assert res.returncode == 0, res.stderr

@@ -1,7 +1,6 @@
 """Around the edges of a run (issue 11): locked run folders, results tied to their weights, checks before
 writes, resumes that refuse other data, validated settings, unique names, and no misleading leftovers."""
 import json
-import os
 import shutil
 import signal
 import csv
@@ -14,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import PY, REPO, cold_env, run, tiny_config
+from conftest import PY, REPO, command, run, tiny_config
 
 
 def one_line_error(res, *needles):
@@ -32,7 +31,7 @@ def config_file(tmp_path, demo, name="cfg", **extra):
 
 def start(args, cold=False):
     return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cold_env() if cold else None)
+                            )
 
 
 def wait_for(path, timeout=120):
@@ -51,14 +50,14 @@ def kill(proc):
 @pytest.mark.slow
 def test_a_second_run_into_a_running_folder_stops_and_a_dead_runs_lock_does_not_block(tiny_demo, tmp_path):
     cfg = config_file(tmp_path, tiny_demo, pt={"steps": 400, "batch_size": 8}, checkpoint_every=5)
-    first = start([PY, "train_pt.py", "--config", str(cfg)], cold=True)  # (its pid is the program's)
+    first = start([PY, "train_pt.py", "--config", str(cfg)])  # (its pid is the program's)
     folder = tmp_path / "runs" / "tiny" / "pt"
     wait_for(folder / "train_log.jsonl")
-    second = run([PY, "train_pt.py", "--config", str(cfg), "pt.lr=0.5", "--run-name", "tiny"])
+    second = command(["train_pt.py", "--config", str(cfg), "pt.lr=0.5", "--run-name", "tiny"])
     one_line_error(second, f"run folder {folder} is in use (training: train_pt.py, process {first.pid}")
     assert yaml.safe_load((folder / "config.yaml").read_text())["pt"]["lr"] == 1e-4  # untouched
     kill(first)  # the kernel drops a dead process's lock: resuming is not blocked
-    res = run([PY, "train_pt.py", "--config", str(cfg), "--resume"])
+    res = command(["train_pt.py", "--config", str(cfg), "--resume"])
     assert res.returncode == 0, res.stderr
 
 
@@ -70,7 +69,7 @@ def test_training_refuses_a_folder_being_evaluated(tiny_config_file, tmp_path):
                     str(folder / ".lock")])
     assert holder.stdout.readline().strip() == "locked"
     try:
-        one_line_error(run([PY, "train_pt.py", "--config", str(tiny_config_file)]), "is in use (an evaluation)")
+        one_line_error(command(["train_pt.py", "--config", str(tiny_config_file)]), "is in use (an evaluation)")
     finally:
         kill(holder)
 
@@ -80,9 +79,9 @@ def test_training_refuses_a_folder_being_evaluated(tiny_config_file, tmp_path):
 def test_evaluate_refuses_an_unfinished_run_and_files_of_two_runs(tiny_demo, tmp_path):
     cfg = config_file(tmp_path, tiny_demo, checkpoint_every=1,
                       supcon={"steps": 3, "batch_size": 8, "classifier_steps": 40, "classifier_batch_size": 8})
-    assert run([PY, "train_supcon.py", "--config", str(cfg)]).returncode == 0
+    assert command(["train_supcon.py", "--config", str(cfg)]).returncode == 0
     folder = tmp_path / "runs" / "tiny" / "supcon"
-    results = run([PY, "evaluate.py", "--method", "supcon", "--config", str(cfg), "--no-plots"])
+    results = command(["evaluate.py", "--method", "supcon", "--config", str(cfg), "--no-plots"])
     assert results.returncode == 0, results.stderr
     weights = json.loads((folder / "results.json").read_text())["weights"]
     enc = torch.load(folder / "supcon_encoder.tar", weights_only=True)
@@ -90,9 +89,9 @@ def test_evaluate_refuses_an_unfinished_run_and_files_of_two_runs(tiny_demo, tmp
         str(folder / "supcon_encoder.tar"), str(folder / "supcon_classifier.tar")}
     assert all(len(h) == 64 for h in weights["files"].values())
     # A second finished run elsewhere: its classifier beside this encoder is refused.
-    assert run([PY, "train_supcon.py", "--config", str(cfg), "--run-name", "other"]).returncode == 0
+    assert command(["train_supcon.py", "--config", str(cfg), "--run-name", "other"]).returncode == 0
     other = tmp_path / "runs" / "other" / "supcon"
-    mixed = run([PY, "evaluate.py", "--method", "supcon", "--config", str(cfg), "--no-plots",
+    mixed = command(["evaluate.py", "--method", "supcon", "--config", str(cfg), "--no-plots",
                  "--encoder", str(folder / "supcon_encoder.tar"), "--classifier", str(other / "supcon_classifier.tar")])
     one_line_error(mixed, "come from different runs")
     # A new run into the finished folder (--overwrite moves the old one aside), killed in its classifier stage:
@@ -105,7 +104,7 @@ def test_evaluate_refuses_an_unfinished_run_and_files_of_two_runs(tiny_demo, tmp
     assert not (folder / "supcon_classifier.tar").exists()  # the old run's classifier went with the old run
     aside = [p for p in folder.parent.iterdir() if p.name.startswith("supcon.old-")]
     assert len(aside) == 1 and (aside[0] / "supcon_classifier.tar").is_file() and (aside[0] / "results.json").is_file()
-    res = run([PY, "evaluate.py", "--method", "supcon", "--config", str(cfg), "--no-plots"])
+    res = command(["evaluate.py", "--method", "supcon", "--config", str(cfg), "--no-plots"])
     one_line_error(res, "holds an unfinished run", "--resume")
 
 
@@ -122,17 +121,17 @@ def test_a_refused_start_changes_nothing_and_resume_refuses_other_data(tiny_demo
     proc.send_signal(signal.SIGTERM)  # saves a checkpoint and stops: an unfinished run
     proc.communicate(timeout=60)
     before = {name: (folder / name).read_bytes() for name in ("splits.csv", "log.txt", "config.yaml")}
-    refused = run([PY, "train_pt.py", "--config", str(cfg), "data.labeled_fraction=0.2", "--run-name", "tiny"])
+    refused = command(["train_pt.py", "--config", str(cfg), "data.labeled_fraction=0.2", "--run-name", "tiny"])
     one_line_error(refused, "holds an unfinished run")
     assert {name: (folder / name).read_bytes() for name in before} == before
     # One labeled video less: --resume would not continue the run it began.
     rows = [r for r in csv.DictReader((folder / "splits.csv").open()) if r["role"] == "labeled"]
     n = sum(int(r["frames"]) for r in rows)
     shutil.rmtree(demo / "FaceForensics++" / "train_set" / rows[0]["video"].split(":")[1])  # ff:<method>/<video>
-    res = run([PY, "train_pt.py", "--config", str(cfg), "--resume"])
+    res = command(["train_pt.py", "--config", str(cfg), "--resume"])
     one_line_error(res, "--resume: the data differ", f"labeled: {n} -> {n - int(rows[0]['frames'])} images",
                    "--allow-data-change")
-    res = run([PY, "train_pt.py", "--config", str(cfg), "--resume", "--allow-data-change", "pt.steps=300"])
+    res = command(["train_pt.py", "--config", str(cfg), "--resume", "--allow-data-change", "pt.steps=300"])
     assert res.returncode == 0, res.stderr
 
 
@@ -166,11 +165,11 @@ def test_nonsense_settings_are_refused(override, message):
 
 
 def test_nonsense_settings_stop_the_command_with_one_line(tiny_config_file):
-    one_line_error(run([PY, "train_supconmpl.py", "--config", str(tiny_config_file), "mpl.T=0"]), "'mpl.T' must be positive")
+    one_line_error(command(["train_supconmpl.py", "--config", str(tiny_config_file), "mpl.T=0"]), "'mpl.T' must be positive")
 
 
 def test_bad_command_line_values_are_one_line(tiny_config_file):
-    one_line_error(run([PY, "evaluate.py", "--method", "pt", "--config", str(tiny_config_file), "--batch-size", "0"]),
+    one_line_error(command(["evaluate.py", "--method", "pt", "--config", str(tiny_config_file), "--batch-size", "0"]),
                    "--batch-size must be positive")
 
 
@@ -180,20 +179,18 @@ def test_a_symbolic_link_loop_in_a_dataset_tree(tiny_config_file, tmp_path):
         (root / label).mkdir(parents=True)
         cv2.imwrite(str(root / label / "a.png"), np.zeros((8, 8, 3), np.uint8))
     (root / "real" / "loop").symlink_to(root / "real")
-    one_line_error(run([PY, "train_pt.py", "--config", str(tiny_config_file), f"data.labeled=[folder:{root}]",
+    one_line_error(command(["train_pt.py", "--config", str(tiny_config_file), f"data.labeled=[folder:{root}]",
                         "data.index_dir=null"]), "symbolic link loop")
 
 
-def test_a_full_disk_is_one_line(tiny_config_file, tmp_path):
+def test_a_full_disk_is_one_line(tiny_config_file, tmp_path, monkeypatch):
     """torch.save fails with ENOSPC (as on a full disk): one line, and no temporary file left behind."""
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(
-        "import errno, torch\n"
-        "def full(*a, **k):\n    raise OSError(errno.ENOSPC, 'No space left on device')\n"
-        "torch.save = full\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
-    res = subprocess.run([PY, "train_pt.py", "--config", str(tiny_config_file)], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", full)
+    res = command(["train_pt.py", "--config", str(tiny_config_file)])
     lines = res.stderr.strip().splitlines()  # the log lines of the steps before, then one error line
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert lines[-1].startswith("error: disk full (") and "pt.tar" in lines[-1] or "ckpt-" in lines[-1]
@@ -212,10 +209,10 @@ def test_test_set_names_must_be_unique_and_not_a_role(tiny_demo, tiny_config_fil
     from engine.release import save_release
     from models import build_baseline
     save_release(pt, build_baseline("test_resnet"), {**cfg, "input_scale": "project"}, "pt", 0)
-    one_line_error(run([PY, "evaluate.py", "--method", "pt", "--weights", str(pt), "--test", f"folder:{tmp_path}/A/test",
+    one_line_error(command(["evaluate.py", "--method", "pt", "--weights", str(pt), "--test", f"folder:{tmp_path}/A/test",
                         "--test", f"folder:{tmp_path}/B/test"]), "test set name 'test' is used twice")
     role = "data.test=[{name: labeled, kind: folder, root: %s}]" % (tmp_path / "A" / "test")
-    one_line_error(run([PY, "train_pt.py", "--config", str(tiny_config_file), role]), "is the name of a training role")
+    one_line_error(command(["train_pt.py", "--config", str(tiny_config_file), role]), "is the name of a training role")
 
 
 @pytest.mark.parametrize("name", ["off", "007", "yes"])
@@ -225,14 +222,14 @@ def test_run_names_are_folder_names_not_yaml(name):
 
 
 def test_a_run_name_that_yaml_would_read_as_false_names_the_folder(tiny_config_file, tmp_path):
-    res = run([PY, "train_pt.py", "--config", str(tiny_config_file), "--run-name", "off", "pt.steps=1"])
+    res = command(["train_pt.py", "--config", str(tiny_config_file), "--run-name", "off", "pt.steps=1"])
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "runs" / "off" / "pt" / "pt.tar").is_file()
 
 
 @pytest.mark.parametrize("name", ["../../x", "/tmp/x", ".."])
 def test_run_names_outside_out_dir_are_refused(tiny_config_file, name):
-    one_line_error(run([PY, "train_pt.py", "--config", str(tiny_config_file), "--run-name", name]),
+    one_line_error(command(["train_pt.py", "--config", str(tiny_config_file), "--run-name", name]),
                    "run_name must be a plain folder name")
 
 
@@ -246,7 +243,7 @@ def test_twenty_five_unreadable_images_in_a_row_are_skipped(tiny_config_file, tm
             cv2.imwrite(str(root / label / f"ok{i}.png"), rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
     for i in range(25):
         (root / "fake" / f"bad{i:02d}.png").write_bytes(b"broken")  # sorted together: 25 in a row
-    res = run([PY, "train_pt.py", "--config", str(tiny_config_file), f"data.labeled=[folder:{root}]",
+    res = command(["train_pt.py", "--config", str(tiny_config_file), f"data.labeled=[folder:{root}]",
                "pt.steps=6", "pt.batch_size=16", "data.test=[]", "data.balance=false"])
     assert res.returncode == 0, res.stderr
     listed = (tmp_path / "runs" / "tiny" / "pt" / "bad_images.txt").read_text().split()
@@ -281,14 +278,14 @@ def test_a_video_holding_fewer_frames_than_its_header_claims_is_sampled_from_wha
 def test_training_on_test_identities_stops(tiny_config_file):
     ff = yaml.safe_load(tiny_config_file.read_text())["data"]["test"][0]["root"]
     same = f"data.labeled=[{{kind: ff, root: {ff}, subset: test_set, methods: [Real, Deepfakes]}}]"
-    one_line_error(run([PY, "train_pt.py", "--config", str(tiny_config_file), same]),
+    one_line_error(command(["train_pt.py", "--config", str(tiny_config_file), same]),
                    "labeled/unlabeled/val/test share", "videos sharing an identity group")
 
 
 @pytest.mark.slow
 def test_the_wrapper_fails_when_an_evaluation_fails(tiny_demo, tmp_path):
     cfg = config_file(tmp_path, tiny_demo)
-    assert run([PY, "train_supcon.py", "--config", str(cfg)]).returncode == 0
+    assert command(["train_supcon.py", "--config", str(cfg)]).returncode == 0
     teacher = tmp_path / "runs" / "tiny" / "supcon"
     res = run(["bash", "train_supconmpl_model.sh", "--config", str(cfg), "--run-name", "student",
                f"mpl.teacher_encoder={teacher / 'supcon_encoder.tar'}",
@@ -306,13 +303,13 @@ def test_an_empty_test_set_is_reported(tiny_config_file, tmp_path):
     from models import build_baseline
     cfg = yaml.safe_load(tiny_config_file.read_text())
     save_release(tmp_path / "pt.tar", build_baseline("test_resnet"), {**cfg, "input_scale": "project"}, "pt", 0)
-    res = run([PY, "evaluate.py", "--method", "pt", "--config", str(tiny_config_file), "--weights",
+    res = command(["evaluate.py", "--method", "pt", "--config", str(tiny_config_file), "--weights",
                str(tmp_path / "pt.tar"), "--no-plots", empty, "data.labeled_fraction=0"])
     assert res.returncode == 0, res.stderr
     assert "warning: test set 'none' has no (readable) images" in res.stderr
 
 
 def test_predict_margin_must_not_be_negative(tmp_path):
-    one_line_error(run([PY, "predict.py", str(tmp_path), "--method", "pt", "--weights", "w.tar", "--margin", "-1"]),
+    one_line_error(command(["predict.py", str(tmp_path), "--method", "pt", "--weights", "w.tar", "--margin", "-1"]),
                    "--margin must be >= 0")
 

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from engine.config import DEFAULTS, load_config
-from conftest import PY, run, tiny_config
+from conftest import tiny_config, command
 from datasets.overlap import find_overlap
 from datasets.protocols import protocol_sets
 from datasets.splits import identity_groups
@@ -45,7 +45,7 @@ def test_the_validation_set_is_a_share_of_labeled_identity_groups_and_leak_free(
 
 
 def test_describe_shows_the_validation_counts(tiny_config_file):
-    res = run([PY, "-m", "datasets", "describe", "--protocol", str(tiny_config_file), "val.enabled=true",
+    res = command(["-m", "datasets", "describe", "--protocol", str(tiny_config_file), "val.enabled=true",
                "val.fraction=0.3"])
     assert res.returncode == 0, res.stderr
     row = next(line for line in res.stdout.splitlines() if line.startswith("val "))
@@ -113,7 +113,7 @@ def test_temperature_scaling_recovers_the_temperature_and_lowers_the_calibration
 @pytest.mark.slow
 def test_training_with_validation_logs_selects_calibrates_and_evaluate_uses_it(tiny_config_file):
     val = ["val.enabled=true", "val.fraction=0.3", "val.every=1", "val.select=best_val", "val.temperature=true"]
-    res = run([PY, "train_supcon.py", "--config", str(tiny_config_file), *val])
+    res = command(["train_supcon.py", "--config", str(tiny_config_file), *val])
     assert res.returncode == 0, res.stderr
     folder = tiny_config_file.parent / "runs" / "tiny" / "supcon"
     rows = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
@@ -125,7 +125,7 @@ def test_training_with_validation_logs_selects_calibrates_and_evaluate_uses_it(t
     assert roles == {"labeled", "unlabeled", "val", "test"}
     cal = torch.load(folder / "supcon_classifier.tar", weights_only=True)["calibration"]
     assert 0 <= cal["threshold"] <= 1 and cal["rule"] == "eer" and cal["temperature"] > 0 and cal["n"] > 0
-    res = run([PY, "evaluate.py", "--method", "supcon", "--config", str(tiny_config_file)])
+    res = command(["evaluate.py", "--method", "supcon", "--config", str(tiny_config_file)])
     assert res.returncode == 0, res.stderr
     results = json.loads((folder / "results.json").read_text())
     entry = results["Deepfakes"]["val_threshold"]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import yaml
 
 from engine.config import DEFAULTS
-from conftest import PY, REPO, run, tiny_config
+from conftest import PY, REPO, run, tiny_config, command
 from methods.mpl import VanillaMPL, mpl_step
 from models import build_baseline
 
@@ -121,7 +121,7 @@ def test_train_mpl_model_script_trains_evaluates_and_resumes_to_the_same_weights
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    res = run([PY, "train_mpl.py", "--config", str(cut), "--resume"])
+    res = command(["train_mpl.py", "--config", str(cut), "--resume"])
     assert res.returncode == 0 and "resuming from" in res.stderr, res.stderr
     a = torch.load(folder / "mpl.tar", weights_only=True)["model_state_dict"]
     b = torch.load(tmp_path / "cut" / "tiny" / "mpl" / "mpl.tar", weights_only=True)["model_state_dict"]

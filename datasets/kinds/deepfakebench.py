@@ -28,6 +28,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from datasets.index import Sample, Scan
+from datasets.kinds.base import SourceKind
 from datasets.videos import deepfakebench_id, deepfakebench_split
 from utils import UserError
 
@@ -154,3 +155,9 @@ def identities(video: str) -> tuple[str, ...]:
     if _CELEBDF_NAME.match(name):
         return tuple(f"celebdf:{p}" for p in name.split("_") if p.startswith("id"))
     return (video,)
+
+
+LAYOUT = ("<root> = DeepfakeBench's rgb_dir, holding the frames its dataset JSON "
+          "(preprocessing/dataset_json/<dataset>.json, spec key json) lists")
+KIND = SourceKind(frozenset({"root", "json", "dataset", "compression", "labels"}), LAYOUT, build,
+                  identities=identities, path_keys=("json",), official_split=official)
