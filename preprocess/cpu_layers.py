@@ -4,7 +4,7 @@
 - `prelu_pool`: `max_pool2d(prelu(x), k, 2, ceil_mode=True)` in one pass, compiled by numba (cached on disk beside
   this file): each activation is read once and only the pooled quarter written, where PReLU, then pooling rows,
   then columns took five passes over memory. Bit-identical (the same products and comparisons). One core of a
-  2-core AMD EPYC: 1.5-2.4x faster on RNet's and ONet's layers (bench/results-extract-cpu.md);
+  2-core AMD EPYC: 1.5-2.4x faster on RNet's and ONet's layers (bench/results-cpu.md);
 - `prelu_cl`: a PReLU with no pooling after it, over the [N H W, C] view (channels contiguous).
 """
 from __future__ import annotations

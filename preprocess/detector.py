@@ -2,7 +2,7 @@
 
 `Detector` runs facenet-pytorch's three networks with the same weights, thresholds, pyramid, NMS and box
 regression (facenet-pytorch's own helpers), and changes only how the work is done. On a CPU, measured on one
-core of a 2-core AMD EPYC (bench/results-extract-cpu.md), in the order of what they saved:
+core of a 2-core AMD EPYC (bench/results-cpu.md), in the order of what they saved:
 
 - every resampling is cut from an integral image of the frame (preprocess.resample): the pyramid's levels and
   all of a frame's candidates of the second and third stages at once (facenet-pytorch: one
@@ -27,7 +27,7 @@ modules (numba's cache); later processes load them.
 On a GPU (`on_device`, the default there) the frames go to the GPU once: their integral images, the pyramid's
 levels and every candidate's crop of a call are cut there by torch (four gathers for all candidates at once, where
 facenet-pytorch makes an `interpolate` call and a host sync per candidate), and facenet-pytorch's networks run as
-they are. H200, 640 x 360 frames 32 at a time: 944 frames/s (bench/results-h200-extract.md).
+they are. H200, 640 x 360 frames 32 at a time: 944 frames/s (bench/results-h200.md).
 
 tests/test_detector.py compares both forms with facenet-pytorch's `MTCNN.detect` on real frames (the GPU's form
 on a CPU too, and on a GPU when there is one).
@@ -145,7 +145,7 @@ class Cascade:
     # time (their activations then stay in the CPU's caches: 16 frames of the largest level at once took 2.4x
     # as long per frame), the small ones many frames per call (a 14 x 25 level of one frame is all call
     # overhead). One core of a 2-core AMD EPYC, 640 x 360 frames: 300,000 made the whole detector 6% slower,
-    # 1 million 4%, 1.6 million 20% (bench/results-extract-cpu.md).
+    # 1 million 4%, 1.6 million 20% (bench/results-cpu.md).
     GROUP_PIXELS = 600_000
 
     def _cut(self, ii, boxes: torch.Tensor, image_inds: torch.Tensor, width: int, height: int, size: int):
