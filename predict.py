@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +48,28 @@ def expand(inputs: list[str]) -> list[Path]:
     return out
 
 
-def faces_of(path: Path, detector, frames: int, all_faces: bool, margin: float) -> list[tuple]:
+def check_size(path: Path, max_pixels: int) -> None:
+    """An image of more than max_pixels pixels is refused before it is decoded (a 140 KB PNG can hold 144
+    megapixels, which take gigabytes once decoded): an OSError for this input, the others go on."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:  # reads the header only
+            width, height = im.size
+    except Exception:  # noqa: BLE001 (a format PIL does not know: OpenCV decodes it, or says why not)
+        return
+    if width * height > max_pixels:
+        raise OSError(f"{width} x {height} pixels is more than --max-pixels {max_pixels:,}")
+
+
+def faces_of(path: Path, detector, frames: int, all_faces: bool, margin: float,
+             max_pixels: int = 40_000_000) -> list[tuple]:
     """(frame index or None, box, RGB crop) for the faces of an image or the sampled frames of a video."""
     if path.suffix.lower() in VIDEO_EXTS:
         images = read_frames(path, frames, None)
         if not images:
             raise OSError("cannot read video")
     else:
+        check_size(path, max_pixels)
         images = [(None, read_image(str(path)).permute(1, 2, 0).numpy())]  # [H, W, 3] RGB
     found = []
     for index, image in images:
@@ -112,13 +128,15 @@ def parse_args(argv):
     p.add_argument("--all-faces", action="store_true",
                    help="images: score every face (default: the largest); videos always score every face")
     p.add_argument("--margin", type=float, default=0.2, help="crop margin, as in preprocessing")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="faces scored per model call (default: 64)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000,
+                   help="images larger than this are reported, not decoded (default: 40,000,000)")
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--cam", metavar="DIR", help="write a Grad-CAM heat map of every scored face into DIR (PNG, "
                    "with its score in the title; the path is recorded in the JSON as the face's \"cam\")")
     args = p.parse_args(argv)
     for name, ok, what in (("frames", args.frames > 0, "positive"), ("batch_size", args.batch_size > 0, "positive"),
-                           ("min_track", args.min_track > 0, "positive"),
+                           ("min_track", args.min_track > 0, "positive"), ("max_pixels", args.max_pixels > 0, "positive"),
                            ("margin", args.margin >= 0, ">= 0"), ("threshold", args.threshold is None or 0 <= args.threshold <= 1, "in [0, 1]")):
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}")
@@ -154,7 +172,7 @@ def predict_one(path: Path, args, detector, model, transform, device, cam=None, 
         if not path.is_file():
             raise OSError("no such file")
         video = path.suffix.lower() in VIDEO_EXTS
-        found = faces_of(path, detector, args.frames, args.all_faces or video, args.margin)
+        found = faces_of(path, detector, args.frames, args.all_faces or video, args.margin, args.max_pixels)
         scores = score_crops(model, [c for _, _, c in found], transform, device, args.batch_size, True)
         if not np.isfinite(scores).all():  # never a verdict from NaN (it compares as "real")
             raise FloatingPointError(f"the model gave {int((~np.isfinite(scores)).sum())} of its {len(scores)} "
@@ -220,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         from models.gradcam import GradCAM
         Path(args.cam).mkdir(parents=True, exist_ok=True)
         cam = GradCAM(model, img_size)
+    written = time.time()
     for number, path in enumerate(expand(args.inputs)):
         entry = predict_one(path, args, detector, model, transform, device, cam, number)
         if entry["score"] is not None:
@@ -228,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         results[str(path)] = entry
         rows += [(str(path), f["frame"], i, *f["box"], f["score"], f.get("track", ""))
                  for i, f in enumerate(entry["faces"])]
+        if args.json and time.time() - written > 10:  # what is done so far survives a crash or a kill
+            atomic_write_text(resolve_path(args.json), json.dumps(results, indent=2, allow_nan=False) + "\n")
+            written = time.time()
 
     print(f"{'input':<50}{'faces':>6}{'P(fake)':>9}  verdict")
     for path, e in results.items():

@@ -51,10 +51,12 @@ def exit_code(main: Callable[[list[str] | None], int], argv: list[str] | None = 
         return 130
 
 
-_DISK_ERRORS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system"}
+_DISK_ERRORS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+                errno.EACCES: "permission denied"}
 _DISK_FIX = {errno.ENOSPC: "free some space, then run the command again (training: with --resume)",
              errno.EDQUOT: "free some of your quota, then run the command again (training: with --resume)",
-             errno.EROFS: "write to a writable folder (--out, out_dir=...), then run the command again"}
+             errno.EROFS: "write to a writable folder (--out, out_dir=...), then run the command again",
+             errno.EACCES: "check the folder's permissions, or write elsewhere (--out, out_dir=...)"}
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -87,3 +89,48 @@ def atomic_write_csv(path: Path, header: list[str], rows: Iterable[Iterable]) ->
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+MAX_YAML_NODES = 100_000  # a config or paths file expands to far fewer; an alias bomb to billions
+
+
+def parse_yaml(text: str, what: str):
+    """YAML text (safe_load) whose expanded size is bounded: an alias bomb (a few hundred bytes whose aliases
+    expand to gigabytes) or a document nested thousands deep is a one-line UserError, as invalid YAML is."""
+    import yaml
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_nodes(node, {}) > MAX_YAML_NODES:
+            raise UserError(f"{what}: its aliases expand to more than {MAX_YAML_NODES:,} values: not a config")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UserError(f"{what} is not valid YAML: {str(err).splitlines()[0][:200]}") from None
+    except RecursionError:
+        raise UserError(f"{what} is nested too deeply to be a config") from None
+
+
+def _expanded_nodes(node, memo: dict) -> int:
+    """Values of a composed YAML node once its aliases are expanded (each distinct node counted once, memo)."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 1  # (a node that contains itself counts once)
+        children = node.value if isinstance(node.value, list) else []
+        total = 1
+        for child in children:
+            for part in (child if isinstance(child, tuple) else (child,)):
+                total += _expanded_nodes(part, memo)
+                if total > MAX_YAML_NODES:
+                    break
+        memo[key] = total
+    return memo[key]
+
+
+def parse_json(text: str, what: str):
+    """JSON text; invalid or absurdly nested JSON is a one-line UserError naming `what`."""
+    import json
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{what} is not valid JSON: {str(err).splitlines()[0][:200]}") from None
+    except RecursionError:
+        raise UserError(f"{what} is nested too deeply to be an index") from None

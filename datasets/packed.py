@@ -16,6 +16,7 @@ without a pack sees the same images in the same order.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import queue
@@ -137,6 +138,21 @@ def _open_pack(out: Path, size: int) -> tuple[dict, dict, set]:
     return meta, read_index(out), set(bad_file.read_text().splitlines()) if bad_file.is_file() else set()
 
 
+def _reserve(path: Path) -> None:
+    """Allocate a new (sparse) shard file's blocks now: on a full disk, writing into a memory map of unallocated
+    blocks kills the process with SIGBUS; fallocate fails with ENOSPC instead (a one-line error)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate: nothing to reserve
+            return
+        path.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from None
+    finally:
+        os.close(fd)
+
+
 def _write_shard(out: Path, chunk: list[str], results, meta: dict, bad: set, bar) -> dict[str, tuple[int, int]]:
     """Decode `chunk` (results: (path, image or None) per path) into the pack's next shard; returns the rows
     it holds (none: no shard written). Unreadable images go to `bad`."""
@@ -145,6 +161,7 @@ def _write_shard(out: Path, chunk: list[str], results, meta: dict, bad: set, bar
     name = f"shard-{number:05d}.npy"
     tmp = out / (name + ".tmp")
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(chunk), 3, size, size))
+    _reserve(tmp)
     rows: dict[str, tuple[int, int]] = {}
     for path, img in results:
         if img is None:

@@ -6,9 +6,8 @@ import os
 import re
 from pathlib import Path
 
-import yaml
 
-from utils import UserError, resolve_path
+from utils import UserError, parse_yaml, resolve_path
 
 
 def load_paths(data_cfg: dict) -> dict[str, str]:
@@ -16,7 +15,7 @@ def load_paths(data_cfg: dict) -> dict[str, str]:
     paths: dict[str, str] = {}
     file = data_cfg.get("paths_file")
     if file and resolve_path(file).is_file():
-        loaded = yaml.safe_load(resolve_path(file).read_text()) or {}
+        loaded = parse_yaml(resolve_path(file).read_text(), f"paths file {file}") or {}
         if not isinstance(loaded, dict):
             raise UserError(f"paths file {file} must hold a mapping of names to folders")
         paths.update({k: v for k, v in loaded.items() if v})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from engine.dist import is_main_process, unwrap
 from utils import UserError
 
 
+LOW_SPACE = 64 << 20  # bytes free below which a failed write is taken for a full disk
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file, fsync, then rename over `path`: a crash mid-write leaves the previous
     file intact and no temporary file behind."""
@@ -27,7 +31,16 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: ranks may write at once
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            try:
+                torch.save(obj, f)
+            except RuntimeError as err:  # torch's writer reports a failed write (a full disk, a quota) this way
+                if "writ" not in str(err).lower():
+                    raise
+                free = shutil.disk_usage(path.parent).free
+                if free < LOW_SPACE:
+                    raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+                raise UserError(f"cannot write {path}: {str(err).splitlines()[0][:200]} ({free >> 20} MB free "
+                                "on its disk)") from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -44,15 +57,22 @@ def load_checkpoint(path: str | os.PathLike, key: str = "model_state_dict") -> d
     p = Path(path)
     if not p.is_file():
         raise UserError(f"checkpoint not found: {p}")
+    if p.stat().st_size == 0:
+        raise UserError(f"cannot read checkpoint {p}: the file is empty (0 bytes; an interrupted copy?)")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, corrupt, or holds objects other than tensors
-        raise UserError(f"cannot read checkpoint {p}: {str(err).splitlines()[0][:200]}") from None
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise UserError(f"cannot read checkpoint {p}: {first[:200]}") from None
     if isinstance(state, dict) and key == "model_state_dict" and key not in state and state and all(
             isinstance(v, torch.Tensor) for v in state.values()):
         state = {key: state}  # a bare state dict
     if not isinstance(state, dict) or key not in state:
         raise UserError(f"checkpoint {p} has no '{key}'")
+    if key == "model_state_dict" and not (isinstance(state[key], dict) and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state[key].items())):
+        raise UserError(f"checkpoint {p}: its model_state_dict is not a mapping of names to tensors (a file of "
+                        "another project?)")
     if key == "model_state_dict":
         # Checkpoints saved from nn.DataParallel/DDP prefix every key with 'module.'.
         state[key] = {k.removeprefix("module."): v for k, v in state[key].items()}

@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
 
 from engine.schema import AUG_KEYS, AUG_ROLES, DEFAULTS, FREE_SECTIONS, RESUME_FREE, flat
-from utils import UserError
+from utils import UserError, parse_yaml
 
 __all__ = ["DEFAULTS", "RESUME_FREE", "load_config", "config_changes"]
 
@@ -141,7 +140,7 @@ def _set_dotted(cfg: dict, dotted: str, raw: str) -> None:
             if isinstance(node.get(key), dict) and not free:
                 raise UserError(f"config key '{name}' is a section; set one of its keys")
             # run_name is a folder name: never YAML (off, 007 and yes would become False, 7 and True)
-            node[key] = raw if name == "run_name" else (yaml.safe_load(raw) if raw != "" else None)
+            node[key] = raw if name == "run_name" else (parse_yaml(raw, f"override {name}") if raw != "" else None)
         else:
             node = node[key]
 
@@ -154,10 +153,7 @@ def load_config(path: str | None, overrides: Iterable[str] = ()) -> dict:
         p = Path(path)
         if not p.is_file():
             raise UserError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise UserError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        loaded = parse_yaml(p.read_text(), f"config file {path}") or {}
         if not isinstance(loaded, dict):
             raise UserError(f"config file {path} must hold a mapping")
         cfg = _merge(cfg, loaded)

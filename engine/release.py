@@ -134,9 +134,17 @@ def checkpoint_settings(path: Path, args: argparse.Namespace, defaults: dict) ->
     backbone = args.backbone or loaded.get("backbone") or defaults["backbone"]
     img_size = args.img_size or loaded.get("img_size") or defaults["img_size"]
     input_scale = args.input_scale or loaded.get("input_scale") or defaults["input_scale"]
-    if img_size <= 0:
-        raise UserError(f"--img-size must be positive, got {img_size}")
+    where = "--img-size" if args.img_size else f"checkpoint {path}: its img_size"
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or not MIN_SIZE <= img_size <= MAX_SIZE:
+        raise UserError(f"{where} must be a whole number of pixels in [{MIN_SIZE}, {MAX_SIZE}], got {img_size!r}"[:300])
+    if not isinstance(backbone, str) or not backbone:
+        raise UserError(f"checkpoint {path}: its backbone must be a model name, got {backbone!r}"[:300])
+    if input_scale not in ("project", "seed"):
+        raise UserError(f"checkpoint {path}: its input_scale must be project or seed, got {input_scale!r}"[:300])
     return loaded, backbone, img_size, input_scale
+
+
+MIN_SIZE, MAX_SIZE = 8, 2048  # input sizes a detector may be scored at (a larger one is another project's file)
 
 
 def read_results(folder: Path) -> tuple[dict | None, str | None]:

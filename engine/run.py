@@ -51,7 +51,8 @@ class RunLock:
     def __init__(self, folder: Path):
         self.folder, self.file, self.exclusive = folder, None, False
 
-    def acquire(self, exclusive: bool, what: str) -> "RunLock":
+    def acquire(self, exclusive: bool, what: str, hint: str = "wait until it ends, or choose another --run-name",
+                kind: str = "run folder") -> "RunLock":
         self.folder.mkdir(parents=True, exist_ok=True)
         f = open(self.folder / ".lock", "a+")
         try:
@@ -60,8 +61,7 @@ class RunLock:
             f.seek(0)
             holder = f.read().strip() or "an evaluation"
             f.close()
-            raise UserError(f"run folder {self.folder} is in use ({holder}): wait until it ends, or choose "
-                            "another --run-name") from None
+            raise UserError(f"{kind} {self.folder} is in use ({holder}): {hint}") from None
         if exclusive:
             f.seek(0)
             f.truncate()

@@ -30,6 +30,7 @@ from engine.amp import autocast
 from engine.dist import unwrap
 # The numpy-only parts of calibration live with the other metrics (also used by evaluate.py and plots).
 from evaluation.metrics import choose_threshold, expected_calibration_error, scaled_scores  # noqa: F401
+from utils import UserError
 
 
 class Validator:
@@ -83,12 +84,16 @@ class Validator:
         loader = eval_loader(self.samples, cfg["img_size"], cfg["backbone"], cfg["input_scale"],
                              cfg["val"]["batch_size"], 0)
         labels = torch.tensor([s.label for s in self.samples])
-        start = 0
+        start, readable = 0, 0
         for x, ok in loader:
             y = labels[start:start + len(ok)][ok]
             start += len(ok)
             if ok.any():
+                readable += int(ok.sum())
                 yield x[ok].to(self.device), y.to(self.device)
+        if not readable:
+            raise UserError(f"none of the {len(self.samples)} validation images can be read: nothing to validate "
+                            "on (fix or remove those files, or val.enabled=false)")
 
     def logits(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [N, 2] (float32, CPU) and labels [N] of the validation set."""

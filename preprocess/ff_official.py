@@ -28,7 +28,7 @@ import json
 import re
 from pathlib import Path
 
-from utils import UserError
+from utils import UserError, parse_json
 
 SPLITS = ("train", "val", "test")
 SUBSET = {"train": "train_set", "val": "val_set", "test": "test_set"}
@@ -46,9 +46,9 @@ def read_split(path: Path) -> list[tuple[str, str]]:
                         "the FaceForensics repository, dataset/splits/; put them in <ff-root>/splits or pass "
                         "--ff-splits)")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is not valid JSON: {str(err).splitlines()[0]}") from None
+        data = parse_json(path.read_text(), str(path))
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(data, list) or not data:
         raise UserError(f"{path} must hold a non-empty JSON list of pairs like [\"071\", \"054\"]")
     pairs = []

@@ -9,13 +9,14 @@ import time
 import yaml
 
 import reproduce
-from reproduce.jobs import job_config, run_jobs, run_name
+from engine.run import RunLock
+from reproduce.jobs import Signalled, catch_signals, job_config, run_jobs, run_name
 from reproduce.spec import Job, table_spec
 from reproduce.tables import collect, figure, render
 from utils import ROOT, UserError, atomic_write_text, resolve_path, run_cli
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m reproduce", description=reproduce.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="examples:\n  python -m reproduce --table 1 --demo --seeds 3\n"
@@ -27,11 +28,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retrain", action="store_true",
                    help="train again the finished runs whose config or data differ from this command's (their "
                         "folders are moved aside to <method>.old-<time>); without it such runs stop the command")
-    p.add_argument("--out", default="reproduce", help="folder for the table, its figure and the logs")
+    p.add_argument("--out", default="reproduce", help="folder for the table, its figure and the logs (default: "
+                                                      "reproduce)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    out = resolve_path(args.out)
+    # one reproduce per --out folder: two would overwrite each other's logs and tables
+    lock = RunLock(out).acquire(True, "python -m reproduce", "wait until it ends, or choose another --out", "folder")
+    try:
+        with catch_signals():
+            return reproduce_table(args, out)
+    except Signalled as stop:
+        print(f"stopped by signal {stop.signum}: the running training saved a checkpoint; the same command "
+              "continues it", file=sys.stderr)
+        return 128 + stop.signum
+    finally:
+        lock.release()
+
+
+def reproduce_table(args: argparse.Namespace, out) -> int:
     start = time.time()
     spec = table_spec(args.table, args.demo)
     seeds = [777 + i for i in range(args.seeds)]
@@ -40,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
             for script in spec["scripts"]]
     for job in jobs[:1]:
         job_config(job, args.overrides)  # a bad override stops here, before anything runs
-    out = resolve_path(args.out)
     failed = run_jobs(jobs, args.overrides, out, args.dry_run, args.retrain)
     if args.dry_run:
         return 0

@@ -3,8 +3,11 @@ against this command's config and data, and their results against their weights)
 the train_*_model.sh scripts."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -106,8 +109,74 @@ def execute(job: Job, overrides: list[str], logs: Path) -> tuple[bool, str]:
     with open(log, "w") as f:
         f.write("$ " + " ".join(args) + "\n")
         f.flush()
-        code = subprocess.call(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        # in reproduce's process group (Ctrl-C on a terminal, or a kill of the group, reaches the whole tree); a
+        # signal to reproduce alone is forwarded to the tree
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            code = proc.wait()
+        except Signalled as stop:
+            forward(proc, stop.signum)
+            raise
     return code == 0, str(log)
+
+
+class Signalled(BaseException):
+    """SIGINT or SIGTERM reached reproduce (see catch_signals)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def catch_signals():
+    """While inside: SIGINT and SIGTERM raise Signalled in reproduce, so that the running job gets the signal
+    too (execute forwards it); the previous handlers come back after."""
+    def handler(signum, _frame):
+        raise Signalled(signum)
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def forward(proc: subprocess.Popen, signum: int, grace: float = 300) -> None:
+    """Send `signum` to the job's processes (the wrapper and its training, which saves a checkpoint and stops:
+    --resume continues it) and wait for them; after `grace` seconds, kill what is left."""
+    tree = [proc.pid, *descendants(proc.pid)]
+    for pid in tree:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        for pid in tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (Linux /proc; none elsewhere)."""
+    parent_of = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parent_of[int(entry.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parent_of.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 def run_jobs(jobs: list[Job], overrides: list[str], out: Path, dry_run: bool, retrain: bool = False) -> dict[Job, str]:

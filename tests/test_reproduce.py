@@ -68,6 +68,12 @@ def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees
     res = command(reproduce(tmp_path, trees))
     assert "MPL (unevaluated)" in res.stderr and "scored other weights" in res.stderr, res.stderr
     assert "StyleGAN" in json.loads(results_file.read_text())  # evaluated again: every test set is back
+    # A damaged results.json (a truncated write) or a missing predictions.csv: evaluated again, never a traceback.
+    results_file.write_text('{"weights": {"fi')
+    (results_file.parent / "predictions.csv").unlink()
+    res = command(reproduce(tmp_path, trees))
+    assert res.returncode == 0 and "MPL (unevaluated)" in res.stderr and "is damaged" in res.stderr, res.stderr
+    assert (results_file.parent / "predictions.csv").is_file() and "StyleGAN" in json.loads(results_file.read_text())
     # A finished run trained with other settings than the command's is never averaged in: one line, nothing runs.
     (saved,) = (tmp_path / "runs").glob("sin-seed777-*/mpl/config.yaml")
     original = saved.read_text()
@@ -106,3 +112,21 @@ def test_paired_bootstrap_finds_a_real_difference_and_not_a_null_one():
     assert diff["acc"]["lo"] > 0.2 and diff["auc"]["lo"] > 0.2
     same = paired_bootstrap([(as_preds(good), as_preds(good))])
     assert same["acc"] == {"diff": 0.0, "lo": 0.0, "hi": 0.0}
+
+
+@pytest.mark.slow
+def test_interrupting_reproduce_stops_its_training_too(trees, tmp_path):  # noqa: F811
+    """SIGINT to reproduce's own pid (not its group): the running training gets it too, saves a checkpoint and
+    stops; reproduce ends with one line; no process is left holding the run."""
+    from engine.run import RunLock
+    proc = subprocess.Popen([PY, *reproduce(tmp_path, trees)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while not list((tmp_path / "runs").glob("sin-seed777-*/mpl/checkpoints/ckpt-00-*.tar")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "stopped by signal 2" in err.strip().splitlines()[-1], err
+    (folder,) = (tmp_path / "runs").glob("sin-seed777-*/mpl")
+    RunLock(folder).acquire(True, "test").release()  # nobody holds it: the training ended
+    assert list((folder / "checkpoints").glob("ckpt-*.tar"))

@@ -261,3 +261,152 @@ def test_report_reads_only_results_of_the_weights_they_name(tiny_config_file, tm
     one_line_error(cli(report.main, folder), "scored other weights than the release files now in")
     (folder / "results.json").write_text('{"weights": {"fil')  # truncated
     one_line_error(cli(report.main, folder), "is damaged")
+
+
+# ------------------------------------------------------------------------------------------ 7-15: one line, exit 2
+def test_a_zero_byte_checkpoint_is_one_line(tiny_config_file, tmp_path):
+    empty = tmp_path / "empty.tar"
+    empty.write_bytes(b"")
+    one_line_error(cli(evaluate.main, "--method", "pt", "--config", tiny_config_file, "--weights", empty, "--no-plots"),
+                   f"cannot read checkpoint {empty}: the file is empty")
+    folder = tmp_path / "runs" / "tiny" / "pt" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "ckpt-00-00000001.tar").write_bytes(b"")
+    one_line_error(cli(train_pt.main, "--config", tiny_config_file, "--resume"), "the file is empty")
+
+
+def test_a_checkpoint_write_that_fails_on_a_full_disk_is_one_line(tiny_config_file, tmp_path, monkeypatch):
+    import shutil as sh
+    from collections import namedtuple
+
+    def failing_save(*args, **kwargs):  # what torch's writer raises when the disk is full
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+                           "data/3: file write failed")
+    monkeypatch.setattr(torch, "save", failing_save)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda path: usage(10 << 30, 10 << 30, 1 << 20))
+    res = cli(train_pt.main, "--config", tiny_config_file)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and lines[-1].startswith("error: disk full (") and "--resume" in lines[-1], res.stderr
+    assert not list((tmp_path / "runs").rglob("*.tmp"))
+
+
+def test_a_read_only_or_forbidden_folder_is_one_line(tiny_config_file, monkeypatch):
+    import errno
+    import engine.run
+
+    for code, words in ((errno.EROFS, "read-only file system"), (errno.EACCES, "permission denied")):
+        def refuse(path, text, code=code):
+            raise OSError(code, "refused", str(path))
+        monkeypatch.setattr(engine.run, "atomic_write_text", refuse)
+        one_line_error(cli(train_pt.main, "--config", tiny_config_file, "--run-name", f"ro{code}"), words)
+
+
+def test_packing_on_a_full_disk_stops_with_one_line_and_a_rerun_completes(tmp_path, monkeypatch):
+    import errno
+    import os as os_module
+    from preprocess import pack
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(src / f"{i}.png"), np.full((20, 20, 3), 10 * i, np.uint8))
+    cfg = tiny_config(src, tmp_path / "runs")
+    cfg["data"] = {**cfg["data"], "labeled": [{"kind": "flat", "root": str(src), "label": "fake"}], "unlabeled": [],
+                   "test": [], "index_dir": None}
+    file = tmp_path / "cfg.yaml"
+    file.write_text(yaml.safe_dump(cfg))
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os_module, "posix_fallocate", no_space)
+    res = cli(pack.main, "--config", file, "--out", tmp_path / "pack")
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error: disk full ("), res.stderr
+    monkeypatch.undo()
+    assert cli(pack.main, "--config", file, "--out", tmp_path / "pack").returncode == 0
+    assert json.loads((tmp_path / "pack" / "meta.json").read_text())["count"] == 5
+
+
+def test_malformed_indexes_and_configs_are_one_line_and_quick(tmp_path):
+    import time
+    from utils import parse_json
+    rgb, path = dfdc_bench_tree(tmp_path)
+    index = json.loads(path.read_text())
+    index["DFDC"]["DFDC_fake"]["train"]["dddd"]["label"] = 1
+    path.write_text(json.dumps(index))
+    from datasets.sources import build_set
+    with pytest.raises(UserError, match="has label 1: labels are names"):
+        build_set({"kind": "deepfakebench", "root": str(rgb), "json": str(path)}, {**DEFAULTS["data"], "index_dir": None},
+                  0, "labeled")
+    with pytest.raises(UserError, match="nested too deeply"):
+        parse_json("[" * 5000 + "]" * 5000, "deep.json")
+    levels = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]'] + [
+        f"{b}: &{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi")]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\n")  # 600 bytes that expand to 9^9 values
+    start = time.time()
+    res = cli(train_pt.main, "--config", bomb)
+    one_line_error(res, "aliases expand to more than")
+    assert time.time() - start < 10 and len(res.stderr) < 400
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    one_line_error(cli(train_pt.main, "--config", deep), "nested too deeply")
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"img_size": [64, 64]}, "its img_size must be a whole number of pixels"),
+    ({"img_size": 100000}, "its img_size must be a whole number of pixels in [8, 2048], got 100000"),
+    ({"backbone": 5}, "its backbone must be a model name, got 5"),
+    ({"input_scale": "unit"}, "its input_scale must be project or seed, got 'unit'"),
+    ({"model_state_dict": [1, 2, 3]}, "its model_state_dict is not a mapping of names to tensors"),
+])
+def test_checkpoint_metadata_of_other_projects_is_refused(tiny_config_file, tmp_path, change, problem):
+    path = weights_file(tmp_path / "w.tar")
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, **change}, path)
+    res = cli(evaluate.main, "--method", "pt", "--config", tiny_config_file, "--weights", path, "--no-plots")
+    one_line_error(res, str(path), problem)
+
+
+def test_a_validation_set_of_unreadable_images_stops_before_any_checkpoint(tiny_demo, tmp_path):
+    import shutil
+    demo = tmp_path / "demo"
+    shutil.copytree(tiny_demo, demo)
+    cfg = tiny_config(demo, tmp_path / "runs", val={"enabled": True, "fraction": 0.5, "every": 1})
+    cfg["data"]["unlabeled"] = []
+    file = tmp_path / "cfg.yaml"
+    file.write_text(yaml.safe_dump(cfg))
+    from engine.config import load_config
+    held = protocol_sets(load_config(str(file)))["val"][2]
+    for sample in held:
+        with open(sample.path, "wb") as f:
+            f.write(b"not an image")  # every validation image; the training images are fine
+    res = cli(train_pt.main, "--config", file)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and lines[-1].startswith("error: ") and "validation images can be read" in lines[-1], \
+        res.stderr
+    assert not list((tmp_path / "runs").rglob("ckpt-*.tar"))
+
+
+def test_deepfakebench_frames_outside_the_root_are_refused(tmp_path):
+    rgb, path = dfdc_bench_tree(tmp_path)
+    secret = tmp_path / "secret.png"
+    cv2.imwrite(str(secret), np.zeros((8, 8, 3), np.uint8))
+    index = json.loads(path.read_text())
+    index["DFDC"]["DFDC_real"]["train"]["aaaa"]["frames"].append("../secret.png")
+    path.write_text(json.dumps(index))
+    from datasets.sources import build_set
+    with pytest.raises(UserError, match=r"lists the frame '\.\./secret\.png', which is outside the dataset root"):
+        build_set({"kind": "deepfakebench", "root": str(rgb), "json": str(path)}, {**DEFAULTS["data"], "index_dir": None},
+                  0, "labeled")
+
+
+def test_two_reproduce_commands_into_one_out_folder(tmp_path):
+    from engine.run import RunLock
+    from reproduce.__main__ import main as reproduce_main
+    out = tmp_path / "out"
+    held = RunLock(out).acquire(True, "python -m reproduce")
+    try:
+        one_line_error(cli(reproduce_main, "--table", "2", "--demo", "--seeds", "1", "--dry-run", "--out", out),
+                       f"folder {out} is in use (python -m reproduce", "choose another --out")
+    finally:
+        held.release()

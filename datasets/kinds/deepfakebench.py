@@ -23,14 +23,14 @@ JSON's only one), compression: c23 (FF++ family), labels: [FF-real, FF-DF, ...] 
 """
 from __future__ import annotations
 
-import json
+import os
 import re
 from pathlib import Path, PurePosixPath
 
 from datasets.index import Sample, Scan
 from datasets.kinds.base import SourceKind
 from datasets.videos import deepfakebench_id, deepfakebench_split
-from utils import UserError
+from utils import UserError, parse_json
 
 SPLITS = ("train", "val", "test")
 FAMILY = {"FF-real": "Real", "FF-DF": "Deepfakes", "FF-F2F": "Face2Face", "FF-FS": "FaceSwap",
@@ -47,9 +47,9 @@ def load_index(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"DeepfakeBench dataset JSON not found: {path} (preprocessing/dataset_json/<dataset>.json)")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is not valid JSON: {str(err).splitlines()[0]}") from None
+        return parse_json(path.read_text(), str(path))
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not valid JSON: {err}") from None
 
 
 def _videos_of(node, where: str, path: Path, compression: str | None) -> dict:
@@ -68,27 +68,35 @@ def _videos_of(node, where: str, path: Path, compression: str | None) -> dict:
 
 
 class Rerooter:
-    """Frame paths -> files under root: relative paths are joined to it; an absolute path that does not exist
-    is re-rooted at its first component found under root (learned once per leading prefix)."""
+    """Frame paths -> files under root: relative paths are joined to it; an absolute path under root is kept; any
+    other absolute path (another machine's) is re-rooted at its first component found under root (learned once
+    per leading prefix). A path that would leave root (`..`) is a UserError: a dataset lists its own frames."""
 
-    def __init__(self, root: Path):
-        self.root, self.prefixes = root, {}
+    def __init__(self, root: Path, index: Path):
+        self.root, self.index, self.prefixes = root, index, {}
+        self.inside = os.path.normpath(str(root)) + os.sep
 
     def __call__(self, frame: str) -> str:
         p = PurePosixPath(frame)
         if not p.is_absolute():
-            return str(self.root / p)
-        if Path(frame).exists():
-            return frame
+            return self._checked(str(self.root / p), frame)
+        if os.path.normpath(frame).startswith(self.inside):
+            return self._checked(frame, frame)
         parts = p.parts
         for prefix, cut in self.prefixes.items():
             if parts[:len(prefix)] == prefix:
-                return str(self.root.joinpath(*parts[cut:]))
+                return self._checked(str(self.root.joinpath(*parts[cut:])), frame)
         for i in range(1, len(parts) - 1):
             if (self.root / parts[i]).exists():
                 self.prefixes[parts[:i]] = i
-                return str(self.root.joinpath(*parts[i:]))
-        return str(self.root.joinpath(*parts[1:]))  # reported as missing by the caller
+                return self._checked(str(self.root.joinpath(*parts[i:])), frame)
+        return self._checked(str(self.root.joinpath(*parts[1:])), frame)  # reported as missing by the caller
+
+    def _checked(self, path: str, listed: str) -> str:
+        if not os.path.normpath(path).startswith(self.inside):
+            raise UserError(f"{self.index} lists the frame {listed!r}, which is outside the dataset root {self.root}"
+                            [:400])
+        return path
 
 
 def build(root: Path, spec: dict, scan: Scan) -> list[Sample]:
@@ -107,7 +115,7 @@ def build(root: Path, spec: dict, scan: Scan) -> list[Sample]:
     unknown = [lab for lab in wanted if lab not in labels]
     if unknown:
         raise UserError(f"{path}: label {unknown[0]!r} not in {dataset} (it has {', '.join(labels)})")
-    reroot, samples, missing = Rerooter(root), [], []
+    reroot, samples, missing = Rerooter(root, path), [], []
     scan.watch(path)  # a changed JSON (or root) rebuilds the cached index
     if root.is_dir():
         scan.watch(root)
@@ -121,6 +129,9 @@ def build(root: Path, spec: dict, scan: Scan) -> list[Sample]:
                 if not (isinstance(info, dict) and isinstance(info.get("frames"), list)):
                     raise UserError(f"{path}: {dataset}/{label}/{split}/{video} needs a 'frames' list")
                 own = info.get("label", label)
+                if not isinstance(own, str):
+                    raise UserError(f"{path}: {dataset}/{label}/{split}/{video} has label {own!r}: labels are names "
+                                    "(FF-real, FF-DF, ...)"[:300])
                 vid = deepfakebench_id(split, own, video)
                 for frame in info["frames"]:
                     f = reroot(str(frame))

@@ -3,14 +3,13 @@ original links from the original parts' metadata.json files found under `metadat
 is reported, never guessed). A fake shows the person of its original."""
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
 
 from datasets.index import Sample, Scan
 from datasets.kinds.base import SourceKind, require_dir, video_folders
-from utils import UserError
+from utils import UserError, parse_json
 
 LAYOUT = "<root>/<video>/<frame>.png plus the original parts' metadata.json files under <metadata>"
 
@@ -27,9 +26,11 @@ def dfdc_metadata(metadata_root: Path, scan: Scan) -> dict[str, dict]:
         match = re.search(r"part_?(\d+)", str(file.parent.name))
         part = int(match.group(1)) if match else None
         try:
-            entries = json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+            entries = parse_json(file.read_text(), f"DFDC metadata {file}")
+        except (OSError, UnicodeDecodeError) as err:
             raise UserError(f"cannot read DFDC metadata {file}: {err}") from None
+        if not isinstance(entries, dict) or not all(isinstance(m, dict) for m in entries.values()):
+            raise UserError(f"DFDC metadata {file} must map video names to {{\"label\": REAL|FAKE, ...}}")
         for name, meta in entries.items():
             label = str(meta.get("label", "")).upper()
             if label not in ("REAL", "FAKE"):
