@@ -99,6 +99,16 @@ def role_samples(sets: dict[str, tuple[str, str | None, list[Sample]]], role: st
     return samples
 
 
+def labels_known(samples: list[Sample], logger=None) -> bool:
+    """Whether every image of a set has a true label (an unlabeled source's have none: -1); if not, says so."""
+    known = all(s.label >= 0 for s in samples)
+    if not known and logger is not None:
+        missing = sum(s.label < 0 for s in samples)
+        logger.info(f"{missing} of the {len(samples)} unlabeled images have no true label: the pseudo-label "
+                    "accuracy (pseudo_acc) is not logged")
+    return known
+
+
 def overlap(cfg: dict, sets: dict[str, tuple[str, str | None, list[Sample]]]) -> Overlap:
     """What the roles of a config's sets share: images, videos or identities (datasets/overlap.py)."""
     return find_overlap(sets, protocol_links(cfg))
@@ -113,7 +123,7 @@ def describe(cfg: dict, name: str) -> dict:
         out["sets"][set_name] = {
             "role": role, "split": split, "images": len(samples),
             "videos": len({s.video for s in samples if s.video}),
-            "real": labels[0], "fake": labels[1],
+            "real": labels[0], "fake": labels[1], "unknown": labels[-1],  # (unknown: an unlabeled source)
             "domains": dict(sorted(Counter(s.domain for s in samples).items())),
         }
     shared = overlap(cfg, sets)
@@ -123,12 +133,13 @@ def describe(cfg: dict, name: str) -> dict:
 
 
 def format_description(d: dict) -> str:
-    head = f"{'set':<18}{'role':<11}{'split':<9}{'images':>9}{'videos':>8}{'real':>9}{'fake':>9}  domains"
+    head = (f"{'set':<18}{'role':<11}{'split':<9}{'images':>9}{'videos':>8}{'real':>9}{'fake':>9}{'no label':>9}"
+            "  domains")
     lines = [f"protocol {d['protocol']}", head, "-" * (len(head) + 20)]
     for name, s in d["sets"].items():
         domains = ", ".join(f"{k} {v}" for k, v in s["domains"].items())
         lines.append(f"{name:<18}{s['role']:<11}{str(s['split'] or '-'):<9}{s['images']:>9}{s['videos']:>8}"
-                     f"{s['real']:>9}{s['fake']:>9}  {domains}")
+                     f"{s['real']:>9}{s['fake']:>9}{s['unknown']:>9}  {domains}")
     verdict = "none" if d["overlapping_videos"] == 0 else f"IN MORE THAN ONE ROLE: {d['overlap']['summary']}"
     lines.append(f"image/video/identity overlap between labeled, unlabeled, val and test: {verdict}")
     return "\n".join(lines)

@@ -2,6 +2,9 @@
 
 A *source* spec names images, their labels, domains and video ids:
   "folder:PATH"  or {kind: folder, root}        any tree with real/ and fake/ (searched recursively)
+  "unlabeled:PATH" or {kind: unlabeled, root, json}
+                 images without labels, for data.unlabeled: a folder (recursively), a .txt list of images, or
+                 DeepfakeBench's dataset JSON (datasets/kinds/unlabeled.py)
   {kind: ff, root, subset: train_set|test_set, methods: [Real, Deepfakes, ...]}
                  FaceForensics++ crops, one folder per video ('017' real, '017_042' fake = target_source)
   {kind: dfdc, root, metadata, parts: [0, 4, ...]}
@@ -37,11 +40,14 @@ _COMMON_KEYS = {"kind", "videos", "frames_per_video", "max_videos", "max_images"
 def _resolved(spec: Any, data_cfg: dict) -> tuple[dict, Any]:
     """(the spec with its roots resolved, its kind); a malformed spec is a UserError."""
     if isinstance(spec, str):
-        if not spec.startswith("folder:"):
-            raise UserError(f"unknown dataset '{spec}' (use folder:PATH, or a mapping with kind: {'|'.join(KINDS)})")
-        spec = {"kind": "folder", "root": spec[len("folder:"):]}
+        kind, _, root = spec.partition(":")
+        if kind not in ("folder", "unlabeled") or not root:
+            raise UserError(f"unknown dataset '{spec}' (use folder:PATH, unlabeled:PATH, or a mapping with kind: "
+                            f"{'|'.join(KINDS)})")
+        spec = {"kind": kind, "root": root}
     if not isinstance(spec, dict) or "kind" not in spec or "root" not in spec:
-        raise UserError(f"dataset spec must be folder:PATH or a mapping with 'kind' and 'root', got {spec!r}")
+        raise UserError(f"dataset spec must be folder:PATH, unlabeled:PATH or a mapping with 'kind' and 'root', got "
+                        f"{spec!r}"[:300])
     kind = KINDS.get(spec["kind"])
     if kind is None:
         raise UserError(f"unknown dataset kind '{spec['kind']}' ({', '.join(KINDS)})")
@@ -51,7 +57,8 @@ def _resolved(spec: Any, data_cfg: dict) -> tuple[dict, Any]:
     for name in kind.path_keys:
         if name not in spec:
             raise UserError(f"{spec['kind']} dataset spec needs '{name}' (expected layout: {kind.layout})")
-    return {**spec, **{k: str(resolve_root(spec[k], data_cfg, kind.layout)) for k in ("root", *kind.path_keys)}}, kind
+    keys = ("root", *kind.path_keys, *(k for k in kind.optional_path_keys if spec.get(k)))
+    return {**spec, **{k: str(resolve_root(spec[k], data_cfg, kind.layout)) for k in keys}}, kind
 
 
 def build_source(spec: Any, data_cfg: dict, seed: int, role: str | None = None) -> list[Sample]:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 
 from datasets.loaders import mpl_streams, train_batches
-from datasets.protocols import record_splits, role_samples
+from datasets.protocols import labels_known, record_splits, role_samples
 from engine.dist import distribute, mean_over_ranks, unwrap
 from engine.run import RunOptions, start_run
 from engine.setup import prepare
@@ -135,7 +135,8 @@ def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     # Stage 1: MPL steps on the two endless streams (labeled: one view, unlabeled: weak and strong)
     stage = run.stage("mpl", mc["steps"])
     m.steps = stage.start
-    stage.run(lambda x_l, y_l, x_uw, x_us, y_u: mpl_step(m, x_l, y_l, x_uw, x_us, y_u, run.update),
+    known = labels_known(unlabeled, run.logger)  # their true labels, for the logged pseudo-label accuracy only
+    stage.run(lambda x_l, y_l, x_uw, x_us, y_u: mpl_step(m, x_l, y_l, x_uw, x_us, y_u if known else None, run.update),
               list(mpl_streams(labeled, unlabeled, cfg, 1, stage.start, t.device)),
               val=run.val.classifier(m.student))  # logged; not a release, so nothing is selected
 

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from datasets.loaders import mpl_streams, train_batches
-from datasets.protocols import record_splits, role_samples
+from datasets.protocols import labels_known, record_splits, role_samples
 from engine.checkpoint import load_weights
 from engine.dist import distribute, gather, is_main_process, mean_over_ranks, unwrap
 from engine.release import release_paths
@@ -178,7 +178,9 @@ def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     # Stage 1: MPL steps on the two endless streams (labeled: two views, unlabeled: weak and strong)
     stage = run.stage("mpl", mc["steps"])
     detector = EncoderClassifier(student.encoder, s_cls)  # the student as a detector (validation)
-    stage.run(lambda x_l, x_l2, y_l, x_uw, x_us, y_u: mpl_step(pair, x_l, x_l2, y_l, x_uw, x_us, y_u, run.update),
+    known = labels_known(unlabeled, run.logger)  # their true labels, for the logged pseudo-label accuracy only
+    stage.run(lambda x_l, x_l2, y_l, x_uw, x_us, y_u: mpl_step(pair, x_l, x_l2, y_l, x_uw, x_us, y_u if known else None,
+                                                               run.update),
               list(mpl_streams(labeled, unlabeled, cfg, 2, stage.start, t.device)), list(pair.optimizers().values()),
               val=run.val.classifier(detector))  # logged; not a release, so nothing is selected
 

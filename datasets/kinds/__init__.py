@@ -5,7 +5,7 @@ Adding a dataset = one module here defining KIND (a datasets.kinds.base.SourceKi
 """
 from __future__ import annotations
 
-from datasets.kinds import celebdf, deepfakebench, dfdc, ff, flat, folder
+from datasets.kinds import celebdf, deepfakebench, dfdc, ff, flat, folder, unlabeled
 from datasets.kinds.base import SourceKind
 from datasets.videos import kind_of
 
@@ -16,6 +16,7 @@ KINDS: dict[str, SourceKind] = {
     "dfdc": dfdc.KIND,
     "celebdf": celebdf.KIND,
     "deepfakebench": deepfakebench.KIND,
+    "unlabeled": unlabeled.KIND,
 }
 
 

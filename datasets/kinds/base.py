@@ -18,6 +18,7 @@ class SourceKind:
     identities: Callable[[str], tuple[str, ...]] = lambda video: (video,)
     links: Callable[[dict], dict[str, str]] | None = None  # spec -> {video: video it shares an identity with}
     path_keys: tuple[str, ...] = ()            # spec keys besides root that name folders ({key} allowed)
+    optional_path_keys: tuple[str, ...] = ()   # ... and such keys a spec may leave out
     # (samples, resolved spec, role) -> the samples of that role under an official split, or None (no such split)
     official_split: Callable[[list[Sample], dict, str | None], list[Sample] | None] | None = None
 
