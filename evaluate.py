@@ -23,10 +23,11 @@ from datasets.perturb import parse_perturbations
 from datasets.protocols import prepare_data, test_sets
 from engine.amp import autocast
 from engine.dist import get_device
-from engine.release import (RELEASE, build_model, checkpoint_settings, release_calibration, release_paths, verify_release)
+from engine.release import (RELEASE, build_model, checkpoint_settings, release_calibration, release_paths, run_folder,
+                            verify_release)
 from engine.run import RunLock
 from evaluation.metrics import binary_metrics, format_table, threshold_metrics, video_metrics
-from utils import UserError, atomic_write_csv, atomic_write_text, resolve_path, run_cli
+from utils import UserError, atomic_write_csv, atomic_write_text, parse_yaml, resolve_path, run_cli
 
 
 @torch.no_grad()
@@ -187,6 +188,26 @@ def weight_paths(args: argparse.Namespace, cfg: dict) -> dict[str, Path]:
             "classifier": resolve_path(args.classifier) if args.classifier else paths["classifier"]}
 
 
+def check_run_exists(args: argparse.Namespace, cfg: dict) -> None:
+    """The run folder these arguments name must hold a run; if it does not but runs of the same config with
+    other settings do, the error names them and how they differ (train and evaluate with the same arguments)."""
+    folder = run_folder(cfg, args.method)
+    if folder.is_dir() and any(folder.glob("*.tar")):
+        return
+    from engine.config import config_changes
+    base = Path(args.config).stem if args.config else str(cfg["run_name"]).split("-")[0]
+    found = []
+    for other in sorted(resolve_path(cfg["out_dir"]).glob(f"{base}*/{args.method}")):
+        saved = other / "config.yaml"
+        if other != folder and saved.is_file() and any(other.glob("*.tar")):
+            changed = config_changes(parse_yaml(saved.read_text(), str(saved)) or {}, cfg)
+            settings = [c.split(" -> ")[0].replace(": ", "=", 1) for c in changed if not c.startswith("run_name")]
+            found.append(f"{other} ({', '.join(settings[:3]) or 'the same settings'})")
+    if found:
+        raise UserError(f"no run in {folder} (these arguments name it); runs of the same config with other settings: "
+                        f"{'; '.join(found[:3])}: evaluate with the arguments it was trained with, or --run-name")
+
+
 def run_of(method: str, paths: dict[str, Path]) -> Path | None:
     """The run folder whose release files `paths` are (all in one folder that holds checkpoints/, under the
     release names of `method`), else None (the authors' files, a copy elsewhere)."""
@@ -229,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = config_from_args(args, args.config or (None if args.test else "configs/demo.yaml"))
     paths = weight_paths(args, cfg)
+    if paths == release_paths(cfg, args.method):
+        check_run_exists(args, cfg)
     own_run = run_of(args.method, paths)  # the run folder whose own files are scored: locked while scoring
     lock = RunLock(own_run).acquire(False, "evaluation") if own_run else None
     weights = verify_release(args.method, paths, own_run)

@@ -106,6 +106,8 @@ def parse_args(argv):
                "--input-scale seed --json out.json")
     p.add_argument("inputs", nargs="+", help="images, videos or folders")
     p.add_argument("--method", required=True, choices=sorted(RELEASE))
+    p.add_argument("--run", metavar="DIR", help="a run's folder (runs/<run_name>/<method>): its release files, as "
+                                                "evaluate.py finds them (instead of --weights / --encoder --classifier)")
     p.add_argument("--weights", help="baseline checkpoint (pt)")
     p.add_argument("--encoder", help="SupCon network checkpoint (supcon, supconmpl)")
     p.add_argument("--classifier", help="linear classifier checkpoint (supcon, supconmpl)")
@@ -213,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         args.json = args.json or str(Path(args.out) / "predictions.json")
         args.csv = args.csv or str(Path(args.out) / "faces.csv")
         Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.run:
+        if args.weights or args.encoder or args.classifier:
+            raise UserError("--run takes the run's own files: give either --run or the checkpoint files")
+        for role, name in RELEASE[args.method].items():
+            setattr(args, role, str(Path(args.run) / name))
     if "weights" in RELEASE[args.method] and not args.weights:
         raise UserError(f"--method {args.method} needs --weights")
     if "encoder" in RELEASE[args.method] and not (args.encoder and args.classifier):

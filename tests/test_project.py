@@ -42,6 +42,24 @@ def test_docker_compose_file_is_valid():
     assert res.returncode == 0, res.stderr
 
 
+def test_the_image_and_the_container_as_documented():
+    """Static checks (Docker is absent here): one torch (the pinned one, no torch in the base image), the build
+    context without runs/datasets/weights, ids passed explicitly, GPUs chosen by GPU_IDS, datasets outside the
+    repository's data/ (where the demo is written), no fixed container name."""
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    base = next(line for line in lines if line.startswith("FROM")).split()[1]
+    assert "pytorch" not in base and "cuda" not in base, base
+    assert any("pip install -r /tmp/requirement.txt" in line for line in lines)
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {"runs/", "data/", "weights/", ".git"} <= set(ignored)
+    (service,) = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"].values()
+    assert "container_name" not in service and set(service["build"]["args"]) == {"HOST_UID", "HOST_GID"}
+    assert service["environment"]["CUDA_VISIBLE_DEVICES"] == "${GPU_IDS:-0}"
+    mounts = [v.split(":")[1] for v in service["volumes"]]
+    assert "/workspace" in mounts and not any(m.startswith("/workspace/") for m in mounts)
+
+
 def test_the_wrappers_exit_with_the_scripts_status_and_evaluate_nothing_after_a_failed_training(tmp_path):
     import subprocess
     for method in ("pt", "supcon", "supconmpl", "mpl"):

@@ -410,3 +410,14 @@ def test_two_reproduce_commands_into_one_out_folder(tmp_path):
                        f"folder {out} is in use (python -m reproduce", "choose another --out")
     finally:
         held.release()
+
+
+def test_evaluate_names_the_runs_of_the_same_config_when_its_own_is_missing(tiny_config_file, tmp_path):
+    """31.3: trained with overrides, evaluated without them: the error names the run that exists and how."""
+    assert cli(train_pt.main, "--config", tiny_config_file, "--run-name", "tiny-x", "pt.lr=0.001").returncode == 0
+    res = cli(evaluate.main, "--method", "pt", "--config", tiny_config_file, "--no-plots")
+    one_line_error(res, f"no run in {tmp_path / 'runs' / 'tiny' / 'pt'}",
+                   f"{tmp_path / 'runs' / 'tiny-x' / 'pt'} (pt.lr=0.001)", "evaluate with the arguments it was trained with")
+    res = cli(evaluate.main, "--method", "pt", "--config", tiny_config_file, "--run-name", "tiny-x", "pt.lr=0.001",
+              "--no-plots")
+    assert res.returncode == 0, res.stderr
