@@ -30,18 +30,14 @@ import torch
 
 from datasets.augment import BatchAugment, view_specs
 from datasets.images import IMG_EXTS
+from datasets.pack_keys import PackKeys, first_base, widened
 from datasets.pack_workers import init_loader, load
 from datasets.index import Sample
 from datasets.sampling import StepBatchSampler, stream_seed
 from engine.dist import rank_world
 from utils import UserError, atomic_write_text
 
-FORMAT, VERSION = "supcon-mpl-pack", 1
-
-
-def pack_key(path: str) -> str:
-    """Images are found in a pack by absolute, normalised path."""
-    return os.path.abspath(path)
+FORMAT, VERSION = "supcon-mpl-pack", 2  # 2: images named relative to the pack's base (datasets/pack_keys.py)
 
 
 class Pack:
@@ -53,8 +49,8 @@ class Pack:
         if not meta_file.is_file():
             raise UserError(f"not a pack: {self.folder} has no meta.json (build one with python -m preprocess.pack)")
         self.meta = json.loads(meta_file.read_text())
-        if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
-            raise UserError(f"{meta_file} is not a version-{VERSION} {FORMAT} file")
+        if self.meta.get("format") != FORMAT or self.meta.get("version") not in (1, VERSION):
+            raise UserError(f"{meta_file} is not a {FORMAT} file of version 1 or {VERSION}")
         self.size = int(self.meta["size"])
         self.shards = [np.load(self.folder / s["file"], mmap_mode="r") for s in self.meta["shards"]]
         for arr, s in zip(self.shards, self.meta["shards"]):
@@ -63,6 +59,7 @@ class Pack:
         self.location = read_index(self.folder)  # path -> (shard, row)
         bad_file = self.folder / "bad.txt"
         self.bad = set(bad_file.read_text().splitlines()) if bad_file.is_file() else set()
+        self.keys = PackKeys(self.meta.get("base") if self.meta["version"] >= 2 else None, set(self.location) | self.bad)
 
     def rows(self, samples: list[Sample], what: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(shard, row) of each sample, -1 for images the pack lists as unreadable; a sample the pack
@@ -71,7 +68,7 @@ class Pack:
         row = np.full(len(samples), -1, dtype=np.int64)
         missing, bad = [], []
         for i, s in enumerate(samples):
-            key = pack_key(s.path)
+            key = self.keys(s.path)
             loc = self.location.get(key)
             if loc is not None:
                 shard[i], row[i] = loc
@@ -154,8 +151,8 @@ def _reserve(path: Path) -> None:
 
 
 def _write_shard(out: Path, chunk: list[str], results, meta: dict, bad: set, bar) -> dict[str, tuple[int, int]]:
-    """Decode `chunk` (results: (path, image or None) per path) into the pack's next shard; returns the rows
-    it holds (none: no shard written). Unreadable images go to `bad`."""
+    """Decode `chunk` (the images' keys; results: (path, image or None) per key, in order) into the pack's next
+    shard; returns the rows it holds by key (none: no shard written). Unreadable images go to `bad`."""
     size = meta["size"]
     number = len(meta["shards"])
     name = f"shard-{number:05d}.npy"
@@ -163,12 +160,12 @@ def _write_shard(out: Path, chunk: list[str], results, meta: dict, bad: set, bar
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(chunk), 3, size, size))
     _reserve(tmp)
     rows: dict[str, tuple[int, int]] = {}
-    for path, img in results:
+    for key, (_, img) in zip(chunk, results):
         if img is None:
-            bad.add(path)
+            bad.add(key)
         else:
             arr[len(rows)] = img
-            rows[path] = (number, len(rows))
+            rows[key] = (number, len(rows))
         bar.update()
     arr.flush()
     del arr
@@ -184,6 +181,22 @@ def _write_shard(out: Path, chunk: list[str], results, meta: dict, bad: set, bar
     return rows
 
 
+def _keyed(meta: dict, paths: list[str], index: dict, bad: set) -> tuple[dict[str, str], dict, set]:
+    """{key: path} of the images to pack (a key already in the pack is the same image, wherever the pack was
+    built), and the pack's index and bad list re-keyed when its base widens to hold them (meta["base"] set)."""
+    if meta["version"] < 2:  # a version-1 pack: absolute paths, as it was built
+        return {p: p for p in paths}, index, bad
+    keys = PackKeys(meta.get("base") or first_base(paths), set(index) | bad)
+    keyed = {keys(p): p for p in paths}  # (learns where the packed images are now, if they moved)
+    outside = [p for k, p in keyed.items() if keys.outside(k)]
+    if outside:
+        keys.base, index, bad = widened(keys.base, outside, index, bad)
+        keys.known = set(index) | bad
+        keyed = {keys(p): p for p in paths}
+    meta["base"] = keys.base
+    return keyed, index, bad
+
+
 def build_pack(paths: list[str], out: Path, size: int, workers: int = 0, shard_images: int = SHARD_IMAGES,
                quiet: bool = False) -> dict:
     """Add the images of `paths` that `out` lacks; returns counts {"added", "bad", "total", "skipped"}."""
@@ -192,18 +205,19 @@ def build_pack(paths: list[str], out: Path, size: int, workers: int = 0, shard_i
     from tqdm import tqdm
 
     meta, index, bad = _open_pack(out, size)
-    keys = list(dict.fromkeys(pack_key(p) for p in paths))  # unique, in order
-    todo = [k for k in keys if k not in index and k not in bad]
-    counts = {"added": 0, "bad": 0, "skipped": len(keys) - len(todo)}
+    base = meta.get("base")
+    keyed, index, bad = _keyed(meta, [os.path.abspath(p) for p in dict.fromkeys(paths)], index, bad)
+    todo = [(k, p) for k, p in keyed.items() if k not in index and k not in bad]
+    counts = {"added": 0, "bad": 0, "skipped": len(keyed) - len(todo)}
     # forkserver: a fork of this process (which may run threads: torch's, a loader's) could deadlock its children
     pool = get_context("forkserver").Pool(workers, init_loader) if workers > 0 else None
     bar = tqdm(total=len(todo), desc="pack", unit="img", disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
     try:
         for start in range(0, len(todo), shard_images):
             chunk = todo[start:start + shard_images]
-            jobs = [(p, size) for p in chunk]
-            rows = _write_shard(out, chunk, pool.imap(load, jobs, chunksize=32) if pool else map(load, jobs),
-                                meta, bad, bar)
+            jobs = [(p, size) for _, p in chunk]
+            rows = _write_shard(out, [k for k, _ in chunk], pool.imap(load, jobs, chunksize=32) if pool
+                                else map(load, jobs), meta, bad, bar)
             index.update(rows)
             write_pack_files(out, meta, index, bad)  # after every shard: an interrupted pack keeps it
             counts["added"] += len(rows)
@@ -212,7 +226,7 @@ def build_pack(paths: list[str], out: Path, size: int, workers: int = 0, shard_i
         bar.close()
         if pool is not None:
             pool.terminate()
-    if not (out / "meta.json").is_file():
+    if not (out / "meta.json").is_file() or meta.get("base") != base:  # new, or its images moved or widened
         write_pack_files(out, meta, index, bad)
     counts["total"] = meta["count"]
     return counts

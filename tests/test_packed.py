@@ -69,7 +69,7 @@ def test_packed_pixels_are_the_decoded_images_and_bad_files_are_listed(tiny_demo
     res = command(["-m", "preprocess.pack", "--folder", str(folder), "--out", str(out), "--size", "32"])
     assert res.returncode == 0 and "1 unreadable" in res.stdout, res.stdout + res.stderr
     pack = Pack(out)
-    assert (out / "bad.txt").read_text().strip() == str(folder / "broken.png")
+    assert (out / "bad.txt").read_text().strip() == "broken.png"  # named below the pack's base, the folder
     samples = [Sample(str(folder / f"{i}.png"), 0, "Real", None) for i in range(5)]
     shard, row, bad = pack.rows(samples, "test")
     images = np.empty((5, 3, 32, 32), np.uint8)
@@ -163,3 +163,38 @@ def test_training_from_a_pack(pack_cli):
     missing = command(["train_pt.py", "--config", str(cfg_file), f"data.packed={out}", test_set, "data.test=[]",
                    "--run-name", "other"])
     assert missing.returncode == 2 and "are not in pack" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_pack_moved_with_its_images_still_trains_and_an_append_adds_nothing_twice(tiny_demo, tmp_path):
+    """31.6: the repository (demo, pack and all) moves: the pack finds its images below their new folder; packing
+    the same config again adds nothing; images of a folder beside them widen the pack, once."""
+    import shutil
+    old = tmp_path / "old"
+    shutil.copytree(tiny_demo, old / "demo")
+    cfg = tiny_config(old / "demo", tmp_path / "runs")
+    cfg["data"]["packed"] = str(old / "pack")
+    (old / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert command(["-m", "preprocess.pack", "--config", str(old / "cfg.yaml"), "--out", str(old / "pack")]).returncode == 0
+    count = json.loads((old / "pack" / "meta.json").read_text())["count"]
+    new = tmp_path / "new"
+    shutil.move(old, new)  # the old folder is gone
+    moved = tiny_config(new / "demo", tmp_path / "runs")
+    moved["data"]["packed"] = str(new / "pack")
+    (new / "cfg.yaml").write_text(yaml.safe_dump(moved))
+    res = command(["train_pt.py", "--config", str(new / "cfg.yaml")])
+    assert res.returncode == 0, res.stderr
+    again = command(["-m", "preprocess.pack", "--config", str(new / "cfg.yaml"), "--out", str(new / "pack")])
+    assert again.returncode == 0 and "packed 0 new image(s)" in again.stdout, again.stdout + again.stderr
+    meta = json.loads((new / "pack" / "meta.json").read_text())
+    assert meta["count"] == count and meta["base"].startswith(str(new))
+    extra = new / "extra"
+    extra.mkdir()
+    for i, src in enumerate(sorted((new / "demo" / "FaceForensics++" / "test_set" / "Real").rglob("*.png"))[:3]):
+        shutil.copy(src, extra / f"{i}.png")
+    for _ in range(2):
+        assert command(["-m", "preprocess.pack", "--folder", str(extra), "--out", str(new / "pack"),
+                        "--size", "32"]).returncode == 0
+    meta = json.loads((new / "pack" / "meta.json").read_text())
+    assert meta["count"] == count + 3 and meta["base"] == str(new)
+    index = (new / "pack" / "index.csv").read_text().splitlines()[1:]
+    assert len(index) == len({line.rsplit(",", 2)[0] for line in index}) == count + 3
