@@ -153,10 +153,11 @@ def parse_args(argv):
     p.add_argument("--input-scale", choices=("project", "seed"),
                    help="project: [0,1] + mean/std (default); seed: the reference code's x/255/255")
     p.add_argument("--json", help="metrics JSON (default: <run folder>/results.json)")
-    p.add_argument("--predictions", help="per-image CSV (default: <run folder>/predictions.csv)")
+    p.add_argument("--csv", "--predictions", dest="predictions",
+                   help="per-image CSV (default: <run folder>/predictions.csv)")
     p.add_argument("--video-rule", choices=("mean", "max"), default="mean",
                    help="how frame scores become a video score: mean (default) or max of P(fake)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="test images per model call")
     p.add_argument("--no-plots", action="store_true", help="skip roc.png / training_curves.png / embedding.png")
     p.add_argument("--embedding", choices=("pca", "tsne"), default="pca",
                    help="2-D projection of the encoder features in embedding.png (SupCon models): pca (default) or "
@@ -242,7 +243,7 @@ def output_paths(args: argparse.Namespace, cfg: dict, own_run: Path | None, path
         holder = run_folder_holding(path)
         if holder is not None and any(p.resolve().parent != holder for p in paths.values()):
             raise UserError(f"{path} is in the run folder {holder}, whose results must come from its own weights "
-                            f"(not {', '.join(weights['files'])}): write them elsewhere (--json, --predictions)")
+                            f"(not {', '.join(weights['files'])}): write them elsewhere (--json, --csv)")
     return json_path, csv_path
 
 

@@ -30,10 +30,11 @@ from datasets.images import IMG_EXTS, BadImageError, read_image
 from engine.amp import autocast
 from engine.dist import get_device
 from engine.release import RELEASE, build_model, checkpoint_settings, release_calibration
-from preprocess.extract_faces import crop_box, load_detector
+from preprocess.crops import Crop, recorded
+from preprocess.extract_faces import ALIGNED_SIZE, aligned_crop, crop_box, load_detector
 from preprocess.tracks import group_tracks
 from preprocess.video import VIDEO_EXTS, read_frames
-from utils import UserError, atomic_write_csv, atomic_write_text, resolve_path, run_cli
+from utils import HelpFormatter, UserError, atomic_write_csv, atomic_write_text, resolve_path, run_cli
 
 
 def expand(inputs: list[str]) -> list[Path]:
@@ -61,7 +62,7 @@ def check_size(path: Path, max_pixels: int) -> None:
         raise OSError(f"{width} x {height} pixels is more than --max-pixels {max_pixels:,}")
 
 
-def faces_of(path: Path, detector, frames: int, all_faces: bool, margin: float,
+def faces_of(path: Path, detector, frames: int, all_faces: bool, crop: Crop,
              max_pixels: int = 40_000_000) -> list[tuple]:
     """(frame index or None, box, RGB crop) for the faces of an image or the sampled frames of a video."""
     if path.suffix.lower() in VIDEO_EXTS:
@@ -73,14 +74,19 @@ def faces_of(path: Path, detector, frames: int, all_faces: bool, margin: float,
         images = [(None, read_image(str(path)).permute(1, 2, 0).numpy())]  # [H, W, 3] RGB
     found = []
     for index, image in images:
-        boxes, probs = detector.detect(image)
+        boxes, probs, points = detector.detect(image, landmarks=True)
         if boxes is None:
             continue
         order = np.argsort([-(b[2] - b[0]) * (b[3] - b[1]) for b in boxes])
         for k in (order if all_faces else order[:1]):
-            x1, y1, x2, y2 = crop_box(boxes[k], margin, image.shape[1], image.shape[0])
+            box = [round(float(v), 1) for v in boxes[k]]
+            if crop.align:  # as extract_faces --align: eyes level, at the training crops' size
+                face, _ = aligned_crop(image, points[k], ALIGNED_SIZE, crop.align)
+                found.append((index, box, face))
+                continue
+            x1, y1, x2, y2 = crop_box(boxes[k], crop.margin, image.shape[1], image.shape[0], crop.scale)
             if x2 > x1 and y2 > y1:
-                found.append((index, [round(float(v), 1) for v in boxes[k]], image[y1:y2, x1:x2]))
+                found.append((index, box, image[y1:y2, x1:x2]))
     return found
 
 
@@ -98,7 +104,7 @@ def score_crops(model, crops: list[np.ndarray], transform, device, batch_size: i
 
 def parse_args(argv):
     p = argparse.ArgumentParser(
-        prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="predict.py", description=__doc__, formatter_class=HelpFormatter,
         epilog="examples:\n"
                "  python predict.py photo.jpg clip.mp4 --method supconmpl --encoder runs/demo/supconmpl/"
                "mpl_supcon_encoder.tar --classifier runs/demo/supconmpl/mpl_supcon_classifier.tar --json out.json\n"
@@ -129,7 +135,14 @@ def parse_args(argv):
     p.add_argument("--frames", type=int, default=16, help="frames sampled per video")
     p.add_argument("--all-faces", action="store_true",
                    help="images: score every face (default: the largest); videos always score every face")
-    p.add_argument("--margin", type=float, default=0.2, help="crop margin, as in preprocessing")
+    crop = p.add_mutually_exclusive_group()
+    crop.add_argument("--margin", type=float, help="cut faces with this margin (extract_faces --margin; default: as "
+                                                   "the weights' training crops were cut, recorded in their boxes.csv; "
+                                                   "else 0.2)")
+    crop.add_argument("--scale", type=float, help="cut squares of SCALE x the box (extract_faces --scale)")
+    crop.add_argument("--align", action="store_true", help="cut aligned faces (extract_faces --align)")
+    p.add_argument("--eye-distance", type=float, default=0.3, help="with --align (default: 0.3)")
+    p.add_argument("--min-face", type=int, default=20, help="smallest face searched for, in pixels (default: 20)")
     p.add_argument("--batch-size", type=int, default=64, help="faces scored per model call (default: 64)")
     p.add_argument("--max-pixels", type=int, default=40_000_000,
                    help="images larger than this are reported, not decoded (default: 40,000,000)")
@@ -139,10 +152,43 @@ def parse_args(argv):
     args = p.parse_args(argv)
     for name, ok, what in (("frames", args.frames > 0, "positive"), ("batch_size", args.batch_size > 0, "positive"),
                            ("min_track", args.min_track > 0, "positive"), ("max_pixels", args.max_pixels > 0, "positive"),
-                           ("margin", args.margin >= 0, ">= 0"), ("threshold", args.threshold is None or 0 <= args.threshold <= 1, "in [0, 1]")):
+                           ("margin", args.margin is None or args.margin >= 0, ">= 0"),
+                           ("scale", args.scale is None or args.scale > 0, "positive"),
+                           ("min_face", args.min_face >= 12, "at least 12"), ("threshold", args.threshold is None or 0 <= args.threshold <= 1, "in [0, 1]")):
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} must be {what}, got {getattr(args, name)}")
     return args
+
+
+def weight_files(args) -> dict[str, Path]:
+    """The checkpoint files to run, by role: --run's release files, or --weights / --encoder --classifier."""
+    if args.run:
+        if args.weights or args.encoder or args.classifier:
+            raise UserError("--run takes the run's own files: give either --run or the checkpoint files")
+        for role, name in RELEASE[args.method].items():
+            setattr(args, role, str(Path(args.run) / name))
+    if "weights" in RELEASE[args.method] and not args.weights:
+        raise UserError(f"--method {args.method} needs --weights (or --run)")
+    if "encoder" in RELEASE[args.method] and not (args.encoder and args.classifier):
+        raise UserError(f"--method {args.method} needs --encoder and --classifier (or --run)")
+    return {role: resolve_path(getattr(args, role)) for role in RELEASE[args.method]}
+
+
+def crop_settings(args, loaded: dict) -> Crop:
+    """How to cut faces: the command line's, else as the weights' training crops were cut (their config's
+    labeled data, boxes.csv), else extract_faces's default; one line says which."""
+    if args.align or args.scale is not None or args.margin is not None:
+        crop = Crop(align=args.eye_distance) if args.align else Crop(scale=args.scale) if args.scale is not None \
+            else Crop(margin=args.margin)
+        print(f"faces cut as asked: {crop.describe()}", file=sys.stderr)
+        return crop
+    found = recorded(loaded.get("config"))
+    if found:
+        print(f"faces cut as the training crops were: {found[0].describe()} (from {found[1]})", file=sys.stderr)
+        return found[0]
+    print("faces cut with extract_faces's default, margin:0.2 (the weights' training crops are not here to tell; "
+          "--margin, --scale or --align to choose)", file=sys.stderr)
+    return Crop()
 
 
 def shown(text: str) -> str:
@@ -174,7 +220,7 @@ def predict_one(path: Path, args, detector, model, transform, device, cam=None, 
         if not path.is_file():
             raise OSError("no such file")
         video = path.suffix.lower() in VIDEO_EXTS
-        found = faces_of(path, detector, args.frames, args.all_faces or video, args.margin, args.max_pixels)
+        found = faces_of(path, detector, args.frames, args.all_faces or video, args.crop, args.max_pixels)
         scores = score_crops(model, [c for _, _, c in found], transform, device, args.batch_size, True)
         if not np.isfinite(scores).all():  # never a verdict from NaN (it compares as "real")
             raise FloatingPointError(f"the model gave {int((~np.isfinite(scores)).sum())} of its {len(scores)} "
@@ -215,19 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json = args.json or str(Path(args.out) / "predictions.json")
         args.csv = args.csv or str(Path(args.out) / "faces.csv")
         Path(args.out).mkdir(parents=True, exist_ok=True)
-    if args.run:
-        if args.weights or args.encoder or args.classifier:
-            raise UserError("--run takes the run's own files: give either --run or the checkpoint files")
-        for role, name in RELEASE[args.method].items():
-            setattr(args, role, str(Path(args.run) / name))
-    if "weights" in RELEASE[args.method] and not args.weights:
-        raise UserError(f"--method {args.method} needs --weights")
-    if "encoder" in RELEASE[args.method] and not (args.encoder and args.classifier):
-        raise UserError(f"--method {args.method} needs --encoder and --classifier")
-    first = resolve_path(args.weights or args.encoder)
-    loaded, backbone, img_size, input_scale = checkpoint_settings(first, args, DEFAULTS)
+    paths = weight_files(args)
+    loaded, backbone, img_size, input_scale = checkpoint_settings(next(iter(paths.values())), args, DEFAULTS)
     device = get_device(args.device)
-    paths = {role: resolve_path(getattr(args, role)) for role in RELEASE[args.method]}
     model = build_model(args.method, backbone, paths, loaded).to(device).eval()
     # (a stored calibration is validated when it is used: --threshold replaces it)
     calibration = release_calibration(args.method, paths, loaded) if args.threshold is None else None
@@ -237,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         args.threshold = calibration["threshold"] if calibration else 0.5
     print(f"verdict: FAKE at P(fake) >= {args.threshold:.4f} ({source})", file=sys.stderr)
     transform = eval_transform(img_size, backbone, input_scale)
-    detector = load_detector("cuda" if device.type == "cuda" else "cpu")
+    args.crop = crop_settings(args, loaded)
+    detector = load_detector("cuda" if device.type == "cuda" else "cpu", min_face=args.min_face)
 
     results, rows = {}, []
     cam = None

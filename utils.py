@@ -5,6 +5,7 @@ updates, checkpoints, run folders), metrics.py, datasets/, models/, losses/, met
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import errno
 import io
@@ -134,3 +135,16 @@ def parse_json(text: str, what: str):
         raise UserError(f"{what} is not valid JSON: {str(err).splitlines()[0][:200]}") from None
     except RecursionError:
         raise UserError(f"{what} is nested too deeply to be an index") from None
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help with the description as written and every option's default shown (where it has one and its help
+    does not already say it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and text and text != argparse.SUPPRESS and "default" not in text
+                and default not in (None, False, [], argparse.SUPPRESS)):
+            text += " (default: %(default)s)"
+        return text

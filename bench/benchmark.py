@@ -51,7 +51,7 @@ from engine.update import Updater
 from bench.data_path import data_path
 from bench.report import machine, peak_tflops, report
 from engine.graphs import stepper, use_cuda_graphs
-from utils import UserError, run_cli
+from utils import HelpFormatter, UserError, run_cli
 
 PIPELINES = ("pt", "supcon", "mpl")
 
@@ -59,7 +59,7 @@ PIPELINES = ("pt", "supcon", "mpl")
 # ----------------------------------------------------------------------------------------------- set-up
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.benchmark", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--config", help="take backbone, img_size, aug and batch sizes from this config")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--backbone", help="timm model (default: resnet50, or the config's)")
@@ -93,7 +93,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-reference", action="store_true", help="skip the reference-style steps")
     p.add_argument("--no-data-path", action="store_true", help="skip the data-path table")
     p.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for the utilisation column")
-    p.add_argument("--out", help="write the Markdown report here (default: bench/results-<device>.md)")
+    p.add_argument("--md", help="write the Markdown report to this file (default: bench/results-<device>.md)")
     return p.parse_args(argv)
 
 
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             table = check_graphs(pipelines, cfg, samples, device, args.check_graphs, Path(tmp))
         write(f"# CUDA graphs against eager steps\n\nCommand: `python {' '.join(sys.argv)}`\n\n" +
               "\n".join(f"- {k}: {v}" for k, v in info.items()) + "\n\n" + table,
-              Path(args.out or f"bench/graph-check-{device.type}.md"))
+              Path(args.md or f"bench/graph-check-{device.type}.md"))
         return 0
     graphed = use_cuda_graphs(cfg, device)[0]
     prof = None
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         (prof[3] / "profile.md").write_text(prof[0].profile_report(f"python {' '.join(sys.argv)}", info, prof[1],
                                                                   prof[2]))
         print(f"profile written to {prof[3] / 'profile.md'}")
-    out = Path(args.out or f"bench/results-{device.type}.md")
+    out = Path(args.md or f"bench/results-{device.type}.md")
     write(text, out)
     print(f"report written to {out}")
     if "mpl" in ref:

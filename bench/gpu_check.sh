@@ -38,7 +38,7 @@ stage() { [[ " ${STAGES:-bench fp16 demo compile} " == *" $1 "* ]]; }
 
 if stage bench; then
     echo "== benchmark, reference settings"
-    timeout "${BENCH_TIMEOUT:-280}" "$PY" -m bench.benchmark --device "$DEVICE" "${small[@]}" --out "$OUT/results.md" \
+    timeout "${BENCH_TIMEOUT:-280}" "$PY" -m bench.benchmark --device "$DEVICE" "${small[@]}" --md "$OUT/results.md" \
         >"$OUT/bench.log" 2>&1
     echo "rc=$?"
 fi
@@ -46,14 +46,14 @@ fi
 if stage memory; then
     echo "== MPL step, 200 steps: memory in use after warm-up and at the end"
     timeout 90 "$PY" -m bench.benchmark --device "$DEVICE" "${small[@]}" --pipelines mpl --no-reference --no-data-path \
-        --steps 200 --out "$OUT/results-200steps.md" >"$OUT/memory.log" 2>&1
+        --steps 200 --md "$OUT/results-200steps.md" >"$OUT/memory.log" 2>&1
     echo "rc=$?"; grep -E "^\| mpl" "$OUT/memory.log" | head -3
 fi
 
 if stage fp16; then
     echo "== fp16 + loss scaler path (MPL step only)"
     timeout 50 "$PY" -m bench.benchmark --device "$DEVICE" "${small[@]}" --pipelines mpl --amp-dtype fp16 --no-reference \
-        --no-data-path --steps 10 --out "$OUT/results-fp16.md" >"$OUT/fp16.log" 2>&1
+        --no-data-path --steps 10 --md "$OUT/results-fp16.md" >"$OUT/fp16.log" 2>&1
     echo "rc=$?"; grep -E "^\| mpl|Error|error" "$OUT/fp16.log" | head -5
 fi
 
@@ -71,7 +71,7 @@ fi
 if stage compile; then
     echo "== torch.compile (${COMPILE_PIPELINES:-pt} step)"
     timeout "${COMPILE_TIMEOUT:-120}" "$PY" -m bench.benchmark --device "$DEVICE" "${small[@]}" --pipelines "${COMPILE_PIPELINES:-pt}" \
-        --compile --no-reference --no-data-path --steps 20 --out "$OUT/results-compile.md" >"$OUT/compile.log" 2>&1
+        --compile --no-reference --no-data-path --steps 20 --md "$OUT/results-compile.md" >"$OUT/compile.log" 2>&1
     echo "rc=$?"; grep -E "^\| (pt|supcon|mpl)" "$OUT/compile.log" | head -3
 fi
 

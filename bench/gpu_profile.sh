@@ -35,18 +35,18 @@ say "machine"
 } >>"$LOG" 2>&1
 
 say "1. eager steps: timing and profile"
-timeout "${T1:-110}" "$PY" -m bench.benchmark "${common[@]}" --no-cuda-graphs --profile "$WORK/eager" --out "$OUT/results-eager.md" >>"$LOG" 2>&1
+timeout "${T1:-110}" "$PY" -m bench.benchmark "${common[@]}" --no-cuda-graphs --profile "$WORK/eager" --md "$OUT/results-eager.md" >>"$LOG" 2>&1
 echo "rc=$?" | tee -a "$LOG"
 cp "$WORK/eager/profile.md" "$OUT/profile-eager.md" 2>>"$LOG" && keep_traces eager
 
 say "2. CUDA graphs against eager steps: logged values of 8 steps"
 timeout "${T2:-80}" "$PY" -m bench.benchmark --device "$DEVICE" --data "$WORK/data" "${small[@]}" --check-graphs 8 \
-    --out "$OUT/graph-check.md" >>"$LOG" 2>&1
+    --md "$OUT/graph-check.md" >>"$LOG" 2>&1
 echo "rc=$?" | tee -a "$LOG"
 
 say "3. CUDA-graphed steps: timing and profile"
 timeout "${T3:-100}" "$PY" -m bench.benchmark "${common[@]}" --cuda-graphs --profile "$WORK/graphs" \
-    --out "$OUT/results-graphs.md" >>"$LOG" 2>&1
+    --md "$OUT/results-graphs.md" >>"$LOG" 2>&1
 echo "rc=$?" | tee -a "$LOG"
 cp "$WORK/graphs/profile.md" "$OUT/profile-graphs.md" 2>>"$LOG" && keep_traces graphs
 

@@ -12,12 +12,13 @@ import yaml
 from engine.config import load_config
 from engine.options import RunFinished, RunOptions
 from engine.schema import keys_help
+from utils import HelpFormatter
 
 def config_parser(prog: str, description: str, example: str, default_config: str | None = "configs/demo.yaml",
                   resume: bool = True) -> argparse.ArgumentParser:
     """The common command line: --config FILE, shortcuts, and key=value overrides."""
     parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description=description, formatter_class=HelpFormatter,
         epilog=f"examples:\n  {example}\n\nOverrides use dotted keys of the config (see configs/*.yaml), "
                f"e.g. supcon.steps=100 data.balance=false.\n\n{keys_help()}")
     parser.add_argument("--config", default=default_config,

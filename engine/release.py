@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -141,6 +142,10 @@ def checkpoint_settings(path: Path, args: argparse.Namespace, defaults: dict) ->
         raise UserError(f"checkpoint {path}: its backbone must be a model name, got {backbone!r}"[:300])
     if input_scale not in ("project", "seed"):
         raise UserError(f"checkpoint {path}: its input_scale must be project or seed, got {input_scale!r}"[:300])
+    trained = loaded.get("img_size")
+    if args.img_size and isinstance(trained, int) and trained != args.img_size:
+        print(f"warning: scoring at {args.img_size} px weights trained at {trained} px (--img-size; without it, "
+              f"{trained} px)", file=sys.stderr)
     return loaded, backbone, img_size, input_scale
 
 

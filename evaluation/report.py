@@ -2,7 +2,7 @@
 with the plots linked.
 
   python -m evaluation.report runs/demo                          # the pt, supcon and supconmpl folders of one run
-  python -m evaluation.report runs/demo/pt runs/other/supconmpl --out report.md
+  python -m evaluation.report runs/demo/pt runs/other/supconmpl --out reports   # reports/report.md
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from evaluation.metrics import test_results
-from utils import UserError, atomic_write_text, run_cli
+from utils import HelpFormatter, UserError, atomic_write_text, run_cli
 
 NAMES = {"pt": "Baseline", "supcon": "SupCon", "supconmpl": "SupCon-MPL", "mpl": "MPL"}
 # What evaluate.py may leave beside results.json (plots, --perturb, --cam): linked when present.
@@ -76,14 +76,16 @@ def render(folders: list[Path], out_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evaluation.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders (runs/<name>) or method folders (runs/<name>/<method>)")
-    p.add_argument("--out", help="write the Markdown here (default: print it)")
+    p.add_argument("--out", help="folder to write report.md into (default: print it)")
+    p.add_argument("--md", help="write the Markdown to this file instead")
     args = p.parse_args(argv)
     folders = method_folders(args.runs)
-    out = Path(args.out) if args.out else Path.cwd()
-    text = render(folders, out.parent if args.out else out)
-    if args.out:
+    out = Path(args.md) if args.md else Path(args.out) / "report.md" if args.out else None
+    text = render(folders, out.parent if out else Path.cwd())
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, text)
         print(f"report: {out}", file=sys.stderr)
     else:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from preprocess.video import VIDEO_EXTS, find_videos, read_frames
-from utils import UserError, atomic_write_csv, atomic_write_text, run_cli
+from utils import HelpFormatter, UserError, atomic_write_csv, atomic_write_text, run_cli
 
 ALIGNED_SIZE = 256  # aligned crops without --size
 
@@ -278,7 +278,7 @@ def run(input_path: Path | None, out: Path, opt: Options, workers: int, videos: 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m preprocess.extract_faces", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="examples:\n  python -m preprocess.extract_faces --input /data/DFDC_videos/dfdc_train_part_0 "
                "--output /data/DFDC_imgs --frames 32\n"
                "  python -m preprocess.extract_faces --ff-root /data/FF++ --compression c23 --output /data/FF_c23\n"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 from datasets.packed import SHARD_IMAGES, build_pack, folder_paths
-from utils import UserError, run_cli
+from utils import HelpFormatter, UserError, run_cli
 
 def config_paths(config: str, overrides: list[str], roles: list[str]) -> tuple[list[str], int]:
     """The image paths of a config's sets in `roles` (labeled, unlabeled, test), and its img_size."""
@@ -36,7 +36,7 @@ def config_paths(config: str, overrides: list[str], roles: list[str]) -> tuple[l
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m preprocess.pack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="pack the images of this config's sets (see --roles)")
     src.add_argument("--folder", help="pack every image under this folder (recursively)")

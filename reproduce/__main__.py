@@ -13,12 +13,12 @@ from engine.run import RunLock
 from reproduce.jobs import Signalled, catch_signals, job_config, run_jobs, run_name
 from reproduce.spec import Job, table_spec
 from reproduce.tables import collect, figure, render
-from utils import ROOT, UserError, atomic_write_text, resolve_path, run_cli
+from utils import HelpFormatter, ROOT, UserError, atomic_write_text, resolve_path, run_cli
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m reproduce", description=reproduce.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                formatter_class=HelpFormatter,
                                 epilog="examples:\n  python -m reproduce --table 1 --demo --seeds 3\n"
                                        "  python -m reproduce --table 2 --seeds 3 data.paths_file=my_paths.yaml")
     p.add_argument("--table", type=int, choices=(1, 2), required=True, help="the paper's Table 1 or Table 2")

@@ -7,6 +7,7 @@ float rounding. Inputs are drawn for the global batch from a fixed seed; each ra
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -99,7 +100,9 @@ def main(out: str, pack: str | None) -> None:
 
     # 3. Packed batches: this rank's part of the first global batch (images and labels).
     if pack:
-        samples = [Sample(line.split(",")[0], i % 2, "x", None) for i, line in
+        import json
+        base = json.loads(open(f"{pack}/meta.json").read())["base"]  # index.csv names images below it
+        samples = [Sample(os.path.join(base, line.rsplit(",", 2)[0]), i % 2, "x", None) for i, line in
                    enumerate(open(f"{pack}/index.csv").read().splitlines()[1:])]
         pcfg = {**cfg, "img_size": 16, "backbone": "test_resnet", "data": {**cfg["data"], "packed": pack}}
         v1, v2, labels, _ = next(iter(train_batches(samples, pcfg, 8, 2, True, "dist", 5, device)))

@@ -14,7 +14,7 @@ def test_benchmark_times_ours_and_the_reference_style_steps(tmp_path):
     res = command(["-m", "bench.benchmark", "--device", "cpu", "--backbone", "test_resnet", "--img-size", "32", "--batch", "16",
                "--batch-labeled", "4", "--batch-unlabeled", "8", "--images", "64", "--source-size", "48",
                "--steps", "2", "--warmup", "1", "--window", "1", "--ref-steps", "1", "--workers", "0",
-               "--data-batches", "2", "--data", str(tmp_path / "data"), "--out", str(out)], timeout=600)
+               "--data-batches", "2", "--data", str(tmp_path / "data"), "--md", str(out)], timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     last = res.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"SupCon-MPL step speed-up over reference-style: \d+\.\d\dx", last), last

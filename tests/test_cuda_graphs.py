@@ -86,7 +86,7 @@ def test_training_steps_with_graphs_log_the_same_values_as_eager_steps(tmp_path)
     out = tmp_path / "check.md"
     res = command(["-m", "bench.benchmark", "--device", "cuda", "--backbone", "test_resnet", "--img-size", "32",
                "--batch", "64", "--batch-labeled", "16", "--batch-unlabeled", "32", "--images", "128",
-               "--source-size", "48", "--data", str(tmp_path / "data"), "--check-graphs", "6", "--out", str(out)],
+               "--source-size", "48", "--data", str(tmp_path / "data"), "--check-graphs", "6", "--md", str(out)],
               timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = re.findall(r"^\| (pt|supcon|mpl) \| (\w+) \| [^|]+ \| [^|]+ \| ([0-9.e+-]+) \| ([0-9.e+-]+) \|$",

@@ -71,3 +71,16 @@ def test_bad_backbone_and_pretrained_are_user_errors():
         build_backbone("resnet_999")
     with pytest.raises(UserError, match="pretrained must be"):
         build_backbone("test_resnet", "/no/such/file.pth")
+
+
+def test_fetch_weights_offline_is_one_line_naming_where_it_tried(tmp_path, monkeypatch):
+    import time
+    from conftest import cli
+    from models import fetch_weights
+    monkeypatch.setattr(fetch_weights, "reachable", lambda url, timeout=5.0: False)  # this machine: no internet
+    start = time.time()
+    res = cli(fetch_weights.main, "resnet50", "--weights-dir", tmp_path / "w")
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and time.time() - start < 30, res.stderr
+    assert lines[0].startswith("error: cannot reach https://huggingface.co/timm/resnet50.tv_in1k")
+    assert not list((tmp_path / "w").glob("*.pth"))

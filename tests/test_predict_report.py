@@ -121,7 +121,7 @@ def test_demo_like_run_leaves_logs_plots_and_a_report(tiny_config_file):
         pngs = sorted(p.name for p in (runs / "supcon" / "cam" / name).glob("*.png"))
         assert pngs and set(pngs) <= {"right-1.png", "wrong-1.png"}
     assert cv2.imread(str(runs / "supcon" / "cam" / "contact_sheet.png")) is not None
-    res = command(["-m", "evaluation.report", str(runs), "--out", str(runs / "report.md")])
+    res = command(["-m", "evaluation.report", str(runs), "--out", str(runs)])  # runs/report.md
     assert res.returncode == 0, res.stderr
     text = (runs / "report.md").read_text()
     assert "[cam/contact_sheet.png](supcon/cam/contact_sheet.png)" in text
@@ -209,3 +209,20 @@ def test_two_person_video_is_flagged_through_its_fake_track(tmp_path):
     single = out[str(one)]
     assert len(single["tracks"]) == 1 and single["score"] == single["tracks"][0]["score"]
     assert single["score"] == pytest.approx(np.mean([f["score"] for f in single["faces"]]), abs=1e-5)  # as before
+
+
+def test_predict_cuts_faces_as_the_training_crops_were_cut(media, tmp_path):
+    """31.7: the crop recorded in the training data's boxes.csv (extract_faces) is how predict.py cuts faces."""
+    crops = tmp_path / "crops" / "train_set" / "Real" / "000"
+    crops.mkdir(parents=True)
+    (crops / "boxes.csv").write_text("frame,face,x1,y1,x2,y2,prob,crop,angle\n0,0,1,2,30,40,0.99,scale:1.3,0\n")
+    cfg = {**DEFAULTS, "backbone": "test_resnet", "img_size": 32,
+           "data": {**DEFAULTS["data"], "labeled": [{"kind": "ff", "root": str(tmp_path / "crops")}]}}
+    save_release(tmp_path / "pt.tar", build_baseline("test_resnet"), cfg, "pt", 0)
+    image = str(media / "astronaut.png")
+    res = command(["predict.py", image, "--method", "pt", "--weights", str(tmp_path / "pt.tar")])
+    assert res.returncode == 0 and "faces cut as the training crops were: scale:1.3" in res.stderr, res.stderr
+    res = command(["predict.py", image, "--method", "pt", "--weights", str(tmp_path / "pt.tar"), "--margin", "0.4"])
+    assert res.returncode == 0 and "faces cut as asked: margin:0.4" in res.stderr
+    res = command(["predict.py", image, "--method", "pt", "--weights", str(media / "pt.tar")])
+    assert res.returncode == 0 and "extract_faces's default, margin:0.2" in res.stderr  # its data are not here

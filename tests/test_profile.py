@@ -95,7 +95,7 @@ def test_benchmark_profile_writes_traces_and_tables(tmp_path):
     res = command(["-m", "bench.benchmark", "--device", "cpu", "--backbone", "test_resnet", "--img-size", "32", "--batch", "16",
                "--batch-labeled", "4", "--batch-unlabeled", "8", "--images", "64", "--source-size", "48", "--steps",
                "2", "--warmup", "1", "--window", "1", "--no-reference", "--no-data-path", "--profile", str(prof),
-               "--profile-steps", "2", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "r.md")], timeout=600)
+               "--profile-steps", "2", "--data", str(tmp_path / "data"), "--md", str(tmp_path / "r.md")], timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     text = (prof / "profile.md").read_text()
     assert "measured ceilings: memory bandwidth" in text

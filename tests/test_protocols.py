@@ -106,7 +106,7 @@ def test_sin_protocol_counts_and_no_overlap(trees, capsys):
     assert "1 DFDC video(s)" in capsys.readouterr().err  # 'lost' has no metadata: reported, left out
     sets = d["sets"]
     assert sets["DFDC"] == {"role": "test", "split": "known", "images": 2 * FRAMES, "videos": 2, "real": FRAMES,
-                            "fake": FRAMES, "domains": {"DFDC-fake": FRAMES, "DFDC-real": FRAMES}}
+                            "fake": FRAMES, "unknown": 0, "domains": {"DFDC-fake": FRAMES, "DFDC-real": FRAMES}}
     # DFDC part 0 holds 2 identity groups (r0 with f0, f1; r1 with f2): one labeled, one unlabeled.
     dfdc_lab = sets["labeled"]["domains"].get("DFDC-real", 0) + sets["labeled"]["domains"].get("DFDC-fake", 0)
     dfdc_unl = sets["unlabeled"]["domains"].get("DFDC-real", 0) + sets["unlabeled"]["domains"].get("DFDC-fake", 0)
@@ -144,7 +144,7 @@ def test_describe_cli_json_and_exit_status(trees, tmp_path):
     assert "overlap between labeled, unlabeled, val and test: none" in res.stdout
     d = json.loads(out.read_text())
     assert d["protocol"] == "ff_wo_nt" and set(d) == {"protocol", "sets", "overlapping_videos", "overlap"}
-    assert set(d["sets"]["labeled"]) == {"role", "split", "images", "videos", "real", "fake", "domains"}
+    assert set(d["sets"]["labeled"]) == {"role", "split", "images", "videos", "real", "fake", "unknown", "domains"}
     # A video copied from train into test is an overlap: exit status 1.
     import shutil
     shutil.copytree(trees / "FF" / "train_set" / "Real" / "000", trees / "FF" / "test_set" / "Real" / "000")
