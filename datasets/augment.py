@@ -19,7 +19,9 @@ unlabeled views from the labeled augmentation). Each spec is applied either
 - grayscale with probability `aug.grayscale_p`;
 - normalisation (the backbone's mean/std, or the reference code's x/255/255 for `input_scale: seed`).
 
-Opt-in (ours; probability 0, off, in every protocol config): JPEG re-encoding (`aug.jpeg_p`, quality drawn from
+Opt-in, off in every protocol config: RandAugment (`aug.randaugment: [ops, magnitude]`, torchvision's; for the
+strong view of unlabeled images, `aug.unlabeled_strong.randaugment: [2, 10]`, as kekmodel's MPL), before the
+crop; ours: JPEG re-encoding (`aug.jpeg_p`, quality drawn from
 `aug.jpeg_quality`) and Gaussian blur (`aug.blur_p`, sigma from `aug.blur_sigma`) of the stored image before the
 crop, the training-side counterparts of the robustness sweep (DeepfakeBench's and the DFDC winners' recipes
 use both). The batched path encodes JPEG on the CPU, image by image (slow on a GPU; it is off by default).
@@ -38,8 +40,8 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 # Per-image parameter columns: crop/flip affine (sx, sy, tx, ty), jitter factors (b, c, s, hue), gray flag,
-# JPEG quality (0: none), blur sigma (0: none).
-N_PARAMS = 11
+# JPEG quality (0: none), blur sigma (0: none), RandAugment seed (-1: none).
+N_PARAMS = 12
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 _TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _FROM_YIQ = torch.linalg.inv(_TO_YIQ)
@@ -73,6 +75,7 @@ class AugSpec:
     jpeg_quality: tuple[int, int] = (40, 100)
     blur_p: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    randaugment: tuple[int, int] = (0, 0)        # opt-in RandAugment (ops, magnitude): kekmodel's strong view
 
 
 ROLES = ("labeled", "unlabeled_weak", "unlabeled_strong")
@@ -86,7 +89,8 @@ def aug_spec(cfg: dict, role: str = "labeled") -> AugSpec:
     spec = AugSpec(cfg["img_size"], cfg["backbone"], cfg["input_scale"])
     return replace(spec, scale=tuple(aug["scale"]), hflip=aug["hflip"], color_jitter=tuple(aug["color_jitter"]),
                    color_jitter_p=aug["color_jitter_p"], grayscale_p=aug["grayscale_p"], jpeg_p=aug["jpeg_p"],
-                   jpeg_quality=tuple(aug["jpeg_quality"]), blur_p=aug["blur_p"], blur_sigma=tuple(aug["blur_sigma"]))
+                   jpeg_quality=tuple(aug["jpeg_quality"]), blur_p=aug["blur_p"], blur_sigma=tuple(aug["blur_sigma"]),
+                   randaugment=tuple(aug.get("randaugment", (0, 0))))
 
 
 def view_specs(cfg: dict, data_role: str, views: int) -> list[AugSpec]:
@@ -146,10 +150,12 @@ def degradations(spec: AugSpec) -> list[v2.Transform]:
 
 
 def train_transform(spec: AugSpec) -> v2.Transform:
-    """The per-image path: [JPEG (p), blur (p),] RandomResizedCrop, flip, colour jitter (p), grayscale (p),
-    normalisation."""
+    """The per-image path: [JPEG (p), blur (p), RandAugment,] RandomResizedCrop, flip, colour jitter (p),
+    grayscale (p), normalisation."""
+    ops, magnitude = spec.randaugment
     return v2.Compose([
         *degradations(spec),
+        *([v2.RandAugment(ops, magnitude)] if ops else []),
         v2.RandomResizedCrop(spec.img_size, scale=spec.scale, antialias=True),
         v2.RandomHorizontalFlip(spec.hflip),
         v2.RandomApply([v2.ColorJitter(*spec.color_jitter)], p=spec.color_jitter_p),
@@ -215,12 +221,15 @@ class BatchAugment:
                                 0.0) if self.spec.jpeg_p > 0 else zero)
         cols.append(torch.where(u(n) < self.spec.blur_p, s_lo + (s_hi - s_lo) * u(n), 0.0) if self.spec.blur_p > 0
                     else zero)
+        cols.append((u(n) * (1 << 24)).floor() if self.spec.randaugment[0] else zero - 1)  # exact in float32
         return torch.stack(cols, dim=1).float()  # [n, N_PARAMS]
 
     def __call__(self, images: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """images: uint8 [B, 3, S, S]; p: [B, N_PARAMS] on the same device (from params())."""
         if self.spec.jpeg_p > 0 or self.spec.blur_p > 0:
             images = degrade(images, p[:, 9], p[:, 10])
+        if self.spec.randaugment[0]:
+            images = rand_augment(images, p[:, 11], *self.spec.randaugment)
         bsz, size = images.shape[0], self.img_size
         # Crop + flip: the affine map has no rotation, so the sampling grid is separable (cheaper than
         # affine_grid): grid[b, i, j] = (sx_b * u_j + tx_b, sy_b * u_i + ty_b), u = pixel centres in [-1, 1].
@@ -247,6 +256,19 @@ class BatchAugment:
         x = x.view(bsz, 3, size, size)
         # channels_last feeds the GPU's convolutions directly; on the CPU the first convolution converts.
         return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
+
+
+def rand_augment(images: torch.Tensor, seeds: torch.Tensor, ops: int, magnitude: int) -> torch.Tensor:
+    """torchvision's RandAugment per image of uint8 [B, 3, S, S], before the crop (the per-image path applies it
+    just before the crop too), its draws seeded per image by `seeds` [B] (a batch's augmentation stays a
+    function of (seed, stream, step)); on the CPU, image by image, like degrade."""
+    transform = v2.RandAugment(ops, magnitude)
+    out = images.cpu().clone()
+    for i, seed in enumerate(seeds.cpu().tolist()):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            out[i] = transform(out[i])
+    return out.to(images.device)
 
 
 def degrade(images: torch.Tensor, quality: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

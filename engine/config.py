@@ -51,6 +51,10 @@ def _number(value: Any) -> bool:
 
 def _check_aug(aug: dict, name: str) -> None:
     """The augmentation keys of `aug` (a role section holds some of them)."""
+    ra = aug.get("randaugment", [0, 0])
+    if not (isinstance(ra, list) and len(ra) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in ra)
+            and 0 <= ra[0] <= 8 and 0 <= ra[1] <= 30):
+        raise UserError(f"config key '{name}.randaugment' must be [ops 0-8, magnitude 0-30] integers, got {ra!r}")
     scale = aug.get("scale", [0.5, 1.0])
     if not (isinstance(scale, list) and len(scale) == 2 and all(map(_number, scale)) and 0 < scale[0] <= scale[1] <= 1):
         raise UserError(f"config key '{name}.scale' must be [min, max] with 0 < min <= max <= 1, got {scale!r}")
@@ -82,6 +86,9 @@ def _check_values(cfg: dict) -> None:
                 raise UserError(f"config key '{name}' must be {key.bounds()}, got {shown}")
     if cfg["val"]["select"] == "best_val" and not cfg["val"]["enabled"]:
         raise UserError("config key 'val.select' is best_val but val.enabled is false: enable the validation set")
+    batch = cfg["mpl_options"]["finetune_batch"]
+    if batch is not None and not (isinstance(batch, int) and not isinstance(batch, bool) and batch > 0):
+        raise UserError(f"config key 'mpl_options.finetune_batch' must be a positive integer or null, got {batch!r}")
     per_video = cfg["data"]["frames_per_video"]
     if per_video is not None and not (isinstance(per_video, int) and not isinstance(per_video, bool) and per_video > 0):
         raise UserError(f"config key 'data.frames_per_video' must be a positive integer or null, got {per_video!r}")

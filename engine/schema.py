@@ -72,6 +72,8 @@ _AUG = {
     "jpeg_quality": Key([40, 100], "... at a quality drawn from [min, max] (DeepfakeBench's ImageCompression)"),
     "blur_p": probability(0.0, "ours, opt-in (0: off): Gaussian blur with this probability"),
     "blur_sigma": Key([0.1, 2.0], "... of a sigma (pixels of the stored image) drawn from [min, max]"),
+    "randaugment": Key([0, 0], "RandAugment [ops, magnitude 0-30] on top ([0, 0]: off, the authors); kekmodel's strong "
+                               "view: aug.unlabeled_strong.randaugment=[2,10]"),
 }
 
 SCHEMA: dict[str, Any] = {
@@ -165,14 +167,21 @@ SCHEMA: dict[str, Any] = {
         "finetune_classifier_steps": at_least_0(1000, "classifier fine-tune steps of the student"),
         "finetune_lr": positive(1e-4, "fine-tune learning rate"),
     },
-    "mpl_options": {  # vanilla MPL (train_mpl.py) only
-        "uda": Key(False, "UDA consistency on the teacher (soft targets from its weak view)"),
+    "mpl_options": {  # vanilla MPL (train_mpl.py) only; the defaults: kekmodel's MPL at SupCon-MPL's budget
+        "uda": Key(True, "UDA consistency on the teacher (soft targets from its weak view), as kekmodel's MPL and the "
+                         "MPL paper; false: the plain MPL loss"),
         "uda_threshold": probability(0.95, "... on unlabeled images whose weak-view confidence reaches this"),
         "uda_weight": at_least_0(1.0, "... with this weight,"),
         "uda_warmup": at_least_0(0, "... reached linearly over these steps"),
         "h_baseline": Key(0.0, "> 0: subtract a moving average of h (this decay) from h", low=0, high=1,
                           open_high=True),
         "ema": Key(0.0, "> 0: keep an EMA of the student (this decay) and release it", low=0, high=1, open_high=True),
+        "teacher_start": one_of("baseline", "baseline: the teacher starts from the baseline's release (<run>/pt/pt.tar, "
+                                "trained first when missing), as SupCon-MPL's from its SupCon stage; pretrained: "
+                                "from `pretrained`, no labeled training (kekmodel's, the MPL paper's)", "pretrained"),
+        "teacher_weights": Key(None, "with teacher_start baseline: a pt.tar to start from (default: <run>/pt/pt.tar)"),
+        "finetune_batch": Key(None, "the student's fine-tune batch (default: supcon.batch_size, SupCon-MPL's; "
+                                    "mpl.batch_labeled: this project's form before)"),
     },
 }
 

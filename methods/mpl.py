@@ -1,16 +1,22 @@
 """Vanilla Meta Pseudo Labels (Pham et al., "Meta Pseudo Labels", CVPR 2021; as in its widely used
 re-implementation kekmodel/MPL-pytorch): the baseline of the paper's Table 2 ("MPL [24]").
 
-Teacher and student are the baseline's network (backbone + 2-way head), both from `pretrained` (ImageNet, as
-the authors' get_model(is_meta=True)). One step: the teacher pseudo-labels the weak view of unlabeled images,
-the student learns those hard labels on the strong view with cross-entropy, and the change of the student's
-labeled loss (h, same sign setting as SupCon-MPL) weights the teacher's loss on its own strong-view
-predictions. Then the student is fine-tuned on the labeled data with cross-entropy and saved as mpl.tar.
-Options, all off by default (`mpl_options`): UDA consistency on the teacher, a moving-average baseline
-for h, an exponential moving average (EMA) of the student as the released model.
+Teacher and student are the baseline's network (backbone + 2-way head). One step: the teacher pseudo-labels
+the weak view of unlabeled images, the student learns those hard labels on the strong view with cross-entropy,
+and the change of the student's labeled loss (h, same sign setting as SupCon-MPL) weights the teacher's loss on
+its own strong-view predictions, with UDA consistency as kekmodel's MPL and the MPL paper. Then the student is
+fine-tuned on the labeled data with cross-entropy and saved as mpl.tar.
+
+Like for like with SupCon-MPL (`mpl_options`, the defaults): the teacher starts from labeled training (the
+baseline's release, trained first when missing, as SupCon-MPL's teacher starts from its SupCon stage), the
+student from `pretrained`, and the student's fine-tune runs at SupCon-MPL's fine-tune batch. kekmodel's pure
+form: `mpl_options.teacher_start=pretrained`; the strong view's RandAugment: `aug.unlabeled_strong.randaugment`.
+Options off by default: a moving-average baseline for h, an EMA of the student as the released model.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -20,13 +26,17 @@ from timm.utils import ModelEmaV3
 
 from datasets.loaders import mpl_streams, train_batches
 from datasets.protocols import labels_known, record_splits, role_samples
-from engine.dist import distribute, mean_over_ranks, unwrap
+from engine.checkpoint import load_weights
+from engine.dist import distribute, is_main_process, mean_over_ranks, unwrap
+from engine.release import release_paths
 from engine.run import RunOptions, start_run
 from engine.setup import prepare
 from engine.update import make_optimizer
 from losses import mpl_feedback, teacher_mpl_loss
+from methods import pt
 from methods.pt import pt_step
 from models import build_baseline
+from utils import UserError, resolve_path, seed_everything
 
 STAGES = ["mpl", "finetune"]
 
@@ -111,16 +121,40 @@ def mpl_step(m: VanillaMPL, x_l: torch.Tensor, y_l: torch.Tensor, x_uw: torch.Te
     return out
 
 
+def teacher_start(cfg: dict, opts: RunOptions) -> Path | None:
+    """The baseline's release the teacher starts from (trained first with methods.pt if the default one is
+    missing), or None for mpl_options.teacher_start=pretrained."""
+    o = cfg["mpl_options"]
+    if o["teacher_start"] == "pretrained":
+        return None
+    path = resolve_path(o["teacher_weights"]) if o["teacher_weights"] else release_paths(cfg, "pt")["weights"]
+    if not path.is_file():
+        if o["teacher_weights"]:
+            raise UserError(f"mpl_options.teacher_weights not found: {path}")
+        if is_main_process():
+            print(f"the MPL teacher starts from the baseline, not found at {path}: training it first (train_pt.py)",
+                  file=sys.stderr, flush=True)
+        pt.train(cfg, RunOptions(opts.resume, opts.allow_data_change))
+    return path
+
+
 def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     mc, balance = cfg["mpl"], cfg["data"]["balance"]
+    ft_batch = cfg["mpl_options"]["finetune_batch"] or cfg["supcon"]["batch_size"]
     # device, seed, autocast, the data sets (checked before anything is written); eager steps (the feedback's
     # moving average and the EMA are host-side state)
     t = prepare(cfg, graphed=False)
-    labeled = role_samples(t.sets, "labeled", {"mpl.batch_labeled": mc["batch_labeled"]})
+    labeled = role_samples(t.sets, "labeled", {"mpl.batch_labeled": mc["batch_labeled"],
+                                               "mpl_options.finetune_batch": ft_batch})
     unlabeled = role_samples(t.sets, "unlabeled", {"mpl.batch_unlabeled": mc["batch_unlabeled"]})
+    start = teacher_start(cfg, opts)
+    seed_everything(cfg["seed"])  # the same MPL run whether or not the baseline was trained just now
 
-    # Models: teacher and student both the baseline's network from `pretrained` (mpl.student_pretrained)
-    teacher = build_baseline(cfg["backbone"], cfg["pretrained"], cfg["weights_dir"])
+    # Models: the baseline's network; the teacher from the baseline's release (or `pretrained`), the student
+    # from `pretrained` (mpl.student_pretrained)
+    teacher = build_baseline(cfg["backbone"], "none" if start else cfg["pretrained"], cfg["weights_dir"])
+    if start:
+        load_weights(teacher, start)
     student = build_baseline(cfg["backbone"], mc["student_pretrained"] or cfg["pretrained"], cfg["weights_dir"])
     m = VanillaMPL(distribute(teacher, t.device, cfg), distribute(student, t.device, cfg), mc, cfg["mpl_options"],
                    t.amp)
@@ -129,8 +163,9 @@ def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
                     student=m.student, opt_t=m.opt_t, opt_s=m.opt_s, opt_ft=opt_ft, mpl=m)
     record_splits(cfg, t.sets, run.dir)
     run.logger.info(f"MPL: backbone {cfg['backbone']}, {mc['steps']} MPL steps + {mc['finetune_steps']} fine-tune "
-                    f"steps on {t.device}; run folder {run.dir}; labeled: {len(labeled)}, unlabeled: "
-                    f"{len(unlabeled)}")
+                    f"steps (batch {ft_batch}) on {t.device}; run folder {run.dir}; labeled: {len(labeled)}, "
+                    f"unlabeled: {len(unlabeled)}; teacher from {start or cfg['pretrained']}; UDA "
+                    f"{'on' if cfg['mpl_options']['uda'] else 'off'}")
 
     # Stage 1: MPL steps on the two endless streams (labeled: one view, unlabeled: weak and strong)
     stage = run.stage("mpl", mc["steps"])
@@ -144,7 +179,7 @@ def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     stage = run.stage("finetune", mc["finetune_steps"])
     if m.ema is not None and stage.start == 0:
         unwrap(m.student).load_state_dict(m.ema.module.state_dict())  # the averaged weights are fine-tuned
-    singles = train_batches(labeled, cfg, mc["batch_labeled"], 1, balance, "finetune", stage.start, t.device)
+    singles = train_batches(labeled, cfg, ft_batch, 1, balance, "finetune", stage.start, t.device)
     stage.run(lambda x, y: pt_step(m.student, opt_ft, x, y, run.update, t.amp), singles,
               val=run.val.classifier(m.student, keep=m.student))
     path = run.save_release("weights", m.student, "mpl", mc["steps"] + mc["finetune_steps"], opt_ft,

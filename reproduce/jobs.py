@@ -38,15 +38,25 @@ def status(job: Job, overrides: list[str], seen: dict | None = None) -> tuple[st
     weights: the job's next call evaluates again), conflict (a folder was trained with another config or other
     data: never averaged in, see --retrain), unfinished (checkpoints) or new."""
     cfg = job_config(job, overrides)
-    folders = [run_folder(cfg, m) for m in FOLDERS[job.script]]
+    folders = trained_folders(job, cfg)
     if not all((f / "checkpoints" / "FINISHED").is_file() for f in folders):
         return ("unfinished" if any(f.is_dir() for f in folders) else "new"), ""
     for folder in folders:
         why = training_conflict(folder, cfg, {} if seen is None else seen)
         if why:
             return "conflict", why
-    problems = [why for f in folders for why in [read_results(f)[1]] if why]
+    problems = [why for f in (run_folder(cfg, m) for m in FOLDERS[job.script]) for why in [read_results(f)[1]] if why]
     return ("unevaluated", problems[0]) if problems else ("finished", "")
+
+
+def trained_folders(job: Job, cfg: dict) -> list[Path]:
+    """The run folders a job trains: its methods' (FOLDERS), and for vanilla MPL the baseline its teacher
+    starts from (mpl_options.teacher_start baseline, the default release)."""
+    methods = list(FOLDERS[job.script])
+    o = cfg["mpl_options"]
+    if job.script == "mpl" and o["teacher_start"] == "baseline" and not o["teacher_weights"]:
+        methods.insert(0, "pt")
+    return [run_folder(cfg, m) for m in methods]
 
 
 def training_conflict(folder: Path, cfg: dict, seen: dict) -> str | None:
@@ -202,8 +212,7 @@ def run_jobs(jobs: list[Job], overrides: list[str], out: Path, dry_run: bool, re
                   file=sys.stderr)
             continue
         if state == "conflict":
-            cfg = job_config(job, overrides)
-            for folder in (run_folder(cfg, m) for m in FOLDERS[job.script]):
+            for folder in trained_folders(job, job_config(job, overrides)):
                 if folder.is_dir():
                     print(f"    --retrain: {folder} -> {move_aside(folder, 'reproduce --retrain')}", file=sys.stderr)
         start = time.time()

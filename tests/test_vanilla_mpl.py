@@ -126,3 +126,36 @@ def test_train_mpl_model_script_trains_evaluates_and_resumes_to_the_same_weights
     a = torch.load(folder / "mpl.tar", weights_only=True)["model_state_dict"]
     b = torch.load(tmp_path / "cut" / "tiny" / "mpl" / "mpl.tar", weights_only=True)["model_state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_mpl_baseline_runs_at_supconmpl_s_budget_by_default(tiny_config_file, tmp_path):
+    """Issue 33: UDA on, the teacher from labeled training (the baseline's release, trained first when missing),
+    the student's fine-tune at SupCon-MPL's batch; the Sin protocol resolves to exactly that."""
+    from engine.config import load_config
+    sin = load_config(str(REPO / "configs" / "sin.yaml"))
+    assert sin["mpl_options"]["uda"] is True and sin["mpl_options"]["teacher_start"] == "baseline"
+    assert (sin["mpl_options"]["finetune_batch"] or sin["supcon"]["batch_size"]) == 512
+    res = command(["train_mpl.py", "--config", str(tiny_config_file)])
+    assert res.returncode == 0, res.stderr
+    assert "the MPL teacher starts from the baseline" in res.stderr and "training it first" in res.stderr
+    run = tmp_path / "runs" / "tiny"
+    log = (run / "mpl" / "log.txt").read_text()
+    assert f"teacher from {run / 'pt' / 'pt.tar'}; UDA on" in log and "steps (batch 8)" in log  # supcon.batch_size
+    res = command(["train_mpl.py", "--config", str(tiny_config_file), "--run-name", "pure",
+                   "mpl_options.teacher_start=pretrained", "mpl_options.uda=false"])
+    assert res.returncode == 0 and "training it first" not in res.stderr, res.stderr
+    assert not (tmp_path / "runs" / "pure" / "pt").exists()
+
+
+def test_randaugment_strong_views_are_seeded_and_change_only_that_view():
+    from datasets.augment import BatchAugment, aug_spec
+    from engine.config import load_config
+    cfg = load_config(None, ["img_size=16", "backbone=test_resnet", "aug.unlabeled_strong.randaugment=[2,10]"])
+    images = torch.randint(0, 256, (6, 3, 24, 24), dtype=torch.uint8)
+    weak, strong = BatchAugment(aug_spec(cfg, "unlabeled_weak")), BatchAugment(aug_spec(cfg, "unlabeled_strong"))
+    plain = BatchAugment(aug_spec(load_config(None, ["img_size=16", "backbone=test_resnet"]), "unlabeled_strong"))
+
+    def view(aug):
+        return aug(images, aug.params(6, torch.Generator().manual_seed(3)))
+    assert torch.equal(view(strong), view(strong))  # the same (seed, step): the same batch
+    assert not torch.equal(view(strong), view(plain)) and torch.equal(view(weak), view(plain))
