@@ -52,14 +52,20 @@ class _Resolver:
         return os.path.join(real, name)
 
 
-def _shared(roles_of: dict[str, set[str]]) -> set[str]:
-    return {k for k, roles in roles_of.items() if len(roles) > 1}
+TRAINING = frozenset({"labeled", "unlabeled"})
+
+
+def _shared(roles_of: dict[str, set[str]], training_may_share: bool = False) -> set[str]:
+    return {k for k, roles in roles_of.items()
+            if len(roles) > 1 and not (training_may_share and roles <= TRAINING)}
 
 
 def find_overlap(sets: dict[str, tuple[str, str | None, list[Sample]]],
-                 links: dict[str, str] | None = None) -> Overlap:
+                 links: dict[str, str] | None = None, share_videos: bool = False) -> Overlap:
     """What the roles of `sets` ({name: (role, split, samples)}) share; `links`: {video: video} pairs that
-    show the same person beyond what the ids say (DFDC's fake -> original)."""
+    show the same person beyond what the ids say (DFDC's fake -> original). share_videos: labeled and
+    unlabeled images may come from the same videos (the authors' Sin splits by frame; `data.share_videos`);
+    never from val or test, and never the same image."""
     resolve = _Resolver()
     by_image: dict[str, set[str]] = {}
     by_video: dict[str, set[str]] = {}
@@ -73,8 +79,8 @@ def find_overlap(sets: dict[str, tuple[str, str | None, list[Sample]]],
                 by_video.setdefault(video_key(s.video), set()).add(role)
                 by_group.setdefault(groups[s.video], set()).add(role)
     images = sorted(_shared(by_image))
-    videos = sorted(_shared(by_video))
-    shared_groups = _shared(by_group)
+    videos = sorted(_shared(by_video, share_videos))
+    shared_groups = _shared(by_group, share_videos)
     same = set(videos)
     identities = sorted({s.video for s in everything
                          if s.video and groups[s.video] in shared_groups and video_key(s.video) not in same})

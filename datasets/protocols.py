@@ -9,7 +9,7 @@ from engine.config import load_config
 from datasets.index import Sample
 from datasets.overlap import Overlap, find_overlap
 from datasets.sources import build_set, set_links, test_set_name
-from datasets.splits import hold_out, identity_groups
+from datasets.splits import GROUP_SHARES, hold_out, identity_groups
 from engine.dist import barrier, is_main_process
 from utils import ROOT, UserError, atomic_write_csv, resolve_path
 
@@ -34,6 +34,7 @@ def protocol_sets(cfg: dict, tests: list | None = None,
     its test sets (or `tests`, e.g. evaluate.py --test folder:DIR). Test sets need unique names that are
     not a role's; split is known, unknown or unset."""
     sets: dict[str, tuple[str, str | None, list[Sample]]] = {}
+    GROUP_SHARES.clear()
     for role in ("labeled", "unlabeled") if training else ():
         specs = cfg["data"][role]
         if specs:
@@ -111,7 +112,7 @@ def labels_known(samples: list[Sample], logger=None) -> bool:
 
 def overlap(cfg: dict, sets: dict[str, tuple[str, str | None, list[Sample]]]) -> Overlap:
     """What the roles of a config's sets share: images, videos or identities (datasets/overlap.py)."""
-    return find_overlap(sets, protocol_links(cfg))
+    return find_overlap(sets, protocol_links(cfg), cfg["data"].get("share_videos", False))
 
 
 def describe(cfg: dict, name: str) -> dict:
@@ -126,6 +127,7 @@ def describe(cfg: dict, name: str) -> dict:
             "real": labels[0], "fake": labels[1], "unknown": labels[-1],  # (unknown: an unlabeled source)
             "domains": dict(sorted(Counter(s.domain for s in samples).items())),
         }
+    out["groups"] = {what: {"largest_share": round(share, 4), "groups": n} for what, (share, n) in GROUP_SHARES.items()}
     shared = overlap(cfg, sets)
     out["overlapping_videos"] = len(shared)
     out["overlap"] = {**shared.counts(), "summary": shared.summary()}
@@ -140,9 +142,22 @@ def format_description(d: dict) -> str:
         domains = ", ".join(f"{k} {v}" for k, v in s["domains"].items())
         lines.append(f"{name:<18}{s['role']:<11}{str(s['split'] or '-'):<9}{s['images']:>9}{s['videos']:>8}"
                      f"{s['real']:>9}{s['fake']:>9}{s['unknown']:>9}  {domains}")
+    lines += group_lines(d["groups"])
     verdict = "none" if d["overlapping_videos"] == 0 else f"IN MORE THAN ONE ROLE: {d['overlap']['summary']}"
     lines.append(f"image/video/identity overlap between labeled, unlabeled, val and test: {verdict}")
     return "\n".join(lines)
+
+
+def group_lines(groups: dict) -> list[str]:
+    """One line per source split by identity group: its largest group's share (a split cannot balance one
+    group that holds most of a source: datasets.splits.check_groups stops those)."""
+    return [f"split by identity group: {what}: {g['groups']} groups, the largest {100 * g['largest_share']:.1f}% of "
+            "its videos" for what, g in groups.items()]
+
+
+def split_notes() -> list[str]:
+    """The run log's lines about the identity-group splits of the sets just built."""
+    return group_lines({w: {"largest_share": s, "groups": n} for w, (s, n) in GROUP_SHARES.items()})
 
 
 def write_splits(path: Path, sets: dict[str, tuple[str, str | None, list[Sample]]],

@@ -16,25 +16,33 @@ A *source* spec names images, their labels, domains and video ids:
                  List_of_testing_videos.txt (auto: in root if there; PATH: required there), test sets get
                  the listed videos and training roles the others (`videos` then splits those); off: ignored
   {kind: flat, root, label: real|fake, domain}  a flat folder of one class (StyleGAN = fake, CelebA = real)
-Every spec may add: videos: all|labeled|unlabeled (a seeded split by identity group: `labeled` is the first
-`data.labeled_fraction` of the groups, `unlabeled` the rest), frames_per_video, max_videos, and max_images /
-every (keep the first max_images images of the source, then every `every`-th: the authors' StyleGAN pool).
+Every spec may add: videos: all|labeled|unlabeled (a seeded split by identity group, or with split_by: video by
+video, stratified by label: `labeled` is `data.labeled_fraction` of them, `unlabeled` the rest),
+frames_per_video, max_videos, frames: N (a seeded random N of its frames, the authors' Sin; frames_of: rest
+gives the frames that draw leaves, the remaining frames of the same videos), and max_images / every (a seeded
+random max_images of its images, then every `every`-th: the authors' pools).
 A root may be written "{ff}/..." to use a key of the paths file (configs/paths.yaml, env SUPCON_<KEY>,
 or paths.<key>=... on the command line).
-A *set* is one source, or {sources: [...]} for several; test sets add `name` and `split` (known|unknown).
+A *set* is one source, or {sources: [...]} for several; test sets add `name`, `split` (known|unknown) and
+`balance_classes: true` (both classes capped at the smaller one's size).
 """
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from datasets.index import Sample, cached
 from datasets.kinds import KINDS
 from datasets.paths import resolve_root
-from datasets.splits import limit_frames, split_by_video
+from datasets.splits import limit_frames, sample_frames, split_by_video
 from utils import UserError
 
-_COMMON_KEYS = {"kind", "videos", "frames_per_video", "max_videos", "max_images", "every"}
+_COMMON_KEYS = {"kind", "videos", "split_by", "frames_per_video", "max_videos", "frames", "frames_of", "max_images",
+                "every"}
 
 
 def _resolved(spec: Any, data_cfg: dict) -> tuple[dict, Any]:
@@ -73,24 +81,50 @@ def build_source(spec: Any, data_cfg: dict, seed: int, role: str | None = None) 
     if official is not None:  # the dataset's own test list decides the test role; `videos` splits the rest
         samples = official
     if official is None or role != "test":
-        samples = split_by_video(samples, spec.get("videos", "all"), data_cfg["labeled_fraction"], seed, links)
+        samples = split_by_video(samples, spec.get("videos", "all"), data_cfg["labeled_fraction"], seed, links,
+                                 spec.get("split_by", "identity"), f"{spec['kind']} source {root}")
     per_video = spec.get("frames_per_video", data_cfg.get("frames_per_video"))
     samples = limit_frames(samples, per_video, spec.get("max_videos"), seed)
-    # The authors' post-generation pool: the first max_images images, then every `every`-th of them.
-    for key in ("max_images", "every"):
-        if spec.get(key) is not None and not (isinstance(spec[key], int) and spec[key] > 0):
+    for key in ("frames", "max_images", "every"):
+        if spec.get(key) is not None and not (isinstance(spec[key], int) and not isinstance(spec[key], bool)
+                                              and spec[key] > 0):
             raise UserError(f"'{key}' of a dataset spec must be a positive integer, got {spec[key]!r}")
-    return samples[: spec.get("max_images")][:: spec.get("every") or 1]
+    if spec.get("frames"):  # the authors' Sin: a seeded random subset of frames (or the rest of them)
+        count = max(1, round(spec["frames"] * data_cfg.get("frames_scale", 1.0)))
+        if len(samples) < count and spec.get("frames_of", "chosen") == "chosen":
+            print(f"note: {spec['kind']} source {root} has {len(samples)} frames, fewer than frames: {count}: "
+                  "all of them are taken (and none are left for frames_of: rest; the authors' counts need every "
+                  "frame: extract_faces --preset authors)", file=sys.stderr)
+        draw = json.dumps({k: v for k, v in spec.items() if k != "frames_of"}, sort_keys=True, default=str)
+        samples = sample_frames(samples, count, spec.get("frames_of", "chosen"), draw, seed)
+    # A pool (the authors' post-generation one): a seeded random max_images of them, then every `every`-th.
+    if spec.get("max_images") and len(samples) > spec["max_images"]:
+        keep = np.random.default_rng([seed, 0x9001]).permutation(len(samples))[:spec["max_images"]]
+        samples = [samples[i] for i in sorted(keep)]
+    return samples[:: spec.get("every") or 1]
 
 
 def build_set(spec: Any, data_cfg: dict, seed: int, role: str | None = None) -> list[Sample]:
     """Samples of a set: one source, or {sources: [...]} (test sets may carry name/split keys). `role`
     (labeled, unlabeled, test) lets a source with an official test list serve the right part of it."""
+    balance = isinstance(spec, dict) and spec.get("balance_classes", False)
     if isinstance(spec, dict) and "sources" in spec:
-        return [s for src in spec["sources"] for s in build_source(src, data_cfg, seed, role)]
-    if isinstance(spec, dict):
-        spec = {k: v for k, v in spec.items() if k not in ("name", "split")}
-    return build_source(spec, data_cfg, seed, role)
+        samples = [s for src in spec["sources"] for s in build_source(src, data_cfg, seed, role)]
+    else:
+        if isinstance(spec, dict):
+            spec = {k: v for k, v in spec.items() if k not in ("name", "split", "balance_classes")}
+        samples = build_source(spec, data_cfg, seed, role)
+    return balanced(samples, seed) if balance else samples
+
+
+def balanced(samples: list[Sample], seed: int) -> list[Sample]:
+    """A two-class pool with both classes capped at the smaller one's size (a seeded choice, in order):
+    `balance_classes: true` of a test set, so that caps cannot leave it 92% fake."""
+    by_label = {label: [i for i, s in enumerate(samples) if s.label == label] for label in (0, 1)}
+    n = min(len(v) for v in by_label.values())
+    keep = sorted(i for label, idx in by_label.items()
+                  for i in np.random.default_rng([seed, 0xba1, label]).permutation(idx)[:n].tolist())
+    return [samples[i] for i in keep]
 
 
 def set_links(spec: Any, data_cfg: dict) -> dict[str, str]:

@@ -110,6 +110,10 @@ SCHEMA: dict[str, Any] = {
         "balance": Key(False, "true: sample real and fake labeled images equally often (ours; the authors "
                               "shuffled plainly)"),
         "labeled_fraction": probability(0.5, "share of train videos (by identity group) in the labeled part"),
+        "frames_scale": Key(1.0, "every spec's frames: N counts round(N x this) frames (a protocol's counts on a small "
+                                 "tree)", low=0, high=1, open_low=True),
+        "share_videos": Key(False, "labeled and unlabeled images may come from the same videos (never the same image, "
+                                   "never a val/test video): the authors' Sin splits by frame"),
         "frames_per_video": Key(None, "keep at most this many frames per video (evenly spaced); null: all"),
         "max_bad_images": at_least_0(100, "unreadable images skipped (and listed) before the run stops"),
         "paths_file": Key("configs/paths.yaml", "dataset roots named as {key} in specs"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from datasets.protocols import prepare_data, training_sets
+from datasets.protocols import prepare_data, split_notes, training_sets
 from engine.amp import autocast
 from engine.dist import setup_device
 from engine.graphs import use_cuda_graphs
@@ -19,7 +19,7 @@ class Training:
     device: torch.device
     amp: object          # the autocast context of the run's forwards
     graphs: bool         # steps that allow it are replayed as CUDA graphs
-    graphs_note: str     # a line for the log saying so, and why not
+    notes: list[str]     # lines for the run's log: CUDA graphs (and why not), the identity-group splits
     sets: dict           # {name: (role, split, samples)} (datasets.protocols.protocol_sets)
 
 
@@ -30,4 +30,5 @@ def prepare(cfg: dict, graphed: bool = True) -> Training:
     graphs, note = use_cuda_graphs(cfg, device) if graphed else (False, "CUDA graphs: not used by this method")
     amp = autocast(device, cfg["amp"], cfg["amp_dtype"], cache=not graphs)
     prepare_data(cfg, training=True)
-    return Training(device, amp, graphs, note, training_sets(cfg))
+    sets = training_sets(cfg)
+    return Training(device, amp, graphs, [note, *split_notes()], sets)

@@ -166,6 +166,8 @@ def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
                     f"steps (batch {ft_batch}) on {t.device}; run folder {run.dir}; labeled: {len(labeled)}, "
                     f"unlabeled: {len(unlabeled)}; teacher from {start or cfg['pretrained']}; UDA "
                     f"{'on' if cfg['mpl_options']['uda'] else 'off'}")
+    for note in t.notes:
+        run.logger.info(note)
 
     # Stage 1: MPL steps on the two endless streams (labeled: one view, unlabeled: weak and strong)
     stage = run.stage("mpl", mc["steps"])

@@ -38,7 +38,8 @@ def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     record_splits(cfg, t.sets, run.dir)
     run.logger.info(f"baseline: backbone {cfg['backbone']}, {pc['steps']} steps on {t.device}; run folder "
                     f"{run.dir}; labeled: {len(labeled)} images")
-    run.logger.info(t.graphs_note)
+    for note in t.notes:
+        run.logger.info(note)
 
     # Loop
     stage = run.stage("pt", pc["steps"])

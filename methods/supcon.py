@@ -73,7 +73,8 @@ def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     record_splits(cfg, t.sets, run.dir)
     run.logger.info(f"SupCon teacher: backbone {cfg['backbone']}, {sc['steps']} + {sc['classifier_steps']} steps "
                     f"on {t.device}; run folder {run.dir}; labeled: {len(labeled)} images")
-    run.logger.info(t.graphs_note)
+    for note in t.notes:
+        run.logger.info(note)
 
     # Stage (a): SupCon network
     stage = run.stage("supcon", sc["steps"])

@@ -173,7 +173,8 @@ def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     run.logger.info(f"SupCon-MPL: backbone {cfg['backbone']}, {mc['steps']} MPL steps + {mc['finetune_steps']}/"
                     f"{mc['finetune_classifier_steps']} fine-tune steps on {t.device}; run folder {run.dir}; "
                     f"labeled: {len(labeled)} images, unlabeled: {len(unlabeled)} images")
-    run.logger.info(f"teacher from {enc_path} and {cls_path}; {t.graphs_note}")
+    for note in [f"teacher from {enc_path} and {cls_path}", *t.notes]:
+        run.logger.info(note)
 
     # Stage 1: MPL steps on the two endless streams (labeled: two views, unlabeled: weak and strong)
     stage = run.stage("mpl", mc["steps"])

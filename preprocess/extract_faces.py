@@ -29,7 +29,8 @@ from utils import HelpFormatter, UserError, atomic_write_csv, atomic_write_text,
 ALIGNED_SIZE = 256  # aligned crops without --size
 
 
-def load_detector(device: str = "cpu", min_prob: float = 0.9, min_face: int = 20, reference: bool = False):
+def load_detector(device: str = "cpu", min_prob: float = 0.9, min_face: int = 20, reference: bool = False,
+                  thresholds: tuple[float, float] = (0.6, 0.7)):
     """MTCNN from facenet-pytorch (weights inside the package, nothing downloaded), run by preprocess.detector
     (the same detections, faster: on a CPU its host-side form, on a GPU with the frames' pyramid and candidates
     cut on the GPU), or by facenet-pytorch's own code when `reference` is asked for."""
@@ -40,7 +41,7 @@ def load_detector(device: str = "cpu", min_prob: float = 0.9, min_face: int = 20
                         "(with --no-deps, so that it keeps the pinned torch)") from None
     # min_face: the smallest face searched for (MTCNN's image pyramid starts at 12 / min_face: a larger value
     # skips its largest, costliest levels; faces smaller than it are not found)
-    mtcnn = MTCNN(keep_all=True, device=device, thresholds=[0.6, 0.7, min_prob], min_face_size=min_face)
+    mtcnn = MTCNN(keep_all=True, device=device, thresholds=[*thresholds, min_prob], min_face_size=min_face)
     if reference:
         return mtcnn
     from preprocess.detector import Detector, keep_freed_memory
@@ -93,6 +94,8 @@ class Options:
     size: int | None = None
     batch_size: int | None = None        # frames per detector call; None: 16 on a CPU, 32 on a GPU
     min_prob: float = 0.9
+    thresholds: tuple[float, float] = (0.6, 0.7)  # MTCNN's first two stages (facenet-pytorch's defaults)
+    downscale: int = 1                   # detect on frames shrunk by this factor (the authors' pipeline: 2)
     min_face: int = 20                   # MTCNN's min_face_size (its default)
     reference_detector: bool = False     # facenet-pytorch's own detection code instead of preprocess.detector
     device: str = "cpu"
@@ -133,12 +136,17 @@ def detect_faces(detector, frames: list[tuple[int, np.ndarray]], opt: Options) -
     for start in range(0, len(frames), per_call):
         chunk = frames[start:start + per_call]
         images = [f for _, f in chunk]
+        if opt.downscale > 1:  # detected on smaller frames, cut from the full ones (boxes scaled back)
+            images = [cv2.resize(f, (f.shape[1] // opt.downscale, f.shape[0] // opt.downscale),
+                                 interpolation=cv2.INTER_AREA) for f in images]
         same_size = len({im.shape for im in images}) == 1
         detected = (detector.detect(images, landmarks=True) if same_size
                     else list(zip(*[detector.detect(im, landmarks=True) for im in images])))
         for (index, image), boxes, probs, points in zip(chunk, *detected):
             if boxes is None or len(boxes) == 0:
                 continue
+            if opt.downscale > 1:
+                boxes, points = boxes * opt.downscale, points * opt.downscale
             order = np.argsort([-(b[2] - b[0]) * (b[3] - b[1]) for b in boxes])  # largest first
             if not opt.all_faces:
                 order = order[:1]
@@ -231,7 +239,7 @@ def _init_worker(opt: Options) -> None:
     global _worker_detector
     import torch
     torch.set_num_threads(1)  # parallel over videos, one core each
-    _worker_detector = load_detector(opt.device, opt.min_prob, opt.min_face, opt.reference_detector)
+    _worker_detector = load_detector(opt.device, opt.min_prob, opt.min_face, opt.reference_detector, opt.thresholds)
 
 
 def _work(job: tuple) -> Outcome:
@@ -253,7 +261,7 @@ def run(input_path: Path | None, out: Path, opt: Options, workers: int, videos: 
     outcomes: list[Outcome] = []
     bar = dict(total=len(jobs), desc="videos", file=sys.stderr, disable=not sys.stderr.isatty())
     if opt.device != "cpu":                        # the GPU detects; threads decode and write around it
-        detector = load_detector(opt.device, opt.min_prob, opt.min_face, opt.reference_detector)
+        detector = load_detector(opt.device, opt.min_prob, opt.min_face, opt.reference_detector, opt.thresholds)
         with tqdm(**bar) as progress:
             outcomes = extract_pipelined(detector, jobs, opt, max(1, workers), progress)
     elif workers > 1 and len(jobs) > 1:
@@ -261,7 +269,7 @@ def run(input_path: Path | None, out: Path, opt: Options, workers: int, videos: 
         with mp.get_context("spawn").Pool(workers, _init_worker, (opt,)) as pool:
             outcomes = list(tqdm(pool.imap(_work, jobs), **bar))
     else:
-        detector = load_detector(opt.device, opt.min_prob, opt.min_face, opt.reference_detector)
+        detector = load_detector(opt.device, opt.min_prob, opt.min_face, opt.reference_detector, opt.thresholds)
         outcomes = [extract_video(detector, *job) for job in tqdm(jobs, **bar)]
     summary = {
         "videos": len(videos), "skipped_finished": skipped,
@@ -308,6 +316,9 @@ def parser() -> argparse.ArgumentParser:
                    help="with --align: the distance between the eyes as a fraction of the crop size (default 0.3)")
     p.add_argument("--all-faces", action="store_true", help="keep every face (default: the largest per frame)")
     p.add_argument("--size", type=int, help="resize crops to SIZE x SIZE (default: keep)")
+    p.add_argument("--preset", choices=("authors",),
+                   help="authors: the crops the SupCon-MPL authors' pipeline cuts (every frame, every face, a tight "
+                        "square, MTCNN thresholds 0.85/0.95/0.95 on frames halved in size): what the Sin counts need")
     p.add_argument("--min-prob", type=float, default=0.9, help="detection threshold (MTCNN's last stage)")
     p.add_argument("--min-face", type=int, default=20,
                    help="smallest face searched for, in pixels (MTCNN's min_face_size, default 20); a larger value is "
@@ -324,8 +335,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+AUTHORS = {"stride": 1, "scale": 1.0, "all_faces": True, "min_prob": 0.95, "thresholds": (0.85, 0.95),
+           "downscale": 2}  # davide-coccomini's face_detector.py / extract_crops.py, as the authors' README points to
+
+
 def options(args: argparse.Namespace) -> tuple[Options, int]:
     """The extraction's options and its number of workers from the command line (bad values: UserError)."""
+    if args.preset == "authors":
+        if args.frames or args.stride or args.margin is not None or args.scale or args.align:
+            raise UserError("--preset authors sets the frames and the crop: leave out --frames, --stride, --margin, "
+                            "--scale and --align")
+        args.stride, args.scale, args.all_faces, args.min_prob = 1, 1.0, True, 0.95
     if (args.frames is not None and args.frames <= 0) or (args.stride is not None and args.stride <= 0):
         raise UserError("--frames and --stride must be positive")
     for name, value, ok in (("--margin", args.margin, args.margin is None or args.margin >= 0),
@@ -345,7 +365,8 @@ def options(args: argparse.Namespace) -> tuple[Options, int]:
                   margin=0.2 if args.margin is None else args.margin, scale=args.scale, align=args.align,
                   eye_distance=args.eye_distance, all_faces=args.all_faces, size=args.size,
                   batch_size=args.batch_size, min_prob=args.min_prob, min_face=args.min_face,
-                  reference_detector=args.reference_detector, device=device)
+                  reference_detector=args.reference_detector, device=device,
+                  **({"thresholds": AUTHORS["thresholds"], "downscale": AUTHORS["downscale"]} if args.preset else {}))
     return opt, workers
 
 

@@ -53,10 +53,15 @@ def test_the_official_list_is_the_test_set_and_the_rest_trains(celebdf, tmp_path
     assert "CelebDF" in res.stdout and "labeled" in res.stdout
 
 
-def test_without_the_list_the_seeded_split_as_before(celebdf, tmp_path):
+def test_without_the_list_a_split_by_identity_collapses_and_says_how_to_split(celebdf, tmp_path):
+    """Celeb-DF's idA_idB names link its celebrities: one identity group holds most videos, so a split by
+    identity is no split: one line naming the fix (issue 33)."""
     res, d = describe(tmp_path, celebdf, test_list="off")
-    assert d["sets"]["CelebDF"]["videos"] == sum(len(v) for v in VIDEOS.values())  # every video: as before
-    assert res.returncode == 1 and d["overlapping_videos"] > 0  # and the overlap check reports it
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "split_by: video" in lines[0], res.stderr
+    res, d = describe(tmp_path, celebdf, test_list="off", split_by="video")
+    assert d["sets"]["CelebDF"]["videos"] == sum(len(v) for v in VIDEOS.values())  # the test set: every video
+    assert res.returncode == 1 and d["overlapping_videos"] > 0  # which the labeled ones are: reported
 
 
 @pytest.mark.parametrize("line, words", [("2 Celeb-real/id0_0000.mp4", "line 2: expected"),

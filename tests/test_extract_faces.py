@@ -177,3 +177,21 @@ def test_extraction_benchmark_times_every_row_and_ends_with_the_ratio():
         assert frames_per_s > 0
     assert lines[-1].startswith("face extraction speed-up over reference-style per core: ") and lines[-1].endswith("x")
     assert float(lines[-1].split(": ")[1][:-1]) > 0
+
+
+def test_the_authors_preset_cuts_every_frame_in_tight_squares(videos, tmp_path):
+    """--preset authors: every frame and every face, a square of the box without margin (crop scale:1), MTCNN's
+    stricter thresholds on frames halved in size; the faces found are the same people, cut from the full frames."""
+    out = tmp_path / "crops"
+    res = command(["-m", "preprocess.extract_faces", "--input", str(videos / "people"), "--out", str(out),
+                   "--preset", "authors", "--workers", "1"])
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader(open(out / "astronaut" / "boxes.csv")))
+    frames = int(cv2.VideoCapture(str(videos / "people" / "astronaut.mp4")).get(cv2.CAP_PROP_FRAME_COUNT))
+    assert {int(r["frame"]) for r in rows} == set(range(frames)) and {r["crop"] for r in rows} == {"scale:1"}
+    assert all(float(r["prob"]) >= 0.95 for r in rows)
+    crop = cv2.imread(str(sorted((out / "astronaut").glob("*.png"))[0]))
+    assert abs(crop.shape[0] - crop.shape[1]) <= 1  # a square
+    bad = command(["-m", "preprocess.extract_faces", "--input", str(videos), "--out", str(out), "--preset", "authors",
+                   "--frames", "4"])
+    assert bad.returncode == 2 and "--preset authors sets the frames and the crop" in bad.stderr

@@ -1,5 +1,6 @@
 """Real dataset layouts, protocols, identity-safe splits, the index cache and `python -m datasets describe`."""
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import command, train_and_evaluate
-from datasets.protocols import describe, protocol_config
+from datasets.protocols import describe, protocol_config, protocol_sets
 from datasets.sources import build_source
 from datasets.splits import identity_groups
 from utils import UserError
@@ -101,8 +102,8 @@ def test_ff_protocols_count_exactly_what_the_tree_holds(trees, left_out):
     assert d["overlapping_videos"] == 0
 
 
-def test_sin_protocol_counts_and_no_overlap(trees, capsys):
-    d = describe(protocol_config("sin", overrides(trees)), "sin")
+def test_sin_grouped_protocol_counts_and_no_overlap(trees, capsys):
+    d = describe(protocol_config("sin_grouped", overrides(trees)), "sin_grouped")
     assert "1 DFDC video(s)" in capsys.readouterr().err  # 'lost' has no metadata: reported, left out
     sets = d["sets"]
     assert sets["DFDC"] == {"role": "test", "split": "known", "images": 2 * FRAMES, "videos": 2, "real": FRAMES,
@@ -111,11 +112,12 @@ def test_sin_protocol_counts_and_no_overlap(trees, capsys):
     dfdc_lab = sets["labeled"]["domains"].get("DFDC-real", 0) + sets["labeled"]["domains"].get("DFDC-fake", 0)
     dfdc_unl = sets["unlabeled"]["domains"].get("DFDC-real", 0) + sets["unlabeled"]["domains"].get("DFDC-fake", 0)
     assert dfdc_lab + dfdc_unl == 5 * FRAMES and dfdc_lab and dfdc_unl
-    # Celeb-DF: groups {id0, id1}, {id2, id3}, 00000, 00001 -> 2 labeled, 2 tested; all 10 videos used once.
+    # Celeb-DF: split by video (its identity groups collapse), half of each class labeled; all 10 videos used once.
     celeb_lab = sets["labeled"]["domains"].get("CelebDF-real", 0) + sets["labeled"]["domains"].get("CelebDF-fake", 0)
     assert celeb_lab + sets["CelebDF"]["images"] == 10 * FRAMES
-    # The authors' post-generation pool: StyleGAN against FF++ test Original, every second image (of <= 51,200).
-    assert (sets["StyleGAN"]["fake"], sets["StyleGAN"]["real"]) == (2, 4 * FRAMES // 2)
+    # The authors' post-generation pool: StyleGAN against FF++ test Original, every second image (of <= 51,200),
+    # both classes capped at the smaller one's size.
+    assert (sets["StyleGAN"]["fake"], sets["StyleGAN"]["real"]) == (2, 2)
     assert sets["StyleGAN-CelebA"]["real"] == 3 and sets["StyleGAN-CelebA"]["fake"] == 3
     # One known pool: FF++ test Real + DF, F2F, FS, DFDC part 10 and the second half of Celeb-DF.
     known = sets["Known"]
@@ -143,7 +145,7 @@ def test_describe_cli_json_and_exit_status(trees, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "overlap between labeled, unlabeled, val and test: none" in res.stdout
     d = json.loads(out.read_text())
-    assert d["protocol"] == "ff_wo_nt" and set(d) == {"protocol", "sets", "overlapping_videos", "overlap"}
+    assert d["protocol"] == "ff_wo_nt" and set(d) == {"protocol", "sets", "groups", "overlapping_videos", "overlap"}
     assert set(d["sets"]["labeled"]) == {"role", "split", "images", "videos", "real", "fake", "unknown", "domains"}
     # A video copied from train into test is an overlap: exit status 1.
     import shutil
@@ -190,7 +192,7 @@ def test_protocol_scripts_run_on_generated_trees(trees, tmp_path, protocol):
                f"out_dir={tmp_path / 'runs'}", "backbone=test_resnet", "pretrained=none", "img_size=16",
                "workers=0", "supcon.steps=2", "supcon.batch_size=4", "supcon.classifier_steps=1",
                "supcon.classifier_batch_size=4", "mpl.steps=2", "mpl.batch_labeled=4", "mpl.batch_unlabeled=4",
-               "mpl.finetune_steps=1", "mpl.finetune_classifier_steps=1")
+               "mpl.finetune_steps=1", "mpl.finetune_classifier_steps=1", "data.frames_scale=0.0001")
     assert res.returncode == 0, res.stderr
     (run_dir,) = (tmp_path / "runs").glob(f"{protocol}-*")  # named after the config and the overrides
     results = json.loads((run_dir / "supconmpl" / "results.json").read_text())
@@ -207,3 +209,56 @@ def test_protocol_scripts_run_on_generated_trees(trees, tmp_path, protocol):
 def test_unknown_protocol_is_a_user_error():
     with pytest.raises(UserError, match="unknown protocol 'nope'"):
         protocol_config("nope")
+
+
+def celebdf_v2_tree(root, frames=3):
+    """Celeb-DF-v2's naming: celebrities' real videos id<i>_<n>, fakes id<a>_id<b>_<n> whose pairs chain
+    celebrities 0-15 into one identity component (as the real list does), YouTube-real videos of no one."""
+    pairs = [(i, i + 1) for i in range(15)] + [(16, 17), (18, 19)]
+    videos = {"Celeb-real": [f"id{i}_{n:04d}" for i in range(20) for n in range(3)],
+              "Celeb-synthesis": [f"id{a}_id{b}_{n:04d}" for a, b in pairs for n in range(3)],
+              "YouTube-real": [f"{n:05d}" for n in range(10)]}
+    for folder, names in videos.items():
+        for v in names:
+            for f in range(frames):
+                img(root / folder / v / f"{f}.png")
+    return {folder: len(names) for folder, names in videos.items()}
+
+
+@pytest.mark.parametrize("seed", [777, 778, 779])
+def test_the_authors_sin_frames_pools_and_celebdf_halves(trees, seed):
+    """Issue 33: labeled = seeded random frames (the authors' counts, scaled to the tree), unlabeled = the other
+    frames of the same FF++ and DFDC videos, Celeb-DF halves by video within 10 points of its real/fake
+    proportion, the post-generation pool balanced, and no image, test video or test identity in training."""
+    shutil.rmtree(trees / "CelebDF")
+    counts = celebdf_v2_tree(trees / "CelebDF")
+    cfg = protocol_config("sin", [*overrides(trees), f"seed={seed}", "data.frames_scale=0.0001"])
+    sets = protocol_sets(cfg)
+    lab, unl = sets["labeled"][2], sets["unlabeled"][2]
+    ff_lab = [s for s in lab if s.source.startswith("ff")]
+    ff_unl = [s for s in unl if s.source.startswith("ff")]
+    ff_all = 4 * 4 * 2 * FRAMES  # 8 train ids: Real 8 videos + 3 methods x 8, FRAMES each
+    assert len(ff_lab) == 26 and len(ff_lab) + len(ff_unl) == ff_all  # 256,000 x 0.0001 = 26 frames
+    assert {s.path for s in ff_lab}.isdisjoint(s.path for s in ff_unl)
+    assert {s.video for s in ff_unl} & {s.video for s in ff_lab}  # the same videos give frames to both
+    # Celeb-DF (at a scale where its 128,000 frames are 128 of the ~180 of its first half)
+    big = protocol_sets(protocol_config("sin", [*overrides(trees), f"seed={seed}", "data.frames_scale=0.001"]))
+    celeb = [s for s in big["labeled"][2] if s.source == "celebdf"]
+    celeb_test = [s for s in big["Known"][2] if s.source == "celebdf"]
+    fake_share = counts["Celeb-synthesis"] / sum(counts.values())
+    for part in (celeb, celeb_test):
+        assert abs(sum(s.label for s in part) / len(part) - fake_share) < 0.10, (seed, len(part))
+    assert len(celeb) == 128 and {s.path for s in celeb}.isdisjoint(s.path for s in celeb_test)
+    pool = sets["StyleGAN"][2]
+    assert sum(s.label for s in pool) == sum(1 - s.label for s in pool) > 0
+    from datasets.protocols import overlap
+    assert len(overlap(cfg, sets)) == 0
+
+
+def test_a_split_by_identity_that_collapses_stops_with_the_fix(trees):
+    shutil.rmtree(trees / "CelebDF")
+    celebdf_v2_tree(trees / "CelebDF")
+    spec = {"kind": "celebdf", "root": str(trees / "CelebDF"), "videos": "labeled", "test_list": "off"}
+    data = {"labeled_fraction": 0.5, "index_dir": None, "paths_file": None}
+    with pytest.raises(UserError, match=r"one identity group holds 7\d% of its 121 videos .*split_by: video"):
+        build_source(spec, data, 0, "labeled")

@@ -89,7 +89,7 @@ def test_training_jpeg_and_blur_are_off_by_default_and_change_nothing_then():
     _, on, _ = _augment(["aug.jpeg_p=0.5", "aug.blur_p=0.5"])
     with_deg = on.params(16, torch.Generator().manual_seed(3))
     assert torch.equal(params[:, :9], with_deg[:, :9])  # drawn last: crop, flip and colour draws are the same
-    assert not params[:, 9:].any() and with_deg[:, 9:].any()
+    assert not params[:, 9:11].any() and with_deg[:, 9:11].any() and (params[:, 11] == -1).all()  # (no RandAugment)
 
 
 def test_training_jpeg_and_blur_degrade_both_paths():
