@@ -12,7 +12,7 @@ import reproduce
 from engine.run import RunLock
 from reproduce.jobs import Signalled, catch_signals, job_config, run_jobs, run_name
 from reproduce.spec import Job, table_spec
-from reproduce.tables import collect, figure, render
+from reproduce.tables import collect, figure, mpl_form, render
 from utils import HelpFormatter, ROOT, UserError, atomic_write_text, resolve_path, run_cli
 
 
@@ -67,6 +67,8 @@ def reproduce_table(args: argparse.Namespace, out) -> int:
     paper = yaml.safe_load((ROOT / "reproduce" / "paper-tables.yaml").read_text())
     rows = collect(spec, jobs, args.overrides, failed, paper)
     stem = f"table{args.table}" + ("-demo" if args.demo else "")
+    if "mpl" in spec["methods"]:
+        spec["notes"] = [mpl_form(job_config(next(j for j in jobs if j.script == "mpl"), args.overrides))]
     text = render(args.table, spec, rows, seeds, args.demo)
     atomic_write_text(out / f"{stem}.md", text)
     atomic_write_text(out / f"{stem}.json", json.dumps({"table": args.table, "demo": args.demo, "seeds": seeds,

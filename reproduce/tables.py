@@ -105,6 +105,19 @@ def fmt(c: dict) -> str:
     return text + (f" ({c['paper']:.2f})" if c.get("paper") is not None else "")
 
 
+def mpl_form(cfg: dict) -> str:
+    """What the MPL column is, from a run's config (issue 33: the paper's comparison depends on it)."""
+    o = cfg["mpl_options"]
+    teacher = ("from the baseline's release (labeled training)" if o["teacher_start"] == "baseline"
+               else f"from `pretrained` ({cfg['pretrained']}), no labeled training")
+    uda = f"UDA on (λ_u {o['uda_weight']:g}, threshold {o['uda_threshold']:g})" if o["uda"] else "no UDA"
+    ra = cfg["aug"]["unlabeled_strong"].get("randaugment", cfg["aug"]["randaugment"])
+    strong = f"RandAugment {ra} on the strong view" if ra and ra[0] else "the strong view drawn as the weak one"
+    return (f"MPL [24] here: vanilla MPL, {uda}, the teacher {teacher}, the student fine-tuned at batch "
+            f"{o['finetune_batch'] or cfg['supcon']['batch_size']} for {cfg['mpl']['finetune_steps']} steps, {strong} "
+            "(docs/differences.md: kekmodel's and the MPL paper's forms).")
+
+
 def render(table: int, spec: dict, rows: list[dict], seeds: list[int], demo: bool) -> str:
     methods = spec["methods"]
     over = "Mean ± std over seeds" if len(seeds) > 1 else "One seed,"
@@ -120,6 +133,7 @@ def render(table: int, spec: dict, rows: list[dict], seeds: list[int], demo: boo
     if table == 2:
         lines += ["Tar [34] and DDT [31] of the paper's Table 2 are not implemented (no code in the authors' "
                   "repository).", ""]
+    lines += [*spec.get("notes", []), ""] if spec.get("notes") else []
     lines += ["## SupCon-MPL minus each other method", "",
               "Difference of means over seeds, in points, with a 95% confidence interval (paired bootstrap over "
               "test videos, seeds pooled).", "",
