@@ -109,7 +109,8 @@ def write_plots(method: str, model: torch.nn.Module, sets: dict, curves: dict, r
     models embedding.png (`projection`: pca or tsne), and for weights with a validation calibration
     reliability.png."""
     from evaluation import plots
-    names = {"pt": "baseline", "supcon": "SupCon teacher", "supconmpl": "SupCon-MPL student", "mpl": "MPL student"}
+    names = {"pt": "baseline", "supcon": "SupCon teacher", "supconmpl": "SupCon-MPL student", "mpl": "MPL student",
+             "ddt": "DDT", "tar": "Tar"}
     written = [plots.roc_plot(curves, out_dir / "roc.png", f"ROC — {names[method]}"),
                plots.training_curves(run_dir / "train_log.jsonl", out_dir / "training_curves.png",
                                      f"training — {names[method]}") if run_dir else None]
@@ -150,7 +151,7 @@ def parse_args(argv):
                    help="test set (repeatable); replaces the config's test sets")
     p.add_argument("--backbone", help="architecture (default: from the checkpoint, else the config, else resnet50)")
     p.add_argument("--img-size", type=int, help="input size (default: from the checkpoint or config)")
-    p.add_argument("--input-scale", choices=("project", "seed"),
+    p.add_argument("--input-scale", choices=("project", "seed", "unit"),
                    help="project: [0,1] + mean/std (default); seed: the reference code's x/255/255")
     p.add_argument("--json", help="metrics JSON (default: <run folder>/results.json)")
     p.add_argument("--csv", "--predictions", dest="predictions",

@@ -119,7 +119,8 @@ def parse_args(argv):
     p.add_argument("--classifier", help="linear classifier checkpoint (supcon, supconmpl)")
     p.add_argument("--backbone", help="architecture (default: from the checkpoint, else resnet50)")
     p.add_argument("--img-size", type=int, help="input size (default: from the checkpoint, else 64)")
-    p.add_argument("--input-scale", choices=("project", "seed"), help="seed: the authors' weights' scaling")
+    p.add_argument("--input-scale", choices=("project", "seed", "unit"),
+                   help="seed: the authors' weights' scaling; unit: [0, 1] (default: the checkpoint's)")
     p.add_argument("--json", help="write per-input results here")
     p.add_argument("--csv", help="write one row per face here")
     p.add_argument("--out", help="folder for predictions.json and faces.csv (when --json/--csv are not given)")

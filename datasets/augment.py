@@ -48,9 +48,12 @@ _FROM_YIQ = torch.linalg.inv(_TO_YIQ)
 
 
 def norm_stats(backbone: str, input_scale: str) -> tuple[list[float], list[float]] | None:
-    """(mean, std) for normalisation after scaling to [0, 1]; None for input_scale 'seed' (x / 255 only)."""
+    """(mean, std) for normalisation after scaling to [0, 1]; None for input_scale 'seed' (x / 255 only); zeros
+    and ones for 'unit' (pixels in [0, 1], as Tar's paper)."""
     if input_scale == "seed":
         return None
+    if input_scale == "unit":
+        return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
     import timm
     try:
         cfg = timm.models.get_pretrained_cfg(backbone)
@@ -102,7 +105,7 @@ def view_specs(cfg: dict, data_role: str, views: int) -> list[AugSpec]:
 
 
 def normalisation(backbone: str, input_scale: str) -> v2.Transform:
-    """uint8 -> float. project: [0, 1] then the backbone's mean/std. seed: the reference code's
+    """uint8 -> float. project: [0, 1] then the backbone's mean/std (unit: [0, 1] alone). seed: the reference code's
     ToTensor() followed by another /255 (inputs in [0, 1/255], no mean/std), needed for the authors' weights."""
     to_float = v2.ToDtype(torch.float32, scale=True)
     stats = norm_stats(backbone, input_scale)

@@ -73,6 +73,7 @@ def find_overlap(sets: dict[str, tuple[str, str | None, list[Sample]]],
     groups = identity_groups(everything, links)
     by_group: dict[str, set[str]] = {}
     for role, _, samples in sets.values():
+        role = "labeled" if role == "fewshot" else role  # few-shot targets are labeled training images
         for s in samples:
             by_image.setdefault(resolve(s.path), set()).add(role)
             if s.video:
@@ -85,3 +86,19 @@ def find_overlap(sets: dict[str, tuple[str, str | None, list[Sample]]],
     identities = sorted({s.video for s in everything
                          if s.video and groups[s.video] in shared_groups and video_key(s.video) not in same})
     return Overlap(images, videos, identities)
+
+
+def clear_of(pool: list[Sample], sets: dict[str, tuple[str, str | None, list[Sample]]],
+             links: dict[str, str] | None = None, share_videos: bool = False) -> list[Sample]:
+    """The images of `pool` (a few-shot source) that may join the labeled training images of `sets`: none of a
+    video or identity of the validation and test sets, no unlabeled image, and (unless share_videos) none of an
+    unlabeled video."""
+    resolve = _Resolver()
+    held = [s for role, _, samples in sets.values() if role in ("val", "test") for s in samples]
+    unlabeled = [s for role, _, samples in sets.values() if role == "unlabeled" for s in samples]
+    groups = identity_groups([*pool, *held, *unlabeled], links)
+    banned_groups = {groups[s.video] for s in held if s.video}
+    banned_videos = set() if share_videos else {video_key(s.video) for s in unlabeled if s.video}
+    banned_images = {resolve(s.path) for s in (*held, *unlabeled)}
+    return [s for s in pool if resolve(s.path) not in banned_images
+            and not (s.video and (groups[s.video] in banned_groups or video_key(s.video) in banned_videos))]

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from engine.config import load_config
 from datasets.index import Sample
-from datasets.overlap import Overlap, find_overlap
+from datasets.overlap import Overlap, clear_of, find_overlap
 from datasets.sources import build_set, set_links, test_set_name
-from datasets.splits import GROUP_SHARES, hold_out, identity_groups
+from datasets.splits import GROUP_SHARES, hold_out, identity_groups, per_class
 from engine.dist import barrier, is_main_process
 from utils import ROOT, UserError, atomic_write_csv, resolve_path
 
 # Set names the training roles use: a test set may not take them.
-RESERVED = ("labeled", "unlabeled", "val", "weights")  # "weights": a key of results.json
+RESERVED = ("labeled", "unlabeled", "val", "weights", "fewshot")  # "weights": a key of results.json
 
 
 def protocol_config(name: str, overrides: list[str] = ()) -> dict:
@@ -54,12 +54,20 @@ def protocol_sets(cfg: dict, tests: list | None = None,
             raise UserError(f"test set name '{name}' {what}: give each test set its own `name` "
                             "(for --test folder:DIR, the folder's name)")
         sets[name] = ("test", split, build_set(spec, cfg["data"], cfg["seed"], "test"))
+    fewshot = (cfg.get("fewshot") or {}).get("sources", []) if training else []
+    for i, spec in enumerate(fewshot):
+        # Tar's and DDT's transfer targets: K labeled images of each class, drawn from the source's images that
+        # share no video or identity with the validation and test sets (and are no unlabeled image)
+        pool = clear_of(build_set(spec, cfg["data"], cfg["seed"], "labeled"), sets, protocol_links(cfg, tests),
+                        cfg["data"].get("share_videos", False))
+        sets[f"fewshot{i}"] = ("fewshot", None, per_class(pool, cfg["fewshot"]["k"], cfg["seed"] + i))
     return sets
 
 
 def protocol_links(cfg: dict, tests: list | None = None) -> dict[str, str]:
     """{video: video showing the same person} over every set of a config (DFDC's fake -> original links)."""
-    specs = [*cfg["data"]["labeled"], *cfg["data"]["unlabeled"], *(cfg["data"]["test"] if tests is None else tests)]
+    specs = [*cfg["data"]["labeled"], *cfg["data"]["unlabeled"], *(cfg["data"]["test"] if tests is None else tests),
+             *(cfg.get("fewshot") or {}).get("sources", [])]
     links: dict[str, str] = {}
     for spec in specs:
         links.update(set_links(spec, cfg["data"]))

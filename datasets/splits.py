@@ -147,3 +147,14 @@ def limit_frames(samples: list[Sample], per_video: int | None, max_videos: int |
             frames = [frames[i] for i in idx]
         out.extend(frames)
     return out
+
+
+def per_class(samples: list[Sample], k: int, seed: int) -> list[Sample]:
+    """A seeded k images of each class (fewer where a class has fewer), in the samples' order: a few-shot set."""
+    keep = []
+    for label in (0, 1):
+        idx = [i for i, s in enumerate(samples) if s.label == label]
+        keep += np.random.default_rng([seed, 0xf5, label]).permutation(idx)[:k].tolist() if idx else []
+    if not keep:
+        raise UserError("a few-shot source has no labeled image")
+    return [samples[i] for i in sorted(keep)]

@@ -69,8 +69,9 @@ class Loop:
                          f" ({rates['images_per_s']:.0f} img/s)")
         return time.time(), step, 0
 
-    def validate(self, stage: str, step: int, steps: int, val) -> None:
-        """A validation pass (logged as val_* scalars); at the stage's end, best_val's choice of weights."""
+    def validate(self, stage: str, step: int, steps: int, val) -> dict[str, float]:
+        """A validation pass (logged as val_* scalars); at the stage's end, best_val's choice of weights.
+        Returns the metrics."""
         metrics = val(stage, step)
         self.logger.scalars(stage, step, metrics)
         self.logger.info(f"{stage} step {step}/{steps} validation " +
@@ -79,6 +80,7 @@ class Loop:
             note = val.end(stage)
             if note:
                 self.logger.info(note)
+        return metrics
 
 
 class Stage:
@@ -88,11 +90,14 @@ class Stage:
         self.loop, self.name, self.steps, self.start = loop, name, steps, start
 
     def run(self, step: Callable[..., dict[str, torch.Tensor]], batches: Iterator | list[Iterator],
-            optimizers: list[torch.optim.Optimizer] | None = None, val=None) -> None:
+            optimizers: list[torch.optim.Optimizer] | None = None, val=None,
+            stop: Callable[[dict[str, float]], bool] | None = None) -> None:
         """Steps [start, steps) of step(*batch) -> {name: logged tensor}, each on the next batch of `batches`
         (the tensors of several streams concatenated, in order). `optimizers`: the ones the step updates, which
         makes it replayable as a CUDA graph (None: a step that must run eagerly). `val`: a validation check
-        (engine.validate.Check) run every val.every steps and at the end."""
+        (engine.validate.Check) run every val.every steps and at the end. `stop(metrics)`: after each
+        validation pass (or, without `val`, after each step, with its logged values), True ends the stage
+        there (early stopping): it is saved as finished, so a resumed run goes on with the next stage."""
         from tqdm import tqdm
         loop, name, steps = self.loop, self.name, self.steps
         if self.start >= steps and steps > 0:
@@ -111,11 +116,22 @@ class Stage:
                 out = step_fn(step)
                 since = (since[0], since[1], since[2] + int(out.pop("images", 0)) * world_size())
                 done = step + 1
+                # what `stop` watches: without validation, every step's values (a host sync per step)
+                watched = {k: float(v) for k, v in out.items()} if stop is not None else None
                 if done % log_every == 0 or done == steps:
                     since = loop.log(name, done, steps, out, since)
                     bar.set_postfix({k: f"{float(v):.3f}" for k, v in out.items()}, refresh=False)
-                if val is not None and (done % val.every == 0 or done == steps):
-                    loop.validate(name, done, steps, val)
+                if val is not None:
+                    watched = None
+                    if done % val.every == 0 or done == steps:
+                        watched = loop.validate(name, done, steps, val)
+                if stop is not None and watched is not None and done < steps and stop(watched):
+                    loop.logger.info(f"{name}: stopped early at step {done} of {steps} (no improvement)")
+                    note = val.end(name) if val is not None else None
+                    if note:
+                        loop.logger.info(note)
+                    loop.save(name, steps)  # a finished stage: --resume goes on with the next one
+                    return
                 if done % every == 0 or done == steps or loop.signal is not None:
                     loop.save(name, done)
                 if loop.signal is not None:

@@ -20,6 +20,8 @@ RELEASE = {
     "supcon": {"encoder": "supcon_encoder.tar", "classifier": "supcon_classifier.tar"},
     "supconmpl": {"encoder": "mpl_supcon_encoder.tar", "classifier": "mpl_supcon_classifier.tar"},
     "mpl": {"weights": "mpl.tar"},   # vanilla MPL: the baseline's network
+    "ddt": {"weights": "ddt.tar"},   # Deep Distribution Transfer: models/ddt.py
+    "tar": {"weights": "tar.tar"},   # Tar's residual autoencoder: models/tar.py
 }
 
 
@@ -84,6 +86,8 @@ def build_model(method: str, backbone: str, paths: dict[str, Path], loaded: dict
     """The detector of `method` with its release checkpoints loaded (strict; a mismatch is a one-line
     error). `loaded`: the contents of the first file (weights or encoder), if already read."""
     from models import EncoderClassifier, LinearClassifier, SupConNet, build_baseline
+    if method in ("ddt", "tar"):
+        return _single_network(method, backbone, paths, loaded)
     if "weights" in RELEASE[method]:  # pt, mpl: the baseline's network
         model = build_baseline(backbone, "none")
         load_weights(model, paths["weights"], loaded)
@@ -96,6 +100,21 @@ def build_model(method: str, backbone: str, paths: dict[str, Path], loaded: dict
     cls = LinearClassifier(net.dim)
     load_weights(cls, paths["classifier"])
     return EncoderClassifier(net.encoder, cls)
+
+
+def _single_network(method: str, backbone: str, paths: dict[str, Path], loaded: dict | None) -> torch.nn.Module:
+    """DDT's or Tar's detector with its release file loaded (their sizes from the file's config)."""
+    loaded = loaded if loaded is not None else load_checkpoint(paths["weights"])
+    if method == "ddt":
+        from models.ddt import DDTDetector, DDTNet
+        dim = loaded["model_state_dict"]["net.mu.weight"].shape[0] if "net.mu.weight" in loaded["model_state_dict"] \
+            else 16
+        model = DDTDetector(DDTNet(backbone, "none", dim))
+    else:
+        from models.tar import ResAE, TarDetector
+        model = TarDetector(ResAE())
+    load_weights(model, paths["weights"], loaded)
+    return model
 
 
 def release_calibration(method: str, paths: dict[str, Path], loaded: dict | None = None) -> dict | None:
@@ -140,8 +159,8 @@ def checkpoint_settings(path: Path, args: argparse.Namespace, defaults: dict) ->
         raise UserError(f"{where} must be a whole number of pixels in [{MIN_SIZE}, {MAX_SIZE}], got {img_size!r}"[:300])
     if not isinstance(backbone, str) or not backbone:
         raise UserError(f"checkpoint {path}: its backbone must be a model name, got {backbone!r}"[:300])
-    if input_scale not in ("project", "seed"):
-        raise UserError(f"checkpoint {path}: its input_scale must be project or seed, got {input_scale!r}"[:300])
+    if input_scale not in ("project", "seed", "unit"):
+        raise UserError(f"checkpoint {path}: its input_scale must be project, seed or unit, got {input_scale!r}"[:300])
     trained = loaded.get("img_size")
     if args.img_size and isinstance(trained, int) and trained != args.img_size:
         print(f"warning: scoring at {args.img_size} px weights trained at {trained} px (--img-size; without it, "

@@ -86,8 +86,8 @@ SCHEMA: dict[str, Any] = {
                                   "(random initialisation) | path to a state-dict file"),
     "weights_dir": Key("weights", "where `python -m models.fetch_weights` stores ImageNet weights"),
     "img_size": positive(64, "input size in pixels"),
-    "input_scale": one_of("project", "project: [0, 1] + backbone mean/std; seed: the reference code's x/255/255",
-                          "seed"),
+    "input_scale": one_of("project", "project: [0, 1] + backbone mean/std; seed: the reference code's x/255/255; "
+                                     "unit: [0, 1]", "seed", "unit"),
     "amp": Key(True, "mixed precision on CUDA, a speed choice (ignored on CPU); false: the authors' fp32"),
     "amp_dtype": one_of("auto", "auto (bf16 where the GPU has it, else fp16 with a loss scaler) | bf16 | fp16",
                         "bf16", "fp16"),
@@ -170,6 +170,37 @@ SCHEMA: dict[str, Any] = {
         "finetune_steps": at_least_0(1000, "SupCon fine-tune steps of the student"),
         "finetune_classifier_steps": at_least_0(1000, "classifier fine-tune steps of the student"),
         "finetune_lr": positive(1e-4, "fine-tune learning rate"),
+    },
+    "ddt": {  # Deep Distribution Transfer (train_ddt.py; Aneja & Niessner 2020)
+        "backbone": Key("resnet18", "its encoder: an ImageNet ResNet up to layer3 (the paper's ResNet-18)"),
+        "dim": positive(16, "size of mu and log sigma^2"),
+        "steps": at_least_0(1000, "source training steps (fewer when early stopping ends it)"),
+        "batch_size": positive(128, "the paper's batch"),
+        "lr": positive(1e-3, "Adam learning rate (the paper's)"),
+        "real_weight": positive(1.0, "w of the loss: the weight of real images"),
+        "plateau_factor": Key(0.7, "ReduceLROnPlateau's factor on the validation loss (without validation: the "
+                                   "loss over each val.every steps)", low=0, high=1, open_low=True, open_high=True),
+        "plateau_patience": at_least_0(5, "... and its patience, in validation passes"),
+        "early_stop": at_least_0(10, "validation passes without improvement that end training (0: never)"),
+        "mixup": probability(0.0, "spatial mixup: the left half of an image joined to the right half of another of "
+                                  "its class, with this probability (off in the paper's released config)"),
+    },
+    "tar": {  # Tar (train_tar.py; Lee, Tariq, Kim, Woo 2021)
+        "steps": at_least_0(1000, "training steps"),
+        "batch_size": positive(32, "the paper's batch"),
+        "lr": positive(1e-3, "Adam learning rate (the paper's; eps 1e-7)"),
+        "recon_weight": at_least_0(0.1, "weight of the L1 reconstruction loss"),
+        "mask_latent": Key(True, "the decoder sees the label's half of the latent (the paper's selection block); false: "
+                                 "the whole latent (the released code)"),
+        "input_scale": one_of("unit", "unit: pixels in [0, 1], no mean/std (the paper's); project: as the other "
+                                      "rows", "project", "seed"),
+    },
+    "fewshot": {  # Tar's and DDT's transfer to target domains with a few labeled images (off: the zero-shot rows)
+        "sources": Key([], "labeled source specs, one stage each in order (DDT: one target; Tar: sequential)"),
+        "k": positive(25, "images of each class drawn from each source (seeded)"),
+        "steps": at_least_0(100, "steps per source (fewer when the training loss stops improving)"),
+        "lr": positive(1e-5, "the transfer's Adam learning rate (DDT's)"),
+        "patience": at_least_0(30, "steps without a lower training loss that end a source's stage (0: never)"),
     },
     "mpl_options": {  # vanilla MPL (train_mpl.py) only; the defaults: kekmodel's MPL at SupCon-MPL's budget
         "uda": Key(True, "UDA consistency on the teacher (soft targets from its weak view), as kekmodel's MPL and the "

@@ -76,6 +76,26 @@ class Validator:
             return {"val_loss": total / max(n, 1)}
         return Check(self, measure, lambda m: -m["val_loss"], keep)
 
+    def loss(self, net: nn.Module, loss_fn: Callable, detector: nn.Module,
+             keep: nn.Module | None = None) -> "Check | None":
+        """Validation by a method's own loss (DDT's, Tar's): val_loss, loss_fn(net's output, labels) over the
+        validation images (a batch mean, weighted by batch size), and val_auc of `detector`; the best is the
+        lowest val_loss (as their papers stop and decay on it)."""
+        if not self.enabled:
+            return None
+
+        def measure() -> dict[str, float]:
+            total, n = 0.0, 0
+            with self._quiet(unwrap(net)) as module:
+                for x, y in self.batches():
+                    with self.amp:
+                        out = module(x)
+                    total += float(loss_fn(out, x, y)) * len(y)
+                    n += len(y)
+            auc = classifier_metrics(*self.logits(detector))["auc"]
+            return {"val_loss": total / max(n, 1), "val_auc": float("nan") if auc is None else auc}
+        return Check(self, measure, lambda m: -m["val_loss"], keep)
+
     # -------------------------------------------------------------------------------- scoring
     def batches(self):
         """(images on the device, labels) of the readable validation images, in a fixed order."""

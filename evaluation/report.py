@@ -15,7 +15,7 @@ from pathlib import Path
 from evaluation.metrics import test_results
 from utils import HelpFormatter, UserError, atomic_write_text, run_cli
 
-NAMES = {"pt": "Baseline", "supcon": "SupCon", "supconmpl": "SupCon-MPL", "mpl": "MPL"}
+NAMES = {"pt": "Baseline", "supcon": "SupCon", "supconmpl": "SupCon-MPL", "mpl": "MPL", "ddt": "DDT", "tar": "Tar"}
 # What evaluate.py may leave beside results.json (plots, --perturb, --cam): linked when present.
 FIGURES = ("roc.png", "training_curves.png", "embedding.png", "reliability.png", "robustness.png",
            "cam/contact_sheet.png")

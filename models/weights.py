@@ -24,6 +24,7 @@ from utils import UserError, resolve_path
 
 # The authors' backbones and the weights they used (torchvision IMAGENET1K_V1).
 AUTHORS = {"resnet50": "resnet50.tv_in1k", "resnet101": "resnet101.tv_in1k",
+           "resnet18": "resnet18.tv_in1k",  # DDT's encoder (torchvision's ImageNet ResNet-18)
            "efficientnet_b4": "efficientnet_b4.tv_in1k", "efficientnet_b5": "efficientnet_b5.tv_in1k"}
 TORCHVISION = {"efficientnet_b4.tv_in1k": "EfficientNet_B4_Weights.IMAGENET1K_V1",
                "efficientnet_b5.tv_in1k": "EfficientNet_B5_Weights.IMAGENET1K_V1"}

@@ -12,7 +12,7 @@ import reproduce
 from engine.run import RunLock
 from reproduce.jobs import Signalled, catch_signals, job_config, run_jobs, run_name
 from reproduce.spec import Job, table_spec
-from reproduce.tables import collect, figure, mpl_form, render
+from reproduce.tables import collect, fewshot_form, figure, mpl_form, render, rows_form
 from utils import HelpFormatter, ROOT, UserError, atomic_write_text, resolve_path, run_cli
 
 
@@ -24,6 +24,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--table", type=int, choices=(1, 2), required=True, help="the paper's Table 1 or Table 2")
     p.add_argument("--seeds", type=int, default=3, help="how many seeds (777, 778, ...; default 3)")
     p.add_argument("--demo", action="store_true", help="the embedded demo's analogues (configs/demo*.yaml)")
+    p.add_argument("--fewshot", type=int, default=0, metavar="K",
+                   help="Table 2: also Tar and DDT transferred with K labeled images of each class of NeuralTextures "
+                        "(FF++ training videos; reproduce/spec.py fewshot_target); default 0: the zero-shot rows only")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they exist; train nothing")
     p.add_argument("--retrain", action="store_true",
                    help="train again the finished runs whose config or data differ from this command's (their "
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.fewshot < 0 or (args.fewshot and args.table != 2):
+        raise UserError(f"--fewshot K needs --table 2 and K >= 1, got --table {args.table} --fewshot {args.fewshot}")
     out = resolve_path(args.out)
     # one reproduce per --out folder: two would overwrite each other's logs and tables
     lock = RunLock(out).acquire(True, "python -m reproduce", "wait until it ends, or choose another --out", "folder")
@@ -54,11 +59,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def reproduce_table(args: argparse.Namespace, out) -> int:
     start = time.time()
-    spec = table_spec(args.table, args.demo)
+    spec = table_spec(args.table, args.demo, args.fewshot)
     seeds = [777 + i for i in range(args.seeds)]
     protocols = list(dict.fromkeys(r.protocol for r in spec["rows"]))
-    jobs = [Job(pr, s, script, run_name(pr, s, args.overrides)) for pr in protocols for s in seeds
-            for script in spec["scripts"]]
+    extra = spec.get("extra", {})
+    jobs = [Job(pr, s, script, run_name(pr, s, [*args.overrides, *extra.get(script, ())]), extra.get(script, ()))
+            for pr in protocols for s in seeds for script in spec["scripts"]]
     for job in jobs[:1]:
         job_config(job, args.overrides)  # a bad override stops here, before anything runs
     failed = run_jobs(jobs, args.overrides, out, args.dry_run, args.retrain)
@@ -67,8 +73,12 @@ def reproduce_table(args: argparse.Namespace, out) -> int:
     paper = yaml.safe_load((ROOT / "reproduce" / "paper-tables.yaml").read_text())
     rows = collect(spec, jobs, args.overrides, failed, paper)
     stem = f"table{args.table}" + ("-demo" if args.demo else "")
-    if "mpl" in spec["methods"]:
-        spec["notes"] = [mpl_form(job_config(next(j for j in jobs if j.script == "mpl"), args.overrides))]
+    spec["notes"] = [line for line in (
+        rows_form(job_config(next(j for j in jobs if j.script == "ddt"), args.overrides)),
+        fewshot_form(job_config(next(j for j in jobs if j.script == "ddt_fewshot"), args.overrides))
+        if extra else None,
+        mpl_form(job_config(next(j for j in jobs if j.script == "mpl"), args.overrides))
+        if "mpl" in spec["methods"] else None) if line]
     text = render(args.table, spec, rows, seeds, args.demo)
     atomic_write_text(out / f"{stem}.md", text)
     atomic_write_text(out / f"{stem}.json", json.dumps({"table": args.table, "demo": args.demo, "seeds": seeds,

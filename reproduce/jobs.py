@@ -18,7 +18,7 @@ import yaml
 from engine.config import load_config
 from engine.release import read_results, run_folder
 from engine.run import move_aside
-from reproduce.spec import FOLDERS, SCRIPT_NAMES, Job
+from reproduce.spec import FOLDER_OF, FOLDERS, SCRIPT_NAMES, SCRIPT_OF, Job
 from utils import ROOT, UserError
 
 
@@ -29,7 +29,12 @@ def run_name(protocol: str, seed: int, overrides: list[str]) -> str:
 
 def job_config(job: Job, overrides: list[str]) -> dict:
     return load_config(str(ROOT / "configs" / f"{job.protocol}.yaml"),
-                       [*overrides, f"seed={job.seed}", f"run_name={job.run_name}"])
+                       [*overrides, *job.extra, f"seed={job.seed}", f"run_name={job.run_name}"])
+
+
+def column_folder(cfg: dict, column: str) -> Path:
+    """The run folder of a table column (few-shot columns: their method's folder, in their own run)."""
+    return run_folder(cfg, FOLDER_OF.get(column, column))
 
 
 def status(job: Job, overrides: list[str], seen: dict | None = None) -> tuple[str, str]:
@@ -45,7 +50,7 @@ def status(job: Job, overrides: list[str], seen: dict | None = None) -> tuple[st
         why = training_conflict(folder, cfg, {} if seen is None else seen)
         if why:
             return "conflict", why
-    problems = [why for f in (run_folder(cfg, m) for m in FOLDERS[job.script]) for why in [read_results(f)[1]] if why]
+    problems = [why for f in (column_folder(cfg, m) for m in FOLDERS[job.script]) for why in [read_results(f)[1]] if why]
     return ("unevaluated", problems[0]) if problems else ("finished", "")
 
 
@@ -56,7 +61,7 @@ def trained_folders(job: Job, cfg: dict) -> list[Path]:
     o = cfg["mpl_options"]
     if job.script == "mpl" and o["teacher_start"] == "baseline" and not o["teacher_weights"]:
         methods.insert(0, "pt")
-    return [run_folder(cfg, m) for m in methods]
+    return [column_folder(cfg, m) for m in methods]
 
 
 def training_conflict(folder: Path, cfg: dict, seen: dict) -> str | None:
@@ -114,8 +119,9 @@ def execute(job: Job, overrides: list[str], logs: Path) -> tuple[bool, str]:
     """Train and evaluate one job through its .sh script (always --resume: an unfinished run continues, a
     new one starts); output to <logs>/<run>-<script>.log."""
     log = logs / f"{job.run_name}-{job.script}.log"
-    args = ["bash", f"train_{job.script}_model.sh", "--config", f"configs/{job.protocol}.yaml", "--seed",
-            str(job.seed), "--run-name", job.run_name, "--resume", *overrides]
+    args = ["bash", f"train_{SCRIPT_OF.get(job.script, job.script)}_model.sh", "--config",
+            f"configs/{job.protocol}.yaml", "--seed", str(job.seed), "--run-name", job.run_name, "--resume", *overrides,
+            *job.extra]
     with open(log, "w") as f:
         f.write("$ " + " ".join(args) + "\n")
         f.flush()

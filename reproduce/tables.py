@@ -7,16 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.release import read_results, run_folder
+from engine.release import read_results
 from evaluation.metrics import test_results
-from reproduce.jobs import job_config
+from reproduce.jobs import column_folder, job_config
 from reproduce.spec import FOLDERS, METRICS, NAMES, Job, paper_value
 
 
 def load_results(job: Job, method: str, overrides: list[str]) -> tuple[dict | None, Path, str | None]:
     """(test results, folder, None) of a method's run folder, or (None, folder, why they cannot be used):
     only results of the run's own release files, as they are now, count."""
-    folder = run_folder(job_config(job, overrides), method)
+    folder = column_folder(job_config(job, overrides), method)
     results, why = read_results(folder)
     return (test_results(results) if results is not None else None), folder, why
 
@@ -118,6 +118,27 @@ def mpl_form(cfg: dict) -> str:
             "(docs/differences.md: kekmodel's and the MPL paper's forms).")
 
 
+def rows_form(cfg: dict) -> str:
+    """What the Tar and DDT columns are, from a run's config."""
+    t, d = cfg["tar"], cfg["ddt"]
+    shown = "the label's half of the latent (the paper)" if t["mask_latent"] else "the whole latent (the released code)"
+    return (f"Tar [34] and DDT [31] here: zero-shot, trained on the labeled sets only (neither uses unlabeled data); "
+            f"Tar's decoder sees {shown}, inputs {t['input_scale']}, {t['steps']} steps at batch {t['batch_size']}; "
+            f"DDT's {d['backbone']} up to layer3, d = {d['dim']}, {d['steps']} steps at batch {d['batch_size']}, its "
+            "score softmax(-W) over the two modes (docs/methods.md). The paper's values for them are of its own, "
+            "unstated form.")
+
+
+def fewshot_form(cfg: dict) -> str:
+    """What the few-shot columns are, from one of their runs' configs."""
+    f = cfg["fewshot"]
+    target = "; ".join(f"{s.get('root')} {s.get('subset', '')} {'+'.join(s.get('methods', []))}".replace("  ", " ")
+                       if isinstance(s, dict) else str(s) for s in f["sources"])
+    return (f"Few-shot columns: Tar and DDT, then fine-tuned on K = {f['k']} labeled images of each class of {target} "
+            f"(training videos; Adam {f['lr']:g}, up to {f['steps']} steps, ending after {f['patience']} steps without "
+            "a lower training loss). These use labels of an unknown domain, which the other columns never see.")
+
+
 def render(table: int, spec: dict, rows: list[dict], seeds: list[int], demo: bool) -> str:
     methods = spec["methods"]
     over = "Mean ± std over seeds" if len(seeds) > 1 else "One seed,"
@@ -130,9 +151,6 @@ def render(table: int, spec: dict, rows: list[dict], seeds: list[int], demo: boo
                   "|---" * (len(methods) + 1) + "|"]
         lines += [f"| {r['row']} | " + " | ".join(fmt(r["cells"][m][metric]) for m in methods) + " |" for r in rows]
         lines.append("")
-    if table == 2:
-        lines += ["Tar [34] and DDT [31] of the paper's Table 2 are not implemented (no code in the authors' "
-                  "repository).", ""]
     lines += [*spec.get("notes", []), ""] if spec.get("notes") else []
     lines += ["## SupCon-MPL minus each other method", "",
               "Difference of means over seeds, in points, with a 95% confidence interval (paired bootstrap over "

@@ -356,7 +356,7 @@ def test_malformed_indexes_and_configs_are_one_line_and_quick(tmp_path):
     ({"img_size": [64, 64]}, "its img_size must be a whole number of pixels"),
     ({"img_size": 100000}, "its img_size must be a whole number of pixels in [8, 2048], got 100000"),
     ({"backbone": 5}, "its backbone must be a model name, got 5"),
-    ({"input_scale": "unit"}, "its input_scale must be project or seed, got 'unit'"),
+    ({"input_scale": "odd"}, "its input_scale must be project, seed or unit, got 'odd'"),
     ({"model_state_dict": [1, 2, 3]}, "its model_state_dict is not a mapping of names to tensors"),
 ])
 def test_checkpoint_metadata_of_other_projects_is_refused(tiny_config_file, tmp_path, change, problem):

@@ -1,0 +1,2 @@
+${NPROC:+python -m torch.distributed.run ${TORCHRUN_ARGS:---standalone} --nproc_per_node $NPROC --no-python} python train_tar.py "$@" || exit
+python evaluate.py --method tar "$@"
