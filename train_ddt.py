@@ -1,4 +1,4 @@
-"""Train DDT (Deep Distribution Transfer; Aneja \& Niessner 2020): a ResNet up to layer3 whose Gaussian output is
+"""Train DDT (Deep Distribution Transfer; Aneja & Niessner 2020): a ResNet up to layer3 whose Gaussian output is
 pulled towards its class's fixed mode; then, optionally, a few-shot transfer (methods/ddt.py).
 
 Writes <out_dir>/<run_name>/ddt/{ddt.tar, config.yaml, log.txt, train_log.jsonl, splits.csv, checkpoints/}.

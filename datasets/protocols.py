@@ -60,6 +60,9 @@ def protocol_sets(cfg: dict, tests: list | None = None,
         # share no video or identity with the validation and test sets (and are no unlabeled image)
         pool = clear_of(build_set(spec, cfg["data"], cfg["seed"], "labeled"), sets, protocol_links(cfg, tests),
                         cfg["data"].get("share_videos", False))
+        if not pool:
+            raise UserError(f"fewshot.sources[{i}]: none of its images is clear of the validation and test videos "
+                            "(a few-shot target must be training data)")
         sets[f"fewshot{i}"] = ("fewshot", None, per_class(pool, cfg["fewshot"]["k"], cfg["seed"] + i))
     return sets
 

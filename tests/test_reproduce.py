@@ -16,7 +16,8 @@ from test_protocols import overrides, trees  # noqa: F401  (trees: the generated
 TINY = ["backbone=test_resnet", "pretrained=none", "img_size=16", "workers=0", "checkpoint_every=1",
         "supcon.steps=2", "supcon.batch_size=4", "supcon.classifier_steps=1", "supcon.classifier_batch_size=4",
         "mpl.steps=12", "mpl.batch_labeled=4", "mpl.batch_unlabeled=4", "mpl.finetune_steps=1",
-        "mpl.finetune_classifier_steps=1", "pt.steps=2", "pt.batch_size=4", "data.frames_scale=0.0001"]
+        "mpl.finetune_classifier_steps=1", "pt.steps=2", "pt.batch_size=4", "data.frames_scale=0.0001", "tar.steps=2", "tar.batch_size=4",
+        "ddt.steps=2", "ddt.batch_size=4", "ddt.backbone=test_resnet"]
 
 
 def reproduce(tmp_path, trees, *extra):  # noqa: F811
@@ -45,11 +46,13 @@ def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees
     assert [r["row"] for r in table["rows"]] == ["Scenario Deepfakes (Known)", "Current-Generation Deepfakes (Unknown)",
                                                  "Post-Generation Deepfakes (Unknown)"]
     known = table["rows"][0]
-    assert set(known["cells"]) == {"mpl", "supcon", "supconmpl"} and not known["missing"]
+    assert set(known["cells"]) == {"tar", "ddt", "mpl", "supcon", "supconmpl"} and not known["missing"]
+    assert known["cells"]["tar"]["acc"]["n"] == 1 and known["cells"]["ddt"]["acc"]["paper"] == 80.41
     assert known["cells"]["mpl"]["acc"]["n"] == 1 and known["cells"]["mpl"]["acc"]["paper"] == 79.82
-    assert set(known["diffs"]) == {"mpl", "supcon"} and "acc" in known["diffs"]["mpl"]
+    assert set(known["diffs"]) == {"tar", "ddt", "mpl", "supcon"} and "acc" in known["diffs"]["ddt"]
     text = (tmp_path / "out" / "table2.md").read_text()
-    assert "## AUC (hard; the paper's)" in text and "(81.40)" in text and "Tar [34]" in text
+    assert "## AUC (hard; the paper's)" in text and "(81.40)" in text and "Tar [34] and DDT [31] here: zero-shot" in text
+    assert "not implemented" not in text
     assert "±" not in text and known["cells"]["mpl"]["acc"]["std"] is None  # one seed: no spread shown
     assert (tmp_path / "out" / "table2.png").is_file()
     # A result that is not there is a named cell, not a silently shorter table; nothing is retrained.
@@ -98,6 +101,22 @@ def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees
     assert res.returncode == 0, res.stderr[-3000:]
     assert len(list((tmp_path / "runs").glob("sin-seed777-*/mpl.old-*/mpl.tar"))) == 1
     assert len(list((tmp_path / "runs").glob("sin-seed777-*/supconmpl.old-*/mpl_supcon_encoder.tar"))) == 1
+
+
+def test_fewshot_columns_name_their_target_and_run_as_their_own_jobs(trees, tmp_path):  # noqa: F811
+    dry = command(reproduce(tmp_path, trees, "--dry-run", "--fewshot", "5"))
+    assert dry.returncode == 0, dry.stderr
+    for name in ("Tar", "DDT", "Tar few-shot", "DDT few-shot", "MPL"):
+        assert f"sin seed 777: {name} (new) - would run" in dry.stderr
+    from reproduce.jobs import job_config
+    from reproduce.spec import Job, table_spec
+    spec = table_spec(2, False, 5)
+    assert spec["methods"][-1] == "supconmpl" and {"tar_fewshot", "ddt_fewshot"} <= set(spec["methods"])
+    cfg = job_config(Job("sin", 777, "ddt_fewshot", "x", spec["extra"]["ddt_fewshot"]), overrides(trees))
+    assert cfg["fewshot"]["k"] == 5 and cfg["fewshot"]["sources"][0]["methods"] == ["Real", "NeuralTextures"]
+    assert cfg["fewshot"]["sources"][0]["subset"] == "train_set"  # never the test videos
+    res = command(["-m", "reproduce", "--table", "1", "--fewshot", "5", "--dry-run", "--out", str(tmp_path / "o")])
+    assert res.returncode == 2 and "--fewshot K needs --table 2" in res.stderr
 
 
 def test_paired_bootstrap_finds_a_real_difference_and_not_a_null_one():
