@@ -275,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, m in results.items():
         if m["n"] == 0:
             print(f"warning: test set '{name}' has no (readable) images: its metrics are empty", file=sys.stderr)
-    write_outputs({"weights": weights, **results}, predictions, json_path, csv_path)
+    from engine.provenance import produced_by
+    record = produced_by(args.method, backbone, img_size, input_scale, loaded.get("config"), device)
+    write_outputs({"weights": weights, "produced_by": record, **results}, predictions, json_path, csv_path)
     if bad:
         bad_list = json_path.with_name(json_path.stem + "_unreadable.txt")
         atomic_write_text(bad_list, "".join(p + "\n" for p in bad))

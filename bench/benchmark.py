@@ -49,7 +49,8 @@ from engine.dist import get_device
 from engine.logger import RunLogger
 from engine.update import Updater
 from bench.data_path import data_path
-from bench.report import machine, peak_tflops, report
+from bench.report import peak_tflops, report
+from engine.provenance import machine
 from engine.graphs import stepper, use_cuda_graphs
 from utils import HelpFormatter, UserError, run_cli
 

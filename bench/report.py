@@ -1,31 +1,15 @@
 """The Markdown report of benchmark.py: machine, training-step table, data-path table."""
 from __future__ import annotations
 
-import contextlib
-import os
-import platform
 import sys
 
 import torch
 
 from engine.graphs import use_cuda_graphs
 
+
 # Dense bf16 tensor-core peaks (vendor datasheets, SXM parts), TFLOP/s, by device-name fragment.
 BF16_PEAK = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "A10": 125.0, "L4": 121.0}
-
-
-def machine(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    info = {"cpu": f"{cpu}, {os.cpu_count()} cores", "torch": torch.__version__, "python": platform.python_version()}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs"
-    return info
 
 
 def peak_tflops(given: float | None, device: torch.device) -> float | None:

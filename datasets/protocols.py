@@ -14,7 +14,7 @@ from engine.dist import barrier, is_main_process
 from utils import ROOT, UserError, atomic_write_csv, resolve_path
 
 # Set names the training roles use: a test set may not take them.
-RESERVED = ("labeled", "unlabeled", "val", "weights", "fewshot")  # "weights": a key of results.json
+RESERVED = ("labeled", "unlabeled", "val", "weights", "fewshot", "produced_by")  # weights, produced_by: results.json
 
 
 def protocol_config(name: str, overrides: list[str] = ()) -> dict:

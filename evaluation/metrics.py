@@ -29,9 +29,12 @@ def f1(labels, pred) -> float:
     return float(sk.f1_score(labels, pred, zero_division=0))
 
 
+RECORDS = ("weights", "produced_by")  # the keys of a results.json that are not test sets
+
+
 def test_results(results: dict) -> dict[str, dict]:
-    """The per-test-set entries of a results.json (without its "weights" record)."""
-    return {name: m for name, m in results.items() if name != "weights"}
+    """The per-test-set entries of a results.json (without its "weights" and "produced_by" records)."""
+    return {name: m for name, m in results.items() if name not in RECORDS}
 
 
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float | None]:

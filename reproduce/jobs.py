@@ -115,10 +115,40 @@ def current_data(cfg: dict, seen: dict) -> dict:
     return seen[key]
 
 
+def check_inputs(job: Job, overrides: list[str], seen: dict) -> str | None:
+    """What would stop a job in its first seconds, found before anything trains: its dataset roots (the training
+    and test sets it would build) and the ImageNet weights it starts from. None, or the one-line problem."""
+    from datasets.protocols import test_sets
+    from models.weights import imagenet_state_dict, find_weights, weights_source
+    cfg = job_config(job, overrides)
+    try:
+        current_data(cfg, seen)
+        key = ("tests", json.dumps(cfg["data"], sort_keys=True, default=str))
+        if key not in seen:
+            seen[key] = bool(test_sets(cfg))
+        script = SCRIPT_OF.get(job.script, job.script)
+        backbone = cfg["ddt"]["backbone"] if script == "ddt" else cfg["backbone"]
+        if cfg["pretrained"] == "imagenet" and script != "tar" and not find_weights(weights_source(backbone),
+                                                                                   cfg["weights_dir"]):
+            imagenet_state_dict(backbone, cfg["weights_dir"])  # its one-line error says how to supply them
+    except UserError as err:
+        return str(err)
+    return None
+
+
+def last_error(log: Path) -> str:
+    """The line of a failed run's log that says why: its `error:` line, else its last line."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "")[:300]
+
+
 def execute(job: Job, overrides: list[str], logs: Path) -> tuple[bool, str]:
     """Train and evaluate one job through its .sh script (always --resume: an unfinished run continues, a
     new one starts); output to <logs>/<run>-<script>.log."""
-    log = logs / f"{job.run_name}-{job.script}.log"
+    log = log_path(job, logs)
     args = ["bash", f"train_{SCRIPT_OF.get(job.script, job.script)}_model.sh", "--config",
             f"configs/{job.protocol}.yaml", "--seed", str(job.seed), "--run-name", job.run_name, "--resume", *overrides,
             *job.extra]
@@ -134,6 +164,10 @@ def execute(job: Job, overrides: list[str], logs: Path) -> tuple[bool, str]:
             forward(proc, stop.signum)
             raise
     return code == 0, str(log)
+
+
+def log_path(job: Job, logs: Path) -> Path:
+    return logs / f"{job.run_name}-{job.script}.log"
 
 
 class Signalled(BaseException):
@@ -207,6 +241,13 @@ def run_jobs(jobs: list[Job], overrides: list[str], out: Path, dry_run: bool, re
                         f"command would train, e.g. {conflicts[0][1]}: a table never averages such runs; pass "
                         "--retrain to train them again (the old folders are moved aside), or give these runs "
                         "other names (an override)")
+    # what would stop a run in its first seconds stops the command now, before anything trains
+    blocked = {job: why for job in jobs if states[job][0] != "finished"
+               for why in [check_inputs(job, overrides, seen)] if why}
+    if blocked and not dry_run:
+        job, why = next(iter(blocked.items()))
+        raise UserError(f"{job.protocol} seed {job.seed}, {SCRIPT_NAMES[job.script]}: {why}"
+                        + (f" ({len(blocked) - 1} more run(s) blocked; --dry-run lists them)" if len(blocked) > 1 else ""))
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     failed = {}
@@ -214,19 +255,22 @@ def run_jobs(jobs: list[Job], overrides: list[str], out: Path, dry_run: bool, re
         state, why = states[job]
         line = f"[{i}/{len(jobs)}] {job.protocol} seed {job.seed}: {SCRIPT_NAMES[job.script]} ({state})"
         if dry_run or state == "finished":
-            print(line + (" - skipped" if state == "finished" else f" - would run{f' ({why})' if why else ''}"),
-                  file=sys.stderr)
+            print(line + (" - skipped" if state == "finished" else
+                          f" - cannot run: {blocked[job]}" if job in blocked else
+                          f" - would run{f' ({why})' if why else ''}"), file=sys.stderr)
             continue
         if state == "conflict":
             for folder in trained_folders(job, job_config(job, overrides)):
                 if folder.is_dir():
                     print(f"    --retrain: {folder} -> {move_aside(folder, 'reproduce --retrain')}", file=sys.stderr)
         start = time.time()
-        print(line + (f" ({why})" if state == "unevaluated" else "") + " ...", file=sys.stderr, flush=True)
+        print(line + (f" ({why})" if state == "unevaluated" else "") + f" ... (log: {log_path(job, logs)})",
+              file=sys.stderr, flush=True)
         ok, log = execute(job, overrides, logs)
-        print(f"    {'done' if ok else 'FAILED'} in {time.time() - start:.0f} s (log: {log})", file=sys.stderr)
+        print(f"    {'done' if ok else 'FAILED'} in {time.time() - start:.0f} s"
+              + ("" if ok else f": {last_error(Path(log))}"), file=sys.stderr, flush=True)
         if not ok:
-            failed[job] = f"training or evaluation failed, see {log}"
+            failed[job] = f"training or evaluation failed ({last_error(Path(log))}), see {log}"
     return failed
 
 

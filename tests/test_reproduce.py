@@ -119,6 +119,23 @@ def test_fewshot_columns_name_their_target_and_run_as_their_own_jobs(trees, tmp_
     assert res.returncode == 2 and "--fewshot K needs --table 2" in res.stderr
 
 
+def test_a_missing_root_or_missing_weights_stop_reproduce_before_anything_trains(trees, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no cached ImageNet weights
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    args = ["-m", "reproduce", "--table", "2", "--seeds", "1", "--out", str(tmp_path / "out"),
+            f"out_dir={tmp_path / 'runs'}", *TINY]
+    res = command([*args, "data.paths_file=" + str(tmp_path / "none.yaml")])
+    lines = [line for line in res.stderr.strip().splitlines() if not line.startswith(("note:", "warning:"))]
+    assert res.returncode == 2 and len(lines) == 1 and "dataset root" in lines[0] and "is not set" in lines[0], res.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out" / "logs").exists()
+    res = command([*args, *overrides(trees), "pretrained=imagenet", f"weights_dir={tmp_path / 'w'}"])
+    assert res.returncode == 2 and "ImageNet weights for test_resnet" in res.stderr, res.stderr
+    assert not (tmp_path / "runs").exists()
+    dry = command([*args, *overrides(trees), "pretrained=imagenet", f"weights_dir={tmp_path / 'w'}", "--dry-run"])
+    assert dry.returncode == 0 and "SupCon teacher + SupCon-MPL (new) - cannot run: ImageNet weights" in dry.stderr
+    assert "Tar (new) - would run" in dry.stderr  # Tar starts from random weights, as its paper
+
+
 def test_paired_bootstrap_finds_a_real_difference_and_not_a_null_one():
     rng = np.random.default_rng(0)
     videos, frames = 60, 5

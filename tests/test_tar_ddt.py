@@ -120,6 +120,9 @@ def test_each_trains_and_is_evaluated_and_predicts_like_every_other_row(method, 
     assert "transfer to" in (folder / "log.txt").read_text() and "val_auc" in (folder / "train_log.jsonl").read_text()
     results = json.loads((folder / "results.json").read_text())
     assert {"Deepfakes", "NeuralTextures"} <= set(results) and 0 <= results["NeuralTextures"]["auc"] <= 1
+    made = results["produced_by"]  # what a reader needs to trust the number: method, network, inputs, code
+    assert made["method"] == method and made["img_size"] == 32 and len(made["config_sha256"]) == 64
+    assert made["versions"]["torch"] == torch.__version__ and "cpu" in made["machine"]
     out = tmp_path / "p.json"
     res = command(["predict.py", str(media / "astronaut.png"), "--method", method, "--weights",
                    str(folder / f"{method}.tar"), "--json", str(out)])
