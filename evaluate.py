@@ -197,12 +197,13 @@ def check_run_exists(args: argparse.Namespace, cfg: dict) -> None:
     if folder.is_dir() and any(folder.glob("*.tar")):
         return
     from engine.config import config_changes
+    from methods import trained_config
     base = Path(args.config).stem if args.config else str(cfg["run_name"]).split("-")[0]
     found = []
     for other in sorted(resolve_path(cfg["out_dir"]).glob(f"{base}*/{args.method}")):
         saved = other / "config.yaml"
         if other != folder and saved.is_file() and any(other.glob("*.tar")):
-            changed = config_changes(parse_yaml(saved.read_text(), str(saved)) or {}, cfg)
+            changed = config_changes(parse_yaml(saved.read_text(), str(saved)) or {}, trained_config(args.method, cfg))
             settings = [c.split(" -> ")[0].replace(": ", "=", 1) for c in changed if not c.startswith("run_name")]
             found.append(f"{other} ({', '.join(settings[:3]) or 'the same settings'})")
     if found:

@@ -39,6 +39,7 @@ class Loop:
         self.cfg, self.logger, self.checkpointer, self.updater, self.meta = cfg, logger, checkpointer, updater, meta
         self.resumed, self.bad, self.device, self.graphs = resumed, bad, device, graphs
         self.signal: int | None = None
+        self.clock: dict[str, tuple[float, int]] = {}  # stage -> (time, step) where this process began it
 
     def stage(self, name: str, steps: int) -> "Stage":
         return Stage(self, name, steps, min(self._start_of(name), steps))
@@ -66,8 +67,18 @@ class Loop:
         lrs = {f"lr_{k}": o.param_groups[0]["lr"] for k, o in self.updater.optimizers.items()}
         self.logger.scalars(stage, step, {**values, **rates, **lrs, **host_memory_mb()})
         self.logger.info(f"{stage} step {step}/{steps} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()) +
-                         f" ({rates['images_per_s']:.0f} img/s)")
+                         f" ({rates['images_per_s']:.0f} img/s; {self.progress(stage, step, steps)})")
         return time.time(), step, 0
+
+    def progress(self, stage: str, step: int, steps: int) -> str:
+        """Where the run is, for a reader of its log off a terminal: the stage's place among the run's stages,
+        the time this process has spent on it and the time its remaining steps should take at that pace."""
+        order = self.checkpointer.stages
+        place = f"stage {order.index(stage) + 1}/{len(order)}" if stage in order else f"stage {stage}"
+        began, first = self.clock.get(stage, (time.time(), step))
+        elapsed = time.time() - began
+        eta = elapsed / (step - first) * (steps - step) if step > first else None
+        return f"{place}, {_clock(elapsed)} elapsed" + (f", ETA {_clock(eta)}" if eta is not None else "")
 
     def validate(self, stage: str, step: int, steps: int, val) -> dict[str, float]:
         """A validation pass (logged as val_* scalars); at the stage's end, best_val's choice of weights.
@@ -81,6 +92,11 @@ class Loop:
             if note:
                 self.logger.info(note)
         return metrics
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 class Stage:
@@ -102,6 +118,7 @@ class Stage:
         loop, name, steps = self.loop, self.name, self.steps
         if self.start >= steps and steps > 0:
             return
+        loop.clock[name] = (time.time(), self.start)
         streams = [feed(b, loop.bad, loop.device) for b in (batches if isinstance(batches, list) else [batches])]
         step_fn = stepper(step, lambda: tuple(t for s in streams for t in s()), optimizers, loop.graphs)
         every, log_every = loop.cfg["checkpoint_every"], loop.cfg["log_every"]

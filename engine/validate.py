@@ -65,15 +65,8 @@ class Validator:
         if not self.enabled:
             return None
 
-        def measure() -> dict[str, float]:
-            total, n = 0.0, 0
-            with self._quiet(unwrap(net)) as module:
-                for x, y in self.batches():
-                    with self.amp:
-                        z = module(x)  # [B, D]
-                    total += float(criterion(z.float().unsqueeze(1), y)) * len(y)  # features [B, 1, D]
-                    n += len(y)
-            return {"val_loss": total / max(n, 1)}
+        def measure() -> dict[str, float]:  # features [B, D] -> [B, 1, D]: one view
+            return {"val_loss": self._mean_loss(net, lambda z, x, y: criterion(z.float().unsqueeze(1), y))}
         return Check(self, measure, lambda m: -m["val_loss"], keep)
 
     def loss(self, net: nn.Module, loss_fn: Callable, detector: nn.Module,
@@ -85,16 +78,21 @@ class Validator:
             return None
 
         def measure() -> dict[str, float]:
-            total, n = 0.0, 0
-            with self._quiet(unwrap(net)) as module:
-                for x, y in self.batches():
-                    with self.amp:
-                        out = module(x)
-                    total += float(loss_fn(out, x, y)) * len(y)
-                    n += len(y)
+            loss = self._mean_loss(net, loss_fn)
             auc = classifier_metrics(*self.logits(detector))["auc"]
-            return {"val_loss": total / max(n, 1), "val_auc": float("nan") if auc is None else auc}
+            return {"val_loss": loss, "val_auc": float("nan") if auc is None else auc}
         return Check(self, measure, lambda m: -m["val_loss"], keep)
+
+    def _mean_loss(self, net: nn.Module, loss_fn: Callable) -> float:
+        """loss_fn(net's output, x, y) over the validation images: batch means weighted by batch size."""
+        total, n = 0.0, 0
+        with self._quiet(unwrap(net)) as module:
+            for x, y in self.batches():
+                with self.amp:
+                    out = module(x)
+                total += float(loss_fn(out, x, y)) * len(y)
+                n += len(y)
+        return total / max(n, 1)
 
     # -------------------------------------------------------------------------------- scoring
     def batches(self):

@@ -51,9 +51,15 @@ def ddt_step(net: nn.Module, opt: torch.optim.Optimizer, criterion: DDTLoss, x: 
     return {"loss": loss.detach(), "acc": (ddt_logits(mu, logvar).argmax(1) == y).float().mean()}
 
 
+def run_config(cfg: dict) -> dict:
+    """The config a DDT run trains with and records: the protocol's, with DDT's encoder as the backbone (its input
+    normalisation, its release file)."""
+    return {**cfg, "backbone": cfg["ddt"]["backbone"]}
+
+
 def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     dc = cfg["ddt"]
-    cfg = {**cfg, "backbone": dc["backbone"]}  # DDT's encoder (its input normalisation, its release file)
+    cfg = run_config(cfg)
     # device, seed, autocast, the data sets; eager steps (the plateau changes the learning rate, which a CUDA graph
     # would hold fixed)
     t = prepare(cfg, graphed=False)

@@ -34,9 +34,15 @@ def tar_step(net: nn.Module, opt: torch.optim.Optimizer, criterion: TARLoss, x: 
     return {"loss": loss.detach(), "acc": (tar_logits(latent.float()).argmax(1) == y).float().mean()}
 
 
+def run_config(cfg: dict) -> dict:
+    """The config a Tar run trains with and records: the protocol's, with Tar's input scaling (its transforms, its
+    release file)."""
+    return {**cfg, "input_scale": cfg["tar"]["input_scale"]}
+
+
 def train(cfg: dict, opts: RunOptions = RunOptions()) -> dict:
     tc = cfg["tar"]
-    cfg = {**cfg, "input_scale": tc["input_scale"]}  # Tar's inputs (its transforms, its release file)
+    cfg = run_config(cfg)
     t = prepare(cfg)  # device, seed, CUDA graphs, autocast, the data sets (checked before anything is written)
     labeled = role_samples(t.sets, "labeled", {"tar.batch_size": tc["batch_size"]})
 

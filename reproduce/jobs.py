@@ -72,6 +72,8 @@ def training_conflict(folder: Path, cfg: dict, seen: dict) -> str | None:
         saved = yaml.safe_load((folder / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return f"{folder} has no readable config.yaml"
+    from methods import trained_config
+    cfg = trained_config(folder.name, cfg)  # Tar and DDT record their own input scaling / encoder
     changed = config_changes(saved if isinstance(saved, dict) else {}, cfg)
     if changed:
         return f"{folder} was trained with {', '.join(changed[:3])} (this command's config on the right)"

@@ -99,7 +99,8 @@ def test_evaluate_authors_weights_with_seed_input_scale(tmp_path, tiny_demo):
                "--json", str(tmp_path / "out.json"), "--predictions", str(tmp_path / "out.csv")])
     assert res.returncode == 0, res.stderr
     out = json.loads((tmp_path / "out.json").read_text())
-    assert set(out) == {"weights", "set"} and out["set"]["split"] is None and out["set"]["n"] == 12
+    assert set(out) == {"weights", "produced_by", "set"} and out["set"]["split"] is None and out["set"]["n"] == 12
+    assert out["produced_by"]["config_sha256"] is None  # the authors' files hold no config
     assert set(out["set"]) - {"video"} == {"acc", "auc", "auc_hard", "f1", "eer", "ap", "real_acc", "fake_acc", "bal_acc",
                                            "n", "split"}
     assert out["weights"]["run_id"] is None and len(out["weights"]["files"]) == 2  # the authors' files: no run id

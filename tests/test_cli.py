@@ -18,8 +18,8 @@ def test_help(script):
 
 def check_outputs(folder, tests=("Deepfakes", "NeuralTextures")):
     results = json.loads((folder / "results.json").read_text())
-    assert list(results) == ["weights", *tests]
-    results.pop("weights")
+    assert list(results) == ["weights", "produced_by", *tests]
+    results.pop("weights"), results.pop("produced_by")
     assert results["Deepfakes"]["split"] == "known" and results["NeuralTextures"]["split"] == "unknown"
     for m in results.values():
         assert m["n"] == 12 and all(0.0 <= m[k] <= 1.0 for k in ("acc", "auc", "auc_hard", "f1", "eer", "ap"))

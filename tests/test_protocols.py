@@ -197,7 +197,7 @@ def test_protocol_scripts_run_on_generated_trees(trees, tmp_path, protocol):
     (run_dir,) = (tmp_path / "runs").glob(f"{protocol}-*")  # named after the config and the overrides
     results = json.loads((run_dir / "supconmpl" / "results.json").read_text())
     expected = protocol_config(protocol, overrides(trees))["data"]["test"]
-    assert list(results) == ["weights"] + [t["name"] for t in expected]
+    assert list(results) == ["weights", "produced_by"] + [t["name"] for t in expected]
     assert [results[t["name"]]["split"] for t in expected] == [t["split"] for t in expected]
     assert results["NeuralTextures"]["video"]["n"] == 8 and results["NeuralTextures"]["n"] == 8 * FRAMES
     assert "vAUC" in res.stdout

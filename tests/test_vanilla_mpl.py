@@ -110,7 +110,7 @@ def test_train_mpl_model_script_trains_evaluates_and_resumes_to_the_same_weights
     assert res.returncode == 0, res.stderr
     folder = tmp_path / "ref" / "tiny" / "mpl"
     results = json.loads((folder / "results.json").read_text())
-    assert set(results) == {"weights", "Deepfakes", "NeuralTextures"} and results["Deepfakes"]["n"] == 12
+    assert set(results) == {"weights", "produced_by", "Deepfakes", "NeuralTextures"} and results["Deepfakes"]["n"] == 12
     log = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in log} == {"mpl", "finetune"} and all("h" in r for r in log if r["stage"] == "mpl")
     cut = mpl_config(tmp_path, tiny_demo, "cut")
