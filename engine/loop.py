@@ -133,15 +133,14 @@ class Stage:
                 out = step_fn(step)
                 since = (since[0], since[1], since[2] + int(out.pop("images", 0)) * world_size())
                 done = step + 1
-                # what `stop` watches: without validation, every step's values (a host sync per step)
-                watched = {k: float(v) for k, v in out.items()} if stop is not None else None
+                # what `stop` watches: the validation metrics, or without validation every step's values (a host
+                # sync per step, only then)
+                watched = {k: float(v) for k, v in out.items()} if stop is not None and val is None else None
                 if done % log_every == 0 or done == steps:
                     since = loop.log(name, done, steps, out, since)
                     bar.set_postfix({k: f"{float(v):.3f}" for k, v in out.items()}, refresh=False)
-                if val is not None:
-                    watched = None
-                    if done % val.every == 0 or done == steps:
-                        watched = loop.validate(name, done, steps, val)
+                if val is not None and (done % val.every == 0 or done == steps):
+                    watched = loop.validate(name, done, steps, val)
                 if stop is not None and watched is not None and done < steps and stop(watched):
                     loop.logger.info(f"{name}: stopped early at step {done} of {steps} (no improvement)")
                     note = val.end(name) if val is not None else None
