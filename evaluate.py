@@ -20,13 +20,14 @@ from evaluation import robustness
 from engine.cli import config_from_args, config_parser
 from datasets.loaders import eval_loader
 from datasets.perturb import parse_perturbations
-from datasets.protocols import prepare_data, test_sets
+from datasets.protocols import missing_sets, prepare_data, test_sets
 from engine.amp import autocast
 from engine.dist import get_device
 from engine.release import (RELEASE, build_model, checkpoint_settings, release_calibration, release_paths, run_folder,
                             verify_release)
 from engine.run import RunLock
-from evaluation.metrics import binary_metrics, format_table, threshold_metrics, video_metrics
+from evaluation.metrics import (binary_metrics, deepfakebench_metrics, format_table, threshold_metrics,
+                                video_metrics)
 from utils import UserError, atomic_write_csv, atomic_write_text, parse_yaml, resolve_path, run_cli
 
 
@@ -77,6 +78,9 @@ def evaluate(model: torch.nn.Module, sets: dict, img_size: int, backbone: str, i
             results[name]["val_threshold"] = threshold_metrics(labels, set_scores, calibration)
         if any(s.video for s in kept):
             results[name]["video"] = video_metrics(kept, set_scores, video_rule)
+        if kept and all(s.source.startswith("deepfakebench/") for s in kept):
+            # a DeepfakeBench test set: also its own definitions, beside which its published numbers sit
+            results[name]["deepfakebench"] = deepfakebench_metrics([s.path for s in kept], labels, set_scores)
         predictions += [(name, s.path, s.video or "", s.label, score_of[s.path]) for s in kept]
     bad = sorted(s.path for s in unique if s.path not in score_of)
     return results, predictions, bad, curves
@@ -261,24 +265,24 @@ def main(argv: list[str] | None = None) -> int:
     first = next(iter(paths.values()))
     json_path, csv_path = output_paths(args, cfg, own_run, paths, weights)
     loaded, backbone, img_size, input_scale = checkpoint_settings(first, args, cfg)
-
     device = get_device(cfg["device"])
     torch.manual_seed(cfg["seed"])
     if not args.test:
         prepare_data(cfg)
     sets = test_sets(cfg, args.test or None)
+    missing = {} if args.test else missing_sets(cfg)  # optional test sets whose data are absent: named, not dropped
     model = build_model(args.method, backbone, paths, loaded)
     calibration = release_calibration(args.method, paths, loaded)
     run_eval = functools.partial(evaluate, model, sets, img_size, backbone, input_scale, device, args.batch_size,
                                  0 if device.type == "cpu" else cfg["workers"], cfg["amp"], args.video_rule,
                                  calibration=calibration)
     results, predictions, bad, curves = run_eval()
-    for name, m in results.items():
-        if m["n"] == 0:
-            print(f"warning: test set '{name}' has no (readable) images: its metrics are empty", file=sys.stderr)
+    for name in (name for name, m in results.items() if m["n"] == 0):
+        print(f"warning: test set '{name}' has no (readable) images: its metrics are empty", file=sys.stderr)
     from engine.provenance import produced_by
     record = produced_by(args.method, backbone, img_size, input_scale, loaded.get("config"), device)
-    write_outputs({"weights": weights, "produced_by": record, **results}, predictions, json_path, csv_path)
+    write_outputs({"weights": weights, "produced_by": record, **({"missing": missing} if missing else {}), **results},
+                  predictions, json_path, csv_path)
     if bad:
         bad_list = json_path.with_name(json_path.stem + "_unreadable.txt")
         atomic_write_text(bad_list, "".join(p + "\n" for p in bad))
@@ -295,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                                        input_scale, device, threshold)
         figures += cams[-1:]
     title = f"{args.method} ({backbone}, {img_size}px"
-    print(format_table(results, f"{title}, weights {first}) — metrics in %"))
+    print(format_table(results, f"{title}, weights {first}) — metrics in %"), *(
+        f"missing: test set '{name}' ({why})" for name, why in missing.items()), sep="\n")
     if args.perturb:
         sweep = robustness.sweep(lambda p: run_eval(perturb=p)[0], results, args.perturb)
         files = robustness.write({"weights": weights, **sweep}, json_path.parent, f"robustness — {title})",

@@ -61,11 +61,13 @@ def _shared(roles_of: dict[str, set[str]], training_may_share: bool = False) -> 
 
 
 def find_overlap(sets: dict[str, tuple[str, str | None, list[Sample]]],
-                 links: dict[str, str] | None = None, share_videos: bool = False) -> Overlap:
+                 links: dict[str, str] | None = None, share_videos: bool = False,
+                 share_images: bool = False) -> Overlap:
     """What the roles of `sets` ({name: (role, split, samples)}) share; `links`: {video: video} pairs that
     show the same person beyond what the ids say (DFDC's fake -> original). share_videos: labeled and
     unlabeled images may come from the same videos (the authors' Sin splits by frame; `data.share_videos`);
-    never from val or test, and never the same image."""
+    never from val or test, and never the same image unless share_images (the labeled images serve also as
+    unlabeled ones, without their labels: kekmodel's MPL; `data.share_images`)."""
     resolve = _Resolver()
     by_image: dict[str, set[str]] = {}
     by_video: dict[str, set[str]] = {}
@@ -79,7 +81,8 @@ def find_overlap(sets: dict[str, tuple[str, str | None, list[Sample]]],
             if s.video:
                 by_video.setdefault(video_key(s.video), set()).add(role)
                 by_group.setdefault(groups[s.video], set()).add(role)
-    images = sorted(_shared(by_image))
+    share_videos = share_videos or share_images
+    images = sorted(_shared(by_image, share_images))
     videos = sorted(_shared(by_video, share_videos))
     shared_groups = _shared(by_group, share_videos)
     same = set(videos)

@@ -26,6 +26,12 @@ def load_paths(data_cfg: dict) -> dict[str, str]:
     return paths
 
 
+def unset_keys(root: str, data_cfg: dict) -> list[str]:
+    """The {key} references of a root that no paths file, variable or override sets."""
+    keys = re.findall(r"\{(\w+)\}", str(root))
+    return [k for k in keys if k not in load_paths(data_cfg)] if keys else []
+
+
 def resolve_root(root: str, data_cfg: dict, layout: str) -> Path:
     """A spec's root with {key} references to the paths file filled in."""
     keys = re.findall(r"\{(\w+)\}", str(root))

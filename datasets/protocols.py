@@ -2,19 +2,20 @@
 that no video or identity is shared between roles."""
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 
 from engine.config import load_config
 from datasets.index import Sample
 from datasets.overlap import Overlap, clear_of, find_overlap
-from datasets.sources import build_set, set_links, test_set_name
+from datasets.sources import absent, build_set, set_links, test_set_name
 from datasets.splits import GROUP_SHARES, hold_out, identity_groups, per_class
 from engine.dist import barrier, is_main_process
 from utils import ROOT, UserError, atomic_write_csv, resolve_path
 
 # Set names the training roles use: a test set may not take them.
-RESERVED = ("labeled", "unlabeled", "val", "weights", "fewshot", "produced_by")  # weights, produced_by: results.json
+RESERVED = ("labeled", "unlabeled", "val", "weights", "fewshot", "produced_by", "missing")  # the last three: results.json
 
 
 def protocol_config(name: str, overrides: list[str] = ()) -> dict:
@@ -36,15 +37,19 @@ def protocol_sets(cfg: dict, tests: list | None = None,
     sets: dict[str, tuple[str, str | None, list[Sample]]] = {}
     GROUP_SHARES.clear()
     for role in ("labeled", "unlabeled") if training else ():
-        specs = cfg["data"][role]
+        specs = present(cfg, role)
         if specs:
             sets[role] = (role, None, [s for spec in specs for s in build_set(spec, cfg["data"], cfg["seed"], role)])
-    if training and cfg.get("val", {}).get("enabled") and "labeled" in sets:
+    if training and cfg.get("val", {}).get("enabled") and cfg["data"].get("val"):
+        # The dataset's own validation split (DeepfakeBench's val videos): never a training or test video.
+        sets["val"] = ("val", None, [s for spec in cfg["data"]["val"] for s in build_set(spec, cfg["data"], cfg["seed"],
+                                                                                         "val")])
+    elif training and cfg.get("val", {}).get("enabled") and "labeled" in sets:
         # The validation set: a seeded share of the labeled identity groups (never of a test set).
         links = protocol_links(cfg, [])
         kept, held = hold_out(sets["labeled"][2], cfg["val"]["fraction"], cfg["seed"], links)
         sets["labeled"], sets["val"] = ("labeled", None, kept), ("val", None, held)
-    for i, spec in enumerate(cfg["data"]["test"] if tests is None else tests):
+    for i, spec in enumerate(present(cfg, "test") if tests is None else tests):
         name = test_set_name(spec, i)
         split = spec.get("split") if isinstance(spec, dict) else None
         if split not in (None, "known", "unknown"):
@@ -67,9 +72,36 @@ def protocol_sets(cfg: dict, tests: list | None = None,
     return sets
 
 
+def missing_sets(cfg: dict, role: str = "test") -> dict[str, str]:
+    """{set name: why} of a role's `optional: true` sets that are absent (datasets.sources.absent)."""
+    specs = cfg["data"].get(role) or []
+    return {test_set_name(spec, i) if role == "test" else f"{role}[{i}]": why
+            for i, spec in enumerate(specs) for why in [absent(spec, cfg["data"])] if why}
+
+
+_TOLD: set[tuple[str, str]] = set()  # the absent sets this process has named already (one line each)
+
+
+def present(cfg: dict, role: str) -> list:
+    """A role's set specs without its absent optional ones, each of which is named in one line (stderr)."""
+    missing = missing_sets(cfg, role)
+    for name, why in missing.items():
+        if (name, why) in _TOLD:
+            continue
+        _TOLD.add((name, why))
+        where = "named as missing in results.json" if role == "test" else "its images are not used"
+        print(f"note: {'test set' if role == 'test' else 'set'} '{name}' left out: {why} (optional: true; {where})",
+              file=sys.stderr)
+    specs = cfg["data"].get(role) or []
+    names = [test_set_name(spec, i) if role == "test" else f"{role}[{i}]" for i, spec in enumerate(specs)]
+    return [spec for name, spec in zip(names, specs) if name not in missing]
+
+
 def protocol_links(cfg: dict, tests: list | None = None) -> dict[str, str]:
     """{video: video showing the same person} over every set of a config (DFDC's fake -> original links)."""
-    specs = [*cfg["data"]["labeled"], *cfg["data"]["unlabeled"], *(cfg["data"]["test"] if tests is None else tests),
+    quiet = {role: [spec for spec in cfg["data"].get(role) or [] if not absent(spec, cfg["data"])]
+             for role in ("labeled", "unlabeled", "val", "test")}
+    specs = [*quiet["labeled"], *quiet["unlabeled"], *quiet["val"], *(quiet["test"] if tests is None else tests),
              *(cfg.get("fewshot") or {}).get("sources", [])]
     links: dict[str, str] = {}
     for spec in specs:
@@ -123,7 +155,8 @@ def labels_known(samples: list[Sample], logger=None) -> bool:
 
 def overlap(cfg: dict, sets: dict[str, tuple[str, str | None, list[Sample]]]) -> Overlap:
     """What the roles of a config's sets share: images, videos or identities (datasets/overlap.py)."""
-    return find_overlap(sets, protocol_links(cfg), cfg["data"].get("share_videos", False))
+    return find_overlap(sets, protocol_links(cfg), cfg["data"].get("share_videos", False),
+                        cfg["data"].get("share_images", False))
 
 
 def describe(cfg: dict, name: str) -> dict:
@@ -203,4 +236,7 @@ def prepare_data(cfg: dict, training: bool = False) -> None:
         stand_in = training and any(isinstance(w, str) and resolve_path(w) == root / PRETRAINED for w in starts)
         if is_main_process():  # one process writes it; the others wait for it
             ensure_demo(root, pack_size=cfg["img_size"] if packed else None, pretrained=stand_in)
+            if cfg["data"].get("demo_deepfakebench"):
+                from preprocess.demo_dfb import ensure_dfb_demo
+                ensure_dfb_demo(root)
         barrier()

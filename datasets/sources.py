@@ -24,7 +24,9 @@ random max_images of its images, then every `every`-th: the authors' pools).
 A root may be written "{ff}/..." to use a key of the paths file (configs/paths.yaml, env SUPCON_<KEY>,
 or paths.<key>=... on the command line).
 A *set* is one source, or {sources: [...]} for several; test sets add `name`, `split` (known|unknown) and
-`balance_classes: true` (both classes capped at the smaller one's size).
+`balance_classes: true` (both classes capped at the smaller one's size); a test or unlabeled set may add
+`optional: true`: where a root key is unset or a root or index file is absent, the set is left out with one line
+and named as missing (`absent`), never silently.
 """
 from __future__ import annotations
 
@@ -37,10 +39,11 @@ import numpy as np
 
 from datasets.index import Sample, cached
 from datasets.kinds import KINDS
-from datasets.paths import resolve_root
+from datasets.paths import resolve_root, unset_keys
 from datasets.splits import limit_frames, sample_frames, split_by_video
 from utils import UserError
 
+SET_KEYS = ("name", "split", "balance_classes", "optional")  # keys of a set, not of its sources
 _COMMON_KEYS = {"kind", "videos", "split_by", "frames_per_video", "max_videos", "frames", "frames_of", "max_images",
                 "every"}
 
@@ -112,7 +115,7 @@ def build_set(spec: Any, data_cfg: dict, seed: int, role: str | None = None) -> 
         samples = [s for src in spec["sources"] for s in build_source(src, data_cfg, seed, role)]
     else:
         if isinstance(spec, dict):
-            spec = {k: v for k, v in spec.items() if k not in ("name", "split", "balance_classes")}
+            spec = {k: v for k, v in spec.items() if k not in SET_KEYS}
         samples = build_source(spec, data_cfg, seed, role)
     return balanced(samples, seed) if balance else samples
 
@@ -134,11 +137,33 @@ def set_links(spec: Any, data_cfg: dict) -> dict[str, str]:
     links: dict[str, str] = {}
     for src in specs:
         if isinstance(src, dict):
-            src = {k: v for k, v in src.items() if k not in ("name", "split")}
+            src = {k: v for k, v in src.items() if k not in SET_KEYS}
         resolved, kind = _resolved(src, data_cfg)
         if kind.links:
             links.update(kind.links(resolved))
     return links
+
+
+def absent(spec: Any, data_cfg: dict) -> str | None:
+    """Why an `optional: true` set cannot be read (a root key unset, a root or index file missing), or None (it is
+    there, or it is not optional). A malformed optional spec is still an error, never absent."""
+    if not (isinstance(spec, dict) and spec.get("optional")):
+        return None
+    sources = spec["sources"] if "sources" in spec else [{k: v for k, v in spec.items() if k not in SET_KEYS}]
+    for src in sources:
+        kind = KINDS.get(src.get("kind")) if isinstance(src, dict) else None
+        if kind is None or set(src) - kind.keys - _COMMON_KEYS:
+            _resolved(src, data_cfg)  # a malformed spec: its one-line error, whatever its roots
+        if isinstance(src, dict):
+            unset = [k for name in ("root", "json") if isinstance(src.get(name), str)
+                     for k in unset_keys(src[name], data_cfg)]
+            if unset:
+                return f"dataset root '{unset[0]}' is not set"
+        resolved, kind = _resolved(src, data_cfg)
+        for key in ("root", *kind.path_keys, *(k for k in kind.optional_path_keys if resolved.get(k))):
+            if not Path(resolved[key]).exists():
+                return f"{resolved[key]} not found"
+    return None
 
 
 def test_set_name(spec: Any, index: int) -> str:

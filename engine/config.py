@@ -183,16 +183,22 @@ def load_config(path: str | None, overrides: Iterable[str] = ()) -> dict:
     return cfg
 
 
-def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two configs (ignoring RESUME_FREE)."""
+_ABSENT = object()
+
+
+def config_changes(old: dict, new: dict, prefix: str = "", defaults: Any = DEFAULTS) -> list[str]:
+    """Dotted keys whose values differ between two configs (ignoring RESUME_FREE). A key one side lacks counts
+    as its default there: a run saved before the key existed trained with what its default does now."""
     out = []
     for key in sorted(set(old) | set(new)):
         name = f"{prefix}{key}"
         if name in RESUME_FREE:
             continue
-        a, b = old.get(key), new.get(key)
+        default = defaults.get(key, _ABSENT) if isinstance(defaults, dict) else _ABSENT
+        a, b = old.get(key, default), new.get(key, default)
+        a, b = (None if a is _ABSENT else a), (None if b is _ABSENT else b)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += config_changes(a, b, name + ".")
+            out += config_changes(a, b, name + ".", default if isinstance(default, dict) else {})
         elif a != b:
             out.append(f"{name}: {a!r} -> {b!r}")
     return out

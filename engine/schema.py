@@ -107,6 +107,8 @@ SCHEMA: dict[str, Any] = {
     },
     "data": {
         "demo": Key(None, "path: generate the embedded demo benchmark there when missing"),
+        "demo_deepfakebench": Key(False, "true: also write the demo in DeepfakeBench's and DF40's JSON formats "
+                                         "(<demo>/deepfakebench; preprocess/demo_dfb.py)"),
         "balance": Key(False, "true: sample real and fake labeled images equally often (ours; the authors "
                               "shuffled plainly)"),
         "labeled_fraction": probability(0.5, "share of train videos (by identity group) in the labeled part"),
@@ -114,6 +116,8 @@ SCHEMA: dict[str, Any] = {
                                  "tree)", low=0, high=1, open_low=True),
         "share_videos": Key(False, "labeled and unlabeled images may come from the same videos (never the same image, "
                                    "never a val/test video): the authors' Sin splits by frame"),
+        "share_images": Key(False, "the labeled images may also be unlabeled ones, without their labels (kekmodel's MPL: "
+                                   "the unlabeled set is every training image; never a val/test image)"),
         "frames_per_video": Key(None, "keep at most this many frames per video (evenly spaced); null: all"),
         "max_bad_images": at_least_0(100, "unreadable images skipped (and listed) before the run stops"),
         "paths_file": Key("configs/paths.yaml", "dataset roots named as {key} in specs"),
@@ -123,10 +127,14 @@ SCHEMA: dict[str, Any] = {
                             "device; null: decode the image files per step"),
         "labeled": Key([], "labeled source specs (datasets/sources.py)"),
         "unlabeled": Key([], "unlabeled source specs"),
-        "test": Key([], "test set specs (name, split: known | unknown)"),
+        "test": Key([], "test set specs (name, split: known | unknown; optional: true = skipped, and named as "
+                        "missing, where its files or root are absent)"),
+        "val": Key([], "validation set specs (a dataset's own val split, e.g. DeepfakeBench's); used by "
+                       "val.enabled instead of a hold-out of the labeled set"),
     },
     "val": {  # a validation set from the labeled training domain (off: the authors had none)
-        "enabled": Key(False, "hold out `fraction` of the labeled identity groups as the `val` role"),
+        "enabled": Key(False, "a `val` role: data.val's sets, or else `fraction` of the labeled identity groups "
+                              "held out"),
         "fraction": Key(0.1, "share of the labeled identity groups held out", low=0, high=1, open_low=True,
                         open_high=True),
         "every": positive(200, "steps between validation passes in each stage (and one at its end)"),

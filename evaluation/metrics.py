@@ -29,11 +29,11 @@ def f1(labels, pred) -> float:
     return float(sk.f1_score(labels, pred, zero_division=0))
 
 
-RECORDS = ("weights", "produced_by")  # the keys of a results.json that are not test sets
+RECORDS = ("weights", "produced_by", "missing")  # the keys of a results.json that are not test sets
 
 
 def test_results(results: dict) -> dict[str, dict]:
-    """The per-test-set entries of a results.json (without its "weights" and "produced_by" records)."""
+    """The per-test-set entries of a results.json (without its weights, produced_by and missing records)."""
     return {name: m for name, m in results.items() if name not in RECORDS}
 
 
@@ -151,7 +151,21 @@ def format_table(results: dict[str, dict], title: str) -> str:
     if videos:
         lines.append("vACC/vAUC: video level, frame scores averaged per video (evaluate.py --video-rule)")
     lines += _class_table(results, name_w)
+    lines += _deepfakebench_table(results, name_w)
     return "\n".join(lines)
+
+
+def _deepfakebench_table(results: dict[str, dict], name_w: int) -> list[str]:
+    """The DeepfakeBench test sets in its own metric definitions (deepfakebench_metrics)."""
+    rows = {name: m["deepfakebench"] for name, m in results.items() if "deepfakebench" in m}
+    if not rows:
+        return []
+    pct = lambda v: "-" if v is None else format(100 * v, ".2f")  # noqa: E731
+    cols = ("auc", "video_auc", "eer", "ap", "acc")
+    head = f"{'test set':<{name_w}}" + "".join(f"{c:>11}" for c in ("AUC", "video AUC", "EER", "AP", "ACC"))
+    lines = ["", "in DeepfakeBench's definitions (its training/metrics/utils.py; docs/evaluation.md)", head,
+             "-" * len(head)]
+    return lines + [f"{name:<{name_w}}" + "".join(f"{pct(m.get(c)):>11}" for c in cols) for name, m in rows.items()]
 
 
 def _class_table(results: dict[str, dict], name_w: int) -> list[str]:
@@ -192,3 +206,31 @@ def video_metrics(samples: list, scores: np.ndarray, rule: str = "mean") -> dict
     video_scores = np.array([agg(per_video[k]) for k in keys])
     labels = np.array([label_of[k] for k in keys])
     return {**binary_metrics(labels, video_scores), "n": len(keys), "rule": rule}
+
+
+def deepfakebench_metrics(paths: list[str], labels: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
+    """ACC, AUC, EER, AP and video AUC as DeepfakeBench computes them (training/metrics/utils.py,
+    get_test_metrics), so that a number sits beside its published ones. Where ours differ: its ACC counts
+    P(fake) > 0.5 as fake (ours >= 0.5); its EER is the FPR at the ROC point where |FNR - FPR| is smallest (ours
+    interpolates between the two points around the crossing); its videos are the frames' parent folder *names*
+    (ours: video ids, which also tell apart two folders of one name), a video's label the floor of its frames'
+    mean label. AUC and AP are scikit-learn's in both."""
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    acc = float(((scores > 0.5).astype(int) == labels).mean()) if len(labels) else None
+    out: dict[str, float | None] = {"acc": acc, "auc": None, "eer": None, "ap": None, "video_auc": None}
+    if len(np.unique(labels)) < 2:
+        return out
+    fpr, tpr, _ = roc_curve(labels, scores)
+    out["auc"] = float(sk.auc(fpr, tpr))
+    out["eer"] = float(fpr[np.nanargmin(np.abs((1 - tpr) - fpr))])
+    out["ap"] = average_precision(labels, scores)
+    per_folder: dict[str, list[int]] = {}
+    for i, path in enumerate(paths):
+        per_folder.setdefault(path.replace("\\", "/").split("/")[-2], []).append(i)
+    v_scores = np.array([scores[idx].mean() for idx in per_folder.values()])
+    v_labels = np.array([int(labels[idx].sum() / len(idx)) for idx in per_folder.values()])
+    if len(np.unique(v_labels)) == 2:
+        v_fpr, v_tpr, _ = roc_curve(v_labels, v_scores)
+        out["video_auc"] = float(sk.auc(v_fpr, v_tpr))
+    return out

@@ -203,7 +203,9 @@ GENERATOR = "supcon-mpl preprocess.demo"
 # Every file the generator writes, relative to the demo root (used to recognise a demo before replacing it).
 _DEMO_FILE = re.compile(r"(FaceForensics\+\+/(train_set|test_set)/(Real/\d+|(%s)/\d+_\d+)/\d+\.png"
                         r"|%s/\d+_\d+\.png|DEMO\.json|README\.txt|pretrained-\w+\.pth"
-                        r"|pack/(shard-\d+\.npy|index\.csv|bad\.txt|meta\.json))" % ("|".join(FF_METHODS), POSTGEN))
+                        r"|pack/(shard-\d+\.npy|index\.csv|bad\.txt|meta\.json)"
+                        r"|deepfakebench/(VERSION|dataset_json/[\w+]+\.json|DF40/demostylegan/ff/sg\d+/\d+_\d+\.png))"
+                        % ("|".join(FF_METHODS), POSTGEN))  # deepfakebench/: preprocess/demo_dfb.py
 
 
 def demo_params(root: Path) -> dict | None:

@@ -9,6 +9,7 @@ import time
 import yaml
 
 import reproduce
+from reproduce import bench
 from engine.run import RunLock
 from reproduce.jobs import Signalled, catch_signals, job_config, run_jobs, run_name
 from reproduce.spec import Job, table_spec
@@ -21,7 +22,10 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=HelpFormatter,
                                 epilog="examples:\n  python -m reproduce --table 1 --demo --seeds 3\n"
                                        "  python -m reproduce --table 2 --seeds 3 data.paths_file=my_paths.yaml")
-    p.add_argument("--table", type=int, choices=(1, 2), required=True, help="the paper's Table 1 or Table 2")
+    p.add_argument("--table", choices=("1", "2", "dfb", "df40", "adapt"), required=True,
+                   help="the paper's Table 1 or Table 2; dfb: DeepfakeBench's cross-dataset protocol beside its "
+                        "published rows; df40: DF40's methods by family; adapt: SupCon-MPL without and with a new "
+                        "generator's unlabeled images (data.paths.unlabeled=DIR; the demo's: NeuralTextures)")
     p.add_argument("--seeds", type=int, default=3, help="how many seeds (777, 778, ...; default 3)")
     p.add_argument("--demo", action="store_true", help="the embedded demo's analogues (configs/demo*.yaml)")
     p.add_argument("--fewshot", type=int, default=0, metavar="K",
@@ -41,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
-    if args.fewshot < 0 or (args.fewshot and args.table != 2):
+    if args.table == "adapt" and not args.demo and not any(o.startswith("data.paths.unlabeled=") and
+                                                           o.partition("=")[2] for o in args.overrides):
+        raise UserError("--table adapt needs the new generator's images: data.paths.unlabeled=DIR (a folder of "
+                        "images without labels, or a DeepfakeBench JSON's list)")
+    if args.fewshot < 0 or (args.fewshot and args.table != "2"):
         raise UserError(f"--fewshot K needs --table 2 and K >= 1, got --table {args.table} --fewshot {args.fewshot}")
     out = resolve_path(args.out)
     # one reproduce per --out folder: two would overwrite each other's logs and tables
@@ -59,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def reproduce_table(args: argparse.Namespace, out) -> int:
     start = time.time()
-    spec = table_spec(args.table, args.demo, args.fewshot)
+    spec = (bench.bench_spec(args.table, args.demo) if args.table in bench.BENCH_TABLES
+            else table_spec(int(args.table), args.demo, args.fewshot))
     seeds = [777 + i for i in range(args.seeds)]
     protocols = list(dict.fromkeys(r.protocol for r in spec["rows"]))
     extra = spec.get("extra", {})
@@ -72,22 +81,30 @@ def reproduce_table(args: argparse.Namespace, out) -> int:
         return 0
     paper = yaml.safe_load((ROOT / "reproduce" / "paper-tables.yaml").read_text())
     rows = collect(spec, jobs, args.overrides, failed, paper)
-    stem = f"table{args.table}" + ("-demo" if args.demo else "")
+    stem = bench.stem(args.table, args.demo)
     spec["notes"] = [line for line in (
-        rows_form(job_config(next(j for j in jobs if j.script == "ddt"), args.overrides)),
+        rows_form(job_config(next(j for j in jobs if j.script == "ddt"), args.overrides))
+        if "ddt" in spec["scripts"] else None,
         fewshot_form(job_config(next(j for j in jobs if j.script == "ddt_fewshot"), args.overrides))
-        if extra else None,
+        if "ddt_fewshot" in spec["scripts"] else None,
         mpl_form(job_config(next(j for j in jobs if j.script == "mpl"), args.overrides))
         if "mpl" in spec["methods"] else None) if line]
-    text = render(args.table, spec, rows, seeds, args.demo)
+    missing = bench.missing_datasets(job_config(jobs[0], args.overrides)) if args.table in bench.BENCH_TABLES else {}
+    if args.table in bench.BENCH_TABLES:
+        text = bench.render_bench(args.table, spec, rows, seeds, args.demo, missing)
+    else:
+        text = render(int(args.table), spec, rows, seeds, args.demo)
     atomic_write_text(out / f"{stem}.md", text)
-    atomic_write_text(out / f"{stem}.json", json.dumps({"table": args.table, "demo": args.demo, "seeds": seeds,
+    number = int(args.table) if args.table in ("1", "2") else args.table
+    atomic_write_text(out / f"{stem}.json", json.dumps({"table": number, "demo": args.demo, "seeds": seeds,
                                                         "overrides": args.overrides, "rows": rows,
                                                         "wall_s": round(time.time() - start, 1)}, indent=1) + "\n")
-    figure(rows, spec["methods"], out / f"{stem}.png", f"Table {args.table}{' (demo)' if args.demo else ''}: ACC")
+    name = f"Table {args.table}" if args.table in ("1", "2") else args.table
+    figure(rows, spec["methods"], out / f"{stem}.png", f"{name}{' (demo)' if args.demo else ''}", spec["metrics"][0])
     print(text)
     print(f"written: {out / stem}.md, .json, .png ({time.time() - start:.0f} s)", file=sys.stderr)
-    return 1 if failed or any(r["missing"] for r in rows) else 0
+    # an absent optional dataset is a named column, not a failure
+    return 1 if failed or any(r["missing"] for r in rows if r["test"] not in missing) else 0
 
 
 if __name__ == "__main__":

@@ -5,15 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 NAMES = {"pt": "Pretrained", "mpl": "MPL", "supcon": "SupCon", "supconmpl": "SupCon-MPL", "tar": "Tar", "ddt": "DDT",
-         "tar_fewshot": "Tar few-shot", "ddt_fewshot": "DDT few-shot"}
+         "tar_fewshot": "Tar few-shot", "ddt_fewshot": "DDT few-shot", "pt_effb4": "Pretrained EfficientNet-B4",
+         "supconmpl_adapt": "SupCon-MPL + target's unlabeled images"}
 SCRIPT_NAMES = {"pt": "baseline", "mpl": "MPL", "supconmpl": "SupCon teacher + SupCon-MPL", "tar": "Tar", "ddt": "DDT",
-                "tar_fewshot": "Tar few-shot", "ddt_fewshot": "DDT few-shot"}
+                "tar_fewshot": "Tar few-shot", "ddt_fewshot": "DDT few-shot", "pt_effb4": "baseline EfficientNet-B4",
+                "supconmpl_adapt": "SupCon teacher + SupCon-MPL with the target's images"}
 # job -> the columns it fills; a column's run folder is named after its method (FOLDER_OF), a job runs
 # train_<SCRIPT_OF or its own name>_model.sh
 FOLDERS = {"pt": ["pt"], "mpl": ["mpl"], "supconmpl": ["supcon", "supconmpl"], "tar": ["tar"], "ddt": ["ddt"],
-           "tar_fewshot": ["tar_fewshot"], "ddt_fewshot": ["ddt_fewshot"]}
-FOLDER_OF = {"tar_fewshot": "tar", "ddt_fewshot": "ddt"}
-SCRIPT_OF = {"tar_fewshot": "tar", "ddt_fewshot": "ddt"}
+           "tar_fewshot": ["tar_fewshot"], "ddt_fewshot": ["ddt_fewshot"], "pt_effb4": ["pt_effb4"],
+           "supconmpl_adapt": ["supconmpl_adapt"]}
+FOLDER_OF = {"tar_fewshot": "tar", "ddt_fewshot": "ddt", "pt_effb4": "pt", "supconmpl_adapt": "supconmpl"}
+SCRIPT_OF = {"tar_fewshot": "tar", "ddt_fewshot": "ddt", "pt_effb4": "pt", "supconmpl_adapt": "supconmpl"}
 LEFT_OUT = {"df": "Deepfakes", "f2f": "Face2Face", "fs": "FaceSwap", "nt": "NeuralTextures"}
 SHORT = {"Deepfakes": "DF", "Face2Face": "F2F", "FaceSwap": "FS", "NeuralTextures": "NT"}
 METRICS = {"acc": "ACC", "auc": "AUC (scores)", "auc_hard": "AUC (hard; the paper's)", "f1": "F1"}
@@ -50,7 +53,8 @@ def fewshot_overrides(demo: bool, k: int) -> tuple:
 
 def table_spec(table: int, demo: bool, fewshot: int = 0) -> dict:
     """Rows, methods (columns), the scripts that train them, and the metrics of a table; fewshot K > 0 (Table 2):
-    Tar and DDT also transferred with K labeled images of each class of fewshot_target."""
+    Tar and DDT also transferred with K labeled images of each class of fewshot_target. (The field's tables:
+    reproduce/bench.py bench_spec.)"""
     if table == 1:
         rows = []
         for key, name in LEFT_OUT.items():
@@ -72,6 +76,8 @@ def table_spec(table: int, demo: bool, fewshot: int = 0) -> dict:
 
 def paper_value(paper: dict, row: Row, method: str, metric: str) -> float | None:
     """The paper's number for a cell (its AUC is the hard-prediction one), or None if it has none."""
+    if row.paper[0] not in ("table1", "table2"):
+        return None  # the field's tables: DeepfakeBench's published rows are rendered apart (reproduce/bench.py)
     if row.paper[0] == "table1":
         entry = next(r for r in paper["table1"]["rows"] if r["left_out"] == row.paper[1] and r["split"] == row.paper[2])
         column = {"acc": 0, "auc_hard": 1, "f1": 2}.get(metric)

@@ -63,6 +63,13 @@ def paired_bootstrap(pairs: list[tuple[dict, dict]], n_boot: int = 1000, seed: i
     return out
 
 
+def metric(result: dict, name: str) -> float | None:
+    """A metric of one test set's results, by name or dotted path (deepfakebench.auc)."""
+    for part in name.split("."):
+        result = result.get(part) if isinstance(result, dict) else None
+    return result
+
+
 def cell(values: list[float]) -> dict:
     arr = np.array(values, dtype=float)
     return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr),
@@ -87,11 +94,11 @@ def collect(spec: dict, jobs: list[Job], overrides: list[str], failed: dict, pap
                     continue
                 per_method[method].append((results[row.test], folder))
         for method, found in per_method.items():
-            entry["cells"][method] = {m: {**(cell([r[m] for r, _ in found if r.get(m) is not None])
-                                             if any(r.get(m) is not None for r, _ in found) else {}),
+            entry["cells"][method] = {m: {**(cell([metric(r, m) for r, _ in found if metric(r, m) is not None])
+                                             if any(metric(r, m) is not None for r, _ in found) else {}),
                                           "paper": paper_value(paper, row, method, m)} for m in spec["metrics"]}
-        ours = [folder for _, folder in per_method["supconmpl"]]
-        for other in spec["methods"][:-1]:
+        ours = [folder for _, folder in per_method[spec.get("ours", "supconmpl")]]
+        for other in (m for m in spec["methods"] if m != spec.get("ours", "supconmpl")):
             theirs = [folder for _, folder in per_method[other]]
             pairs = [(predictions(a, row.test), predictions(b, row.test)) for a, b in zip(ours, theirs)]
             entry["diffs"][other] = paired_bootstrap(pairs) if pairs else {}
@@ -170,8 +177,8 @@ def render(table: int, spec: dict, rows: list[dict], seeds: list[int], demo: boo
     return "\n".join(lines) + "\n"
 
 
-def figure(rows: list[dict], methods: list[str], path: Path, title: str) -> None:
-    """ACC per row and method: bars mean +- std over seeds, the paper's values as black marks."""
+def figure(rows: list[dict], methods: list[str], path: Path, title: str, metric: str = "acc") -> None:
+    """A metric (ACC) per row and method: bars mean +- std over seeds, the paper's values as black marks."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -179,13 +186,14 @@ def figure(rows: list[dict], methods: list[str], path: Path, title: str) -> None
     width = 0.8 / len(methods)
     for k, method in enumerate(methods):
         x = np.arange(len(rows)) + (k - (len(methods) - 1) / 2) * width
-        cells = [r["cells"][method]["acc"] for r in rows]
+        cells = [r["cells"][method][metric] for r in rows]
         ax.bar(x, [100 * c.get("mean", np.nan) for c in cells], width, yerr=[100 * (c.get("std") or 0) for c in cells],
                label=NAMES[method], capsize=3)
         ax.scatter(x, [c["paper"] if c.get("paper") is not None else np.nan for c in cells], color="black",
                    marker="_", s=200, zorder=3, label="paper" if k == 0 else None)
     ax.set_xticks(np.arange(len(rows)), [r["row"] for r in rows], rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("ACC (%)")
+    ax.set_ylabel(f"{METRICS.get(metric, metric)} (%)")
+    title = f"{title}: {METRICS.get(metric, metric)}"
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.legend(fontsize=8)

@@ -85,4 +85,9 @@ def test_the_frames_of_a_deepfakebench_json_without_their_labels(tmp_path):
     samples = build_set({"kind": "unlabeled", "root": str(rgb), "json": str(path)},
                         {**DEFAULTS["data"], "index_dir": None}, 0, "unlabeled")
     assert len(samples) == 8 and {s.label for s in samples} == {-1}  # every listed frame, each split
-    assert {s.video for s in samples} == {f"unlabeled:{v}" for v in ("aaaa", "bbbb", "cccc", "dddd", "eeee", "ffff")}
+    # each video its own identity group (the JSON's split decided roles by video)
+    assert {s.video for s in samples} == {f"unlabeled-byvideo:{v}" for v in ("aaaa", "bbbb", "cccc", "dddd", "eeee",
+                                                                           "ffff")}
+    train = build_set({"kind": "unlabeled", "root": str(rgb), "json": str(path), "splits": ["train"]},
+                      {**DEFAULTS["data"], "index_dir": None}, 0, "unlabeled")
+    assert 0 < len(train) < len(samples)

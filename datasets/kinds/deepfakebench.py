@@ -11,11 +11,16 @@ FF-F2F, FF-FS, FF-NT, FaceShifter, DeepFakeDetection) and absent for the others 
 under the split). Frame paths are relative to DeepfakeBench's `rgb_dir` (our `root`); absolute paths from
 another machine are re-rooted at the first path component that exists under `root`.
 
-Labels map to real/fake by name (FF-real, DFD_real, CelebDFv2_real, DFDC_real, ... are real; every other label
-is fake) and to a manipulation family (FF-DF -> Deepfakes, FF-F2F -> Face2Face, FF-FS -> FaceSwap, FF-NT ->
-NeuralTextures, FF-FH -> FaceShifter, FF-real -> Real; other labels keep their name). Roles follow the JSON's
-splits: test sets get its `test` videos, training roles its `train` videos (then split labeled/unlabeled by
-`videos` as any source), the validation videos serve neither. FF++ video names (017, 017_042) share identities
+Labels map to real/fake by name (FF-real, DFD_real, CelebDFv2_real, DFDC_real, DF40's simswap_Real, ... are
+real; every other label is fake) and to a manipulation family (FF-DF -> Deepfakes, FF-F2F -> Face2Face, FF-FS ->
+FaceSwap, FF-NT -> NeuralTextures, FF-FH -> FaceShifter, FF-real -> Real; DF40's simswap_Fake -> simswap,
+simswap_Real -> Real; other labels keep their name). Roles follow the JSON's splits: test sets get its `test`
+videos, data.val its `val` videos, training roles its `train` videos (then split labeled/unlabeled by `videos`
+as any source).
+
+DF40 (YZY-stack/DF40) ships its fakes as DF40/<method>/{ff,cdf}/... and one JSON per method and domain in this
+format (simswap_ff.json: {"simswap_ff": {"simswap_Real": ..., "simswap_Fake": ...}}), the real frames being
+FF++'s or Celeb-DF's: one root holding both trees reads it. FF++ video names (017, 017_042) share identities
 with the ff kind's, so an overlap with an FF++ folder source is caught too.
 
 Spec: {kind: deepfakebench, root: <rgb_dir>, json: <dataset>.json, dataset: <top-level key> (default: the
@@ -35,12 +40,22 @@ from utils import UserError, parse_json
 SPLITS = ("train", "val", "test")
 FAMILY = {"FF-real": "Real", "FF-DF": "Deepfakes", "FF-F2F": "Face2Face", "FF-FS": "FaceSwap",
           "FF-NT": "NeuralTextures", "FF-FH": "FaceShifter"}
+_DF40_LABEL = re.compile(r"^.+_(Fake|Real)$")
 _FF_NAME = re.compile(r"^\d{3}(_\d{3})?$")
 _CELEBDF_NAME = re.compile(r"^id\d+(_id\d+)?_\d{4}$")
 
 
 def is_real(label: str) -> bool:
     return label.lower().endswith("real")
+
+
+def family(label: str) -> str:
+    """The manipulation family of a label: FF++'s by name, DF40's <method>_Fake -> <method>, any *_Real -> Real."""
+    if label in FAMILY:
+        return FAMILY[label]
+    if _DF40_LABEL.match(label):
+        return "Real" if is_real(label) else label.rsplit("_", 1)[0]
+    return label
 
 
 def load_index(path: Path) -> dict:
@@ -136,7 +151,7 @@ def build(root: Path, spec: dict, scan: Scan) -> list[Sample]:
                 for frame in info["frames"]:
                     f = reroot(str(frame))
                     if Path(f).is_file():
-                        samples.append(Sample(f, 0 if is_real(own) else 1, FAMILY.get(own, own), vid,
+                        samples.append(Sample(f, 0 if is_real(own) else 1, family(own), vid,
                                               f"deepfakebench/{spec.get('compression') or '-'}"))
                     else:
                         missing.append(f)
@@ -151,10 +166,10 @@ def build(root: Path, spec: dict, scan: Scan) -> list[Sample]:
 
 
 def official(samples: list[Sample], spec: dict, role: str | None) -> list[Sample] | None:
-    """The JSON's split decides the role: test -> test, training roles -> train (val serves neither)."""
+    """The JSON's split decides the role: test -> test, val (data.val) -> val, training roles -> train."""
     if role is None:
         return None
-    want = "test" if role == "test" else "train"
+    want = role if role in ("test", "val") else "train"
     return [s for s in samples if deepfakebench_split(s.video) == want]
 
 

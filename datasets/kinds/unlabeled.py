@@ -4,11 +4,13 @@
                         `unlabeled:<root name>/<that folder, relative to root>` (images right in root: none)
   root: a .txt file     one image path a line (relative to the file's folder), '#' comments; the folder of
                         each image is its video, as above
-  json: a dataset JSON  DeepfakeBench's index (root = its rgb_dir): every frame of every video, labels ignored
+  json: a dataset JSON  DeepfakeBench's index (root = its rgb_dir): every frame of the videos of its `splits`
+                        (default all; e.g. [train]: a target dataset's training videos), labels ignored
 
 Labels are -1 (unknown): what needs them (the pseudo-label accuracy) is left out, not faked. A video named like
 FaceForensics++ (017_042) or Celeb-DF (id0_id1_0003) shows those identities, so the overlap check links it to
-the same people in a test set; the image files themselves are compared too (datasets/overlap.py).
+the same people in a test set; the image files themselves are compared too (datasets/overlap.py). A JSON's videos
+are their own identity groups: its split decided their role by video, as Celeb-DF's official test list does.
 """
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ from pathlib import Path
 
 from datasets.images import IMG_EXTS
 from datasets.index import Sample, Scan
-from datasets.kinds.deepfakebench import build as deepfakebench_frames, identities as name_identities
+from datasets.kinds.deepfakebench import SPLITS, build as deepfakebench_frames, identities as name_identities
 from datasets.kinds.base import SourceKind
-from datasets.videos import name_of
+from datasets.videos import deepfakebench_split, name_of, split_by_video
 from utils import UserError
 
 UNKNOWN = -1  # the label of an image nobody labelled
@@ -56,7 +58,13 @@ def _from_list(path: Path, scan: Scan) -> list[Sample]:
 
 def _from_json(root: Path, spec: dict, scan: Scan) -> list[Sample]:
     frames = deepfakebench_frames(root, {**spec, "labels": None}, scan)
-    return [Sample(s.path, UNKNOWN, "unlabeled", f"unlabeled:{name_of(s.video)}", "unlabeled") for s in frames]
+    splits = spec.get("splits") or list(SPLITS)
+    if not isinstance(splits, list) or set(splits) - set(SPLITS):
+        raise UserError(f"`splits` of an unlabeled DeepfakeBench source must list some of {', '.join(SPLITS)}, got "
+                        f"{splits!r}"[:300])
+    # the JSON's split decided the role by video (as Celeb-DF's official list does): each video its own identity
+    return [Sample(s.path, UNKNOWN, "unlabeled", split_by_video(f"unlabeled:{name_of(s.video)}"), "unlabeled")
+            for s in frames if deepfakebench_split(s.video) in splits]
 
 
 def build(root: Path, spec: dict, scan: Scan) -> list[Sample]:
@@ -83,5 +91,6 @@ def identities(video: str) -> tuple[str, ...]:
     return (video,) if found == (name_of(video),) else found
 
 
-KIND = SourceKind(frozenset({"root", "json", "dataset", "compression"}), LAYOUT, build, identities=identities,
+KIND = SourceKind(frozenset({"root", "json", "dataset", "compression", "splits"}), LAYOUT, build,
+                  identities=identities,
                   optional_path_keys=("json",), official_split=no_labels)
