@@ -85,14 +85,17 @@ def test_the_cross_dataset_protocol_scores_every_dataset_present_and_names_the_a
     assert results["CDF-v2"]["n"] == 12 and "missing: test set 'DFDC'" in res.stdout
 
 
-def test_the_cross_dataset_adapt_variant_learns_from_the_targets_train_videos_without_labels(field, tmp_path):
+@pytest.mark.parametrize("config, images", [
+    ("dfb_cross_adapt", 16),  # Celeb-DF-v2's 8 train videos x 2 frames; never its test videos
+    ("df40_adapt", 4),        # DF40 simswap_ff's 2 training fakes x 2 frames
+])
+def test_the_adapt_variants_learn_from_the_targets_train_videos_without_labels(field, tmp_path, config, images):
     rgb, json_dir = field
-    res = command(["train_supconmpl.py", "--config", "configs/dfb_cross_adapt.yaml",
-                   *field_args(tmp_path, rgb, json_dir)])
+    res = command(["train_supconmpl.py", "--config", f"configs/{config}.yaml", *field_args(tmp_path, rgb, json_dir)])
     assert res.returncode == 0, res.stderr[-2000:]
-    (data,) = (tmp_path / "runs").glob("dfb_cross_adapt-*/supconmpl/data.json")
+    (data,) = (tmp_path / "runs").glob(f"{config}-*/supconmpl/data.json")
     sets = json.loads(data.read_text())["data"]
-    assert sets["unlabeled"]["images"] == 16  # Celeb-DF-v2's 8 train videos x 2 frames; never its test videos
+    assert sets["unlabeled"]["images"] == images
     assert "no true label: the pseudo-label accuracy (pseudo_acc) is not logged" in res.stderr
 
 
