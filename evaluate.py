@@ -34,15 +34,16 @@ from utils import UserError, atomic_write_csv, atomic_write_text, parse_yaml, re
 @torch.no_grad()
 def score(model: torch.nn.Module, loader, device: torch.device, amp: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
     """P(fake) for every image of the loader, in order, and whether the image could be read."""
-    from tqdm import tqdm
+    from engine.progress import Progress
     model.eval()
     scores, readable = [], []
-    for x, ok in tqdm(loader, desc=desc, leave=False, file=sys.stderr, mininterval=1.0,
-                      disable=not sys.stderr.isatty()):
-        with autocast(device, amp):
-            logits = model(x.to(device, non_blocking=True))
-        scores.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
-        readable.append(ok)
+    with Progress(f"evaluate: {desc}", len(loader.dataset)) as progress:
+        for x, ok in loader:
+            with autocast(device, amp):
+                logits = model(x.to(device, non_blocking=True))
+            scores.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+            readable.append(ok)
+            progress.update(len(ok))
     if not scores:
         return np.zeros(0), np.zeros(0, dtype=bool)
     return torch.cat(scores).numpy(), torch.cat(readable).numpy().astype(bool)

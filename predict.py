@@ -284,8 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.cam).mkdir(parents=True, exist_ok=True)
         cam = GradCAM(model, img_size)
     written = time.time()
-    for number, path in enumerate(expand(args.inputs)):
+    from engine.progress import Progress
+    inputs = expand(args.inputs)
+    progress = Progress("predict", len(inputs), "inputs")
+    for number, path in enumerate(inputs):
         entry = predict_one(path, args, detector, model, transform, device, cam, number)
+        progress.update()
         if entry["score"] is not None:
             entry["verdict"] = "fake" if entry["score"] >= args.threshold else "real"
             entry["threshold"] = args.threshold
@@ -295,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json and time.time() - written > 10:  # what is done so far survives a crash or a kill
             atomic_write_text(resolve_path(args.json), json.dumps(results, indent=2, allow_nan=False) + "\n")
             written = time.time()
-
+    progress.close()
     print(f"{'input':<50}{'faces':>6}{'P(fake)':>9}  verdict")
     for path, e in results.items():
         verdict = ("error: " + e["error"]) if e["error"] else ("no face" if e["score"] is None else

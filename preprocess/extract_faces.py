@@ -7,8 +7,7 @@ the authors' pipeline; its weights ship inside the package), crop with a margin,
   <output>/extract_summary.json            videos done / skipped / without a face / unreadable
 
 A video is named by its path relative to --input without the extension (a single file: its stem). A rerun
-skips finished videos. Videos without a face or that cannot be read are listed, not fatal.
-Install the detector once, without letting it change the pinned torch:
+skips finished videos. Videos without a face or that cannot be read are listed, not fatal. Install the detector once, without letting it change the pinned torch:
   pip install --no-deps facenet-pytorch==2.6.0
 """
 from __future__ import annotations
@@ -256,21 +255,24 @@ def run(input_path: Path | None, out: Path, opt: Options, workers: int, videos: 
     skipped = len(videos) - len(todo)
     if skipped:
         print(f"skipping {skipped} video(s) already extracted in {out}", file=sys.stderr)
-    from tqdm import tqdm
+    from engine.progress import Progress
     jobs = [(n, p, out, opt) for n, p in todo]
     outcomes: list[Outcome] = []
-    bar = dict(total=len(jobs), desc="videos", file=sys.stderr, disable=not sys.stderr.isatty())
-    if opt.device != "cpu":                        # the GPU detects; threads decode and write around it
-        detector = load_detector(opt.device, opt.min_prob, opt.min_face, opt.reference_detector, opt.thresholds)
-        with tqdm(**bar) as progress:
+    with Progress("face extraction", len(jobs), "videos") as progress:  # lines a log file keeps too
+        if opt.device != "cpu":                        # the GPU detects; threads decode and write around it
+            detector = load_detector(opt.device, opt.min_prob, opt.min_face, opt.reference_detector, opt.thresholds)
             outcomes = extract_pipelined(detector, jobs, opt, max(1, workers), progress)
-    elif workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-        with mp.get_context("spawn").Pool(workers, _init_worker, (opt,)) as pool:
-            outcomes = list(tqdm(pool.imap(_work, jobs), **bar))
-    else:
-        detector = load_detector(opt.device, opt.min_prob, opt.min_face, opt.reference_detector, opt.thresholds)
-        outcomes = [extract_video(detector, *job) for job in tqdm(jobs, **bar)]
+        elif workers > 1 and len(jobs) > 1:
+            import multiprocessing as mp
+            with mp.get_context("spawn").Pool(workers, _init_worker, (opt,)) as pool:
+                for outcome in pool.imap(_work, jobs):
+                    outcomes.append(outcome)
+                    progress.update()
+        else:
+            detector = load_detector(opt.device, opt.min_prob, opt.min_face, opt.reference_detector, opt.thresholds)
+            for job in jobs:
+                outcomes.append(extract_video(detector, *job))
+                progress.update()
     summary = {
         "videos": len(videos), "skipped_finished": skipped,
         "done": sorted(o.name for o in outcomes if o.status == "done"),

@@ -161,11 +161,41 @@ def execute(job: Job, overrides: list[str], logs: Path) -> tuple[bool, str]:
         # signal to reproduce alone is forwarded to the tree
         proc = subprocess.Popen(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
         try:
-            code = proc.wait()
+            code = follow(proc, log)
         except Signalled as stop:
             forward(proc, stop.signum)
             raise
     return code == 0, str(log)
+
+
+def follow(proc: subprocess.Popen, log: Path) -> int:
+    """Wait for a job, printing its log's newest line every few seconds (engine.progress.interval), so that
+    reproduce's own output shows where each run is, on a terminal or in a file. Returns its exit status."""
+    from engine.progress import interval
+    every, shown, last = interval(), "", time.time()
+    while True:
+        try:
+            return proc.wait(timeout=min(1.0, every) if every > 0 else 0.2)
+        except subprocess.TimeoutExpired:
+            pass
+        if time.time() - last >= every:
+            last = time.time()
+            newest = last_line(log)
+            if newest and newest != shown:
+                print(f"    | {newest}", file=sys.stderr, flush=True)
+                shown = newest
+
+
+def last_line(log: Path) -> str:
+    """The last complete, non-empty line of a log (its final 4 kB read)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4096))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.split("\n")[:-1] if line.strip()]
+    return lines[-1][:200] if lines else ""
 
 
 def log_path(job: Job, logs: Path) -> Path:

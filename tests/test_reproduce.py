@@ -26,7 +26,8 @@ def reproduce(tmp_path, trees, *extra):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees, tmp_path):  # noqa: F811
+def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("SUPCON_PROGRESS_EVERY", "0")
     dry = command(reproduce(tmp_path, trees, "--dry-run"))
     assert dry.returncode == 0 and "sin seed 777: MPL (new) - would run" in dry.stderr, dry.stderr
     # Killed while training the MPL run: the next call resumes it.
@@ -96,11 +97,15 @@ def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees
     (trees / "paths.yaml").write_text(yaml.safe_dump({**paths, "ff": str(tmp_path / "FF2")}))
     res = command(reproduce(tmp_path, trees))
     assert res.returncode == 2 and "trained on other data than the dataset roots give now" in res.stderr, res.stderr
-    # --retrain: the old folders are moved aside, whole, and the runs trained again on the data there now.
+    (trees / "paths.yaml").write_text(yaml.safe_dump(paths))
+    # --retrain: the old folders of the runs that differ (here the MPL run and its baseline teacher) are moved
+    # aside, whole, and those runs trained again; the others are kept
+    saved.write_text(original.replace("teacher_lr: 0.0001", "teacher_lr: 0.05"))
     res = command(reproduce(tmp_path, trees, "--retrain"), timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert len(list((tmp_path / "runs").glob("sin-seed777-*/mpl.old-*/mpl.tar"))) == 1
-    assert len(list((tmp_path / "runs").glob("sin-seed777-*/supconmpl.old-*/mpl_supcon_encoder.tar"))) == 1
+    assert not list((tmp_path / "runs").glob("sin-seed777-*/supconmpl.old-*"))
+    assert "    | " in res.stderr  # each run's newest log line, streamed while it trains
 
 
 def test_fewshot_columns_name_their_target_and_run_as_their_own_jobs(trees, tmp_path):  # noqa: F811
