@@ -6,9 +6,9 @@ the authors' pipeline; its weights ship inside the package), crop with a margin,
                                            video done; crop: how the crop was cut, angle: rotation in degrees)
   <output>/extract_summary.json            videos done / skipped / without a face / unreadable
 
-A video is named by its path relative to --input without the extension (a single file: its stem). A rerun
-skips finished videos. Videos without a face or that cannot be read are listed, not fatal. Install the detector once, without letting it change the pinned torch:
-  pip install --no-deps facenet-pytorch==2.6.0
+A video is named by its path relative to --input without the extension (a single file: its stem). A rerun skips
+finished videos; videos without a face or unreadable are listed, not fatal. Install the detector once, without
+letting it change the pinned torch: pip install --no-deps facenet-pytorch==2.6.0
 """
 from __future__ import annotations
 
