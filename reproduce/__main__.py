@@ -101,8 +101,10 @@ def reproduce_table(args: argparse.Namespace, out) -> int:
                                                         "wall_s": round(time.time() - start, 1)}, indent=1) + "\n")
     name = f"Table {args.table}" if args.table in ("1", "2") else args.table
     figure(rows, spec["methods"], out / f"{stem}.png", f"{name}{' (demo)' if args.demo else ''}", spec["metrics"][0])
+    from evaluation.html import table_page  # the same, as one page to share (the figure embedded)
+    atomic_write_text(out / f"{stem}.html", table_page(text, out / f"{stem}.png", f"{name}{' (demo)' * args.demo}"))
     print(text)
-    print(f"written: {out / stem}.md, .json, .png ({time.time() - start:.0f} s)", file=sys.stderr)
+    print(f"written: {out / stem}.md, .json, .png, .html ({time.time() - start:.0f} s)", file=sys.stderr)
     # an absent optional dataset is a named column, not a failure
     return 1 if failed or any(r["missing"] for r in rows if r["test"] not in missing) else 0
 

@@ -117,3 +117,25 @@ def run(args: list[str], cwd: Path = REPO, timeout: int = 300) -> subprocess.Com
 
 
 PY = sys.executable
+
+
+def check_page(page, images, words):
+    """A self-contained page: every plot embedded and a real PNG, nothing fetched from elsewhere; where a
+    headless Chromium exists, it renders the page."""
+    import base64
+    import io
+    import re
+    import shutil
+    import subprocess
+    from PIL import Image
+    text = page.read_text()
+    found = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)">', text)
+    assert len(found) == images and all(Image.open(io.BytesIO(base64.b64decode(b))).size[0] > 300 for b in found)
+    assert "http" not in re.sub(r"data:image/png;base64,[^\"]+", "", text)
+    assert all(w in text for w in words), [w for w in words if w not in text]
+    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser:
+        shot = page.with_suffix(".png")
+        subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", f"--screenshot={shot}",
+                        "--window-size=1200,3000", page.as_uri()], capture_output=True, timeout=120)
+        assert Image.open(shot).size == (1200, 3000)

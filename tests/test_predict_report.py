@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import command, train_and_evaluate
+from conftest import check_page, command, train_and_evaluate
 from models import build_baseline
 from engine.config import DEFAULTS
 from engine.release import save_release
@@ -121,12 +121,14 @@ def test_demo_like_run_leaves_logs_plots_and_a_report(tiny_config_file):
         pngs = sorted(p.name for p in (runs / "supcon" / "cam" / name).glob("*.png"))
         assert pngs and set(pngs) <= {"right-1.png", "wrong-1.png"}
     assert cv2.imread(str(runs / "supcon" / "cam" / "contact_sheet.png")) is not None
-    res = command(["-m", "evaluation.report", str(runs), "--out", str(runs)])  # runs/report.md
+    res = command(["-m", "evaluation.report", str(runs), "--out", str(runs), "--html", str(runs / "report.html")])
     assert res.returncode == 0, res.stderr
     text = (runs / "report.md").read_text()
     assert "[cam/contact_sheet.png](supcon/cam/contact_sheet.png)" in text
-    assert "| Baseline |" in text and "| SupCon |" in text and "Deepfakes (known) ACC / AUC / F1" in text
+    assert "| Baseline |" in text and "| SupCon |" in text and "## AUC" in text and "| Deepfakes (known) |" in text
     assert "[roc.png](pt/roc.png)" in text and "[embedding.png](supcon/embedding.png)" in text
+    check_page(runs / "report.html", images=6, words=("Baseline", "SupCon", "config changes from the defaults",
+                                                      "backbone: &#x27;resnet50&#x27; -&gt; &#x27;test_resnet&#x27;"))
 
 
 def test_report_without_results_is_a_one_line_error(tmp_path):

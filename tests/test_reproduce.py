@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import PY, REPO, command
+from conftest import PY, REPO, check_page, command
 from reproduce.tables import paired_bootstrap
 from test_protocols import overrides, trees  # noqa: F401  (trees: the generated dataset trees fixture)
 
@@ -56,6 +56,7 @@ def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees
     assert "not implemented" not in text
     assert "±" not in text and known["cells"]["mpl"]["acc"]["std"] is None  # one seed: no spread shown
     assert (tmp_path / "out" / "table2.png").is_file()
+    check_page(tmp_path / "out" / "table2.html", images=1, words=("Scenario Deepfakes (Known)", "<table>"))
     # A result that is not there is a named cell, not a silently shorter table; nothing is retrained.
     (results_file,) = (tmp_path / "runs").glob("sin-seed777-*/mpl/results.json")
     results = json.loads(results_file.read_text())
