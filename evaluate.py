@@ -173,8 +173,9 @@ def parse_args(argv):
                         "noise:STD,.. or resize:SCALE,.. applied to every image; writes robustness.json/.md/.png "
                         "beside the metrics JSON (e.g. --perturb jpeg:90,70,50,30 --perturb blur:1,2,3)")
     p.add_argument("--cam", type=int, default=0, metavar="N",
-                   help="Grad-CAM heat maps of the N most confident right and N most confident wrong decisions of "
-                        "every test set: <out>/cam/<set>/*.png and cam/contact_sheet.png (default: 0, none)")
+                   help="Grad-CAM heat maps of the N most confident right and N most confident wrong decisions on "
+                        "every test set's fakes, and on the real images once: <out>/cam/<set>/*.png, "
+                        "cam/real_images_every_set/*.png and cam/contact_sheet.png (default: 0, none)")
     args = p.parse_args(argv)
     args.perturb = parse_perturbations(args.perturb)
     if args.cam < 0:

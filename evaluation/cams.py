@@ -18,6 +18,9 @@ from datasets.images import BadImageError, read_image
 from models.gradcam import GradCAM, overlay, save_cam_png
 
 
+REAL_ROW = "real images (every set)"
+
+
 def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "set"
 
@@ -57,9 +60,17 @@ def write_test_cams(model: torch.nn.Module, predictions: list, n: int, out_dir: 
     """evaluate.py --cam N (see the module docstring); returns the PNGs written, contact sheet last."""
     cam = GradCAM(model.to(device), img_size)
     transform = eval_transform(img_size, backbone, input_scale)
+    # per test set its fakes; the real images, which every set shares, once in a row of their own (else each
+    # row would repeat the same most confident reals)
     by_set: dict[str, list] = {}
+    reals: dict[str, tuple] = {}
     for name, path, _video, label, score in predictions:
-        by_set.setdefault(name, []).append((path, int(label), float(score)))
+        if int(label) == 1:
+            by_set.setdefault(name, []).append((path, 1, float(score)))
+        else:
+            reals.setdefault(path, (path, int(label), float(score)))
+    if reals:
+        by_set[REAL_ROW] = list(reals.values())
     written, sheet = [], []
     for name, rows in by_set.items():
         chosen = pick(rows, n, threshold)
@@ -88,8 +99,11 @@ def write_test_cams(model: torch.nn.Module, predictions: list, n: int, out_dir: 
 
 
 def contact_sheet(rows: list[tuple[str, list]], path: Path, heading: str, size: int) -> Path:
-    """One figure: a row per test set of its heat-map overlays (right ones first), score above each."""
+    """One figure: a row per test set of its fakes' heat-map overlays and one of the real images (right ones
+    first), score above each, the colour scale of the maps beside."""
     import cv2
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     from evaluation.plots import _pyplot
     plt = _pyplot()
@@ -104,8 +118,12 @@ def contact_sheet(rows: list[tuple[str, list]], path: Path, heading: str, size: 
                 ax.set_title(f"{kind} {score:.2f} ({'fake' if label else 'real'})", fontsize=7,
                              color="green" if kind == "right" else "red")
         ax_row[0].text(-0.1, 0.5, name, transform=ax_row[0].transAxes, ha="right", va="center", fontsize=8)
-    fig.suptitle(heading + " — score = P(fake), label in brackets", fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(heading + " — the most confident right and wrong decisions; score = P(fake), label in brackets",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), cax=fig.add_axes((0.945, 0.15, 0.015, 0.7)))
+    bar.set_label("Grad-CAM (share of the map's peak)", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

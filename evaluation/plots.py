@@ -41,29 +41,55 @@ def roc_plot(curves: dict[str, tuple[str | None, np.ndarray, np.ndarray]], path:
     return path
 
 
+GROUPS = (  # a panel per kind of quantity: (title, y label, rule for a key, chance line and its label)
+    ("losses", "loss", lambda k: "loss" in k, (float(np.log(2)), "ln 2: a two-class guess's cross-entropy")),
+    ("MPL feedback h", "h (teacher's reward)", lambda k: k == "h" or k.startswith("h_"), (0.0, "no feedback")),
+    ("accuracies and rates", "fraction", lambda k: any(w in k for w in ("acc", "auc", "fake", "ratio", "rate")),
+     (0.5, "chance / balance")),
+    ("other", "value", lambda k: True, None),
+)
+
+
+def _group(key: str) -> int:
+    return next(i for i, (_, _, rule, _) in enumerate(GROUPS) if rule(key.removeprefix("val_")))
+
+
 def training_curves(log_file: Path, path: Path, title: str) -> Path | None:
-    """Every logged loss of every stage against its step (one panel per stage)."""
+    """Every logged quantity of every stage against its step: a row per stage, a panel per kind of quantity
+    (losses with the two-class chance line, MPL's h on its own axis, accuracies and rates on [0, 1])."""
     if not log_file.is_file():
         return None
     rows = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
     stages = list(dict.fromkeys(r["stage"] for r in rows))
     if not stages:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 4), squeeze=False)
     skip = {"stage", "step", "time", "steps_per_s", "images_per_s", "rss_mb", "private_mb"}
-    for ax, stage in zip(axes[0], stages):
-        mine = [r for r in rows if r["stage"] == stage]
+    keys = {st: list(dict.fromkeys(k for r in rows if r["stage"] == st for k in r
+                                   if k not in skip and not k.startswith("lr_"))) for st in stages}
+    used = sorted({_group(k) for ks in keys.values() for k in ks})
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(stages), len(used), figsize=(4.6 * len(used), 3.3 * len(stages)), squeeze=False)
+    for row, stage in zip(axes, stages):
         by_step: dict[int, dict] = {}
-        for r in mine:  # a resumed run logs some steps twice (the last wins); validation rows join their step
+        for r in (r for r in rows if r["stage"] == stage):  # a resumed run logs some steps twice (the last wins)
             by_step.setdefault(r["step"], {}).update(r)
         steps = sorted(by_step)
-        for key in dict.fromkeys(k for r in mine for k in r if k not in skip and not k.startswith("lr_")):
-            points = [(s, by_step[s][key]) for s in steps if key in by_step[s]]
-            ax.plot(*zip(*points), "o--" if key.startswith("val_") else "-", label=key, ms=3)
-        ax.set(title=f"{stage}", xlabel="step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        for ax, g in zip(row, used):
+            name, ylabel, _, chance = GROUPS[g]
+            mine = [k for k in keys[stage] if _group(k) == g]
+            for key in mine:
+                points = [(st, by_step[st][key]) for st in steps if key in by_step[st]]
+                ax.plot(*zip(*points), "o--" if key.startswith("val_") else "-", label=key, ms=3)
+            if not mine:
+                ax.set_axis_off()
+                continue
+            if chance is not None:
+                ax.axhline(chance[0], color="grey", ls=":", lw=1, label=chance[1])
+            if name == "accuracies and rates":
+                ax.set_ylim(-0.02, 1.02)
+            ax.set(title=f"{stage}: {name}", xlabel="step", ylabel=ylabel)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -85,8 +111,15 @@ def embed_2d(features: np.ndarray, projection: str = "pca", seed: int = 0) -> np
 def embedding_plot(features: np.ndarray, labels: np.ndarray, domains: list[str], path: Path, title: str,
                    projection: str = "pca") -> Path:
     """Encoder features projected to 2-D (PCA or t-SNE), coloured by real/fake (left) and by manipulation
-    (right)."""
+    (right). Both classes are drawn with as many points (a seeded choice of the larger one): 800 fakes over 160
+    reals would hide where the reals are."""
     plt = _pyplot()
+    per_class = min(int((labels == 0).sum()), int((labels == 1).sum()))
+    if per_class:
+        rng = np.random.default_rng(0)
+        keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == v))[:per_class] for v in (0, 1)]))
+        features, labels, domains = features[keep], labels[keep], [domains[i] for i in keep]
+        title = f"{title} ({per_class} of each class)"
     xy = embed_2d(features, projection)  # [N, 2]
     axis = "t-SNE " if projection == "tsne" else "PC "
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 5.5))
@@ -110,24 +143,37 @@ def embedding_plot(features: np.ndarray, labels: np.ndarray, domains: list[str],
 
 def reliability_plot(curves: dict[str, tuple[str | None, np.ndarray, np.ndarray]], path: Path, title: str,
                      temperature: float | None = None, bins: int = 10) -> Path | None:
-    """Reliability diagram: per test set, the fraction of fakes against the mean P(fake) in `bins` equal-width
-    score bins (the diagonal is perfect calibration); dotted: after temperature scaling, when fitted."""
+    """Reliability diagrams, a panel per test set: the fraction of fakes against the mean P(fake) in `bins`
+    equal-width score bins (the diagonal is perfect calibration), grey bars the images in each bin (right
+    axis: a point of few images says little); dotted: after temperature scaling, when fitted."""
     from evaluation.metrics import scaled_scores
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 6))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, (name, (split, labels, scores)) in enumerate(curves.items()):
+    n = len(curves)
+    cols = min(3, n)
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4.4 * cols, 4.2 * ((n + cols - 1) // cols)),
+                             squeeze=False)
+    for ax, (name, (split, labels, scores)) in zip(axes.flat, curves.items()):
+        idx = np.minimum((np.asarray(scores) * bins).astype(int), bins - 1)
+        counts = ax.twinx()
+        counts.bar((np.arange(bins) + 0.5) / bins, np.bincount(idx, minlength=bins), width=0.9 / bins, color="0.85",
+                   zorder=0)
+        counts.set_ylabel("images in the bin", color="0.45")
+        ax.set_zorder(counts.get_zorder() + 1)
+        ax.patch.set_visible(False)
         versions = [(scores, "-o", "")] + ([(scaled_scores(scores, temperature), ":s", " (T)")] if temperature else [])
         for values, style, suffix in versions:
-            idx = np.minimum((np.asarray(values) * bins).astype(int), bins - 1)
-            used = [b for b in range(bins) if (idx == b).any()]
-            ax.plot([values[idx == b].mean() for b in used], [labels[idx == b].mean() for b in used], style, ms=3,
-                    color=colours[k % len(colours)], label=f"{name}{suffix}")
-    ax.plot([0, 1], [0, 1], color="grey", lw=1, label="perfect calibration")
-    ax.set(xlabel="mean predicted P(fake) in the bin", ylabel="fraction of fakes in the bin", xlim=(0, 1),
-           ylim=(0, 1), title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+            b_idx = np.minimum((np.asarray(values) * bins).astype(int), bins - 1)
+            used = [b for b in range(bins) if (b_idx == b).any()]
+            ax.plot([values[b_idx == b].mean() for b in used], [labels[b_idx == b].mean() for b in used], style,
+                    ms=3, label=f"P(fake){suffix}")
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, label="perfect calibration")
+        ax.set(xlabel="mean predicted P(fake) in the bin", ylabel="fraction of fakes in the bin", xlim=(0, 1),
+               ylim=(0, 1), title=f"{name} ({split or 'test'}, {len(labels)} images)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    for ax in list(axes.flat)[n:]:
+        ax.set_axis_off()
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -100,7 +100,8 @@ def reproduce_table(args: argparse.Namespace, out) -> int:
                                                         "overrides": args.overrides, "rows": rows,
                                                         "wall_s": round(time.time() - start, 1)}, indent=1) + "\n")
     name = f"Table {args.table}" if args.table in ("1", "2") else args.table
-    figure(rows, spec["methods"], out / f"{stem}.png", f"{name}{' (demo)' if args.demo else ''}", spec["metrics"][0])
+    figure(rows, spec["methods"], out / f"{stem}.png", f"{name}{' (demo)' if args.demo else ''}", spec["metrics"][0],
+           args.demo)
     from evaluation.html import table_page  # the same, as one page to share (the figure embedded)
     atomic_write_text(out / f"{stem}.html", table_page(text, out / f"{stem}.png", f"{name}{' (demo)' * args.demo}"))
     print(text)

@@ -121,6 +121,8 @@ def test_demo_like_run_leaves_logs_plots_and_a_report(tiny_config_file):
         pngs = sorted(p.name for p in (runs / "supcon" / "cam" / name).glob("*.png"))
         assert pngs and set(pngs) <= {"right-1.png", "wrong-1.png"}
     assert cv2.imread(str(runs / "supcon" / "cam" / "contact_sheet.png")) is not None
+    # the real images every set shares: one row of their own, not repeated in each set's
+    assert sorted(p.name for p in (runs / "supcon" / "cam" / "real_images_every_set").glob("*.png"))
     res = command(["-m", "evaluation.report", str(runs), "--out", str(runs), "--html", str(runs / "report.html")])
     assert res.returncode == 0, res.stderr
     text = (runs / "report.md").read_text()
