@@ -290,16 +290,16 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(bad_list, "".join(p + "\n" for p in bad))
         print(f"warning: skipped {len(bad)} unreadable test image(s), e.g. {bad[0]}; listed in {bad_list}",
               file=sys.stderr)
-    figures = [] if args.no_plots else write_plots(args.method, model, sets, curves, own_run,
-                                                     json_path.parent,
+    figures = [] if args.no_plots else write_plots(args.method, model, sets, curves, own_run, json_path.parent,
                                                      img_size, backbone, input_scale, device, cfg["seed"],
                                                      args.embedding, calibration)
     if args.cam:
         from evaluation.cams import write_test_cams
-        threshold = calibration["threshold"] if calibration else 0.5
-        cams = write_test_cams(model, predictions, args.cam, json_path.parent, img_size, backbone,
-                                       input_scale, device, threshold)
-        figures += cams[-1:]
+        figures += write_test_cams(model, predictions, args.cam, json_path.parent, img_size, backbone, input_scale,
+                                   device, calibration["threshold"] if calibration else 0.5)[-1:]
+    if own_run is not None:  # the run's TensorBoard log gets its evaluation: metrics, plots, settings
+        from evaluation.tensorboard import log_evaluation
+        log_evaluation(own_run, args.method, loaded.get("config") or cfg, results, figures)
     title = f"{args.method} ({backbone}, {img_size}px"
     print(format_table(results, f"{title}, weights {first}) — metrics in %"), *(
         f"missing: test set '{name}' ({why})" for name, why in missing.items()), sep="\n")

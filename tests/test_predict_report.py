@@ -105,9 +105,14 @@ def test_demo_like_run_leaves_logs_plots_and_a_report(tiny_config_file):
     res = train_and_evaluate("supcon", "--config", str(tiny_config_file))
     assert res.returncode == 0, res.stderr
     runs = tiny_config_file.parent / "runs" / "tiny"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     for method in ("pt", "supcon"):
         folder = runs / method
         assert list((folder / "tb").glob("events.out.tfevents.*"))
+        # the evaluation in the same log: every test set's metrics, the plots, the settings (HPARAMS tab)
+        tags = EventAccumulator(str(folder / "tb"), size_guidance={"images": 0}).Reload().Tags()
+        assert {"eval/Deepfakes/auc", "eval/NeuralTextures/acc"} <= set(tags["scalars"]), tags["scalars"]
+        assert "eval/roc" in tags["images"] and list((folder / "tb" / "hparams").glob("events.out.tfevents.*"))
         rows = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
         assert all("images_per_s" in r and any(k.startswith("lr_") for k in r) for r in rows)
         # host memory with every logged step: torch alone holds well over 50 MB, private pages are part of all
