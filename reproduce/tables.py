@@ -194,7 +194,7 @@ def figure(rows: list[dict], methods: list[str], path: Path, title: str, metric:
         ax.scatter(x, [c["paper"] if c.get("paper") is not None else np.nan for c in cells], color="black",
                    marker="_", s=200, zorder=3,
                    label=("the paper, on real data (not comparable with the demo's bars)" if demo else "the paper")
-                   if k == 0 else None)
+                   if k == 0 and any(c.get("paper") is not None for c in cells) else None)
     ax.set_xticks(np.arange(len(rows)), [r["row"] for r in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(f"{METRICS.get(metric, metric)} (%)")
     title = f"{title}: {METRICS.get(metric, metric)}"
