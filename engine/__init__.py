@@ -12,6 +12,7 @@
   graphs.py      CUDA graphs of whole training steps (StepGraph) and the loop's step call (stepper)
   checkpoint.py  atomic saves, safe loads, the resumable checkpoint of a run (Checkpointer)
   loop.py        the stage loop: batches, progress, logging, periodic checkpoints, signals
+  progress.py    progress lines of long commands (evaluate, predict, extract_faces), on a terminal or not
   logger.py      log.txt, train_log.jsonl, TensorBoard
   release.py     a run's folder, its release checkpoints, loading a detector, the weights record of results
   run.py         starting a run: lock, checks (never overwriting a run), then writes (start_run -> Run)

@@ -4,5 +4,7 @@
   plots.py       ROC curves, training curves, embeddings, reliability diagrams
   cams.py        Grad-CAM heat maps of test decisions and their contact sheet (evaluate.py --cam)
   robustness.py  the sweep of test-time degradations (evaluate.py --perturb)
-  report.py      a Markdown table of finished runs (python -m evaluation.report)
+  report.py      tables of finished runs, Markdown or one HTML page (python -m evaluation.report [--html])
+  html.py        self-contained HTML pages (plots embedded) of runs and reproduced tables
+  tensorboard.py an evaluation in the run's TensorBoard log (metrics, plots, hparams)
 """

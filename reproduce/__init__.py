@@ -1,4 +1,5 @@
-"""Reproduce the paper's Table 1 or Table 2 in one command, with seeds and confidence intervals.
+"""Reproduce the paper's Table 1 or Table 2 (and the field's tables: --table dfb|df40|adapt) in one command, with
+seeds and confidence intervals.
 
   python -m reproduce --table 1 [--seeds 3] [key=value ...]     # real data (configs/paths.yaml)
   python -m reproduce --table 2 --demo --seeds 1                # the embedded demo's analogues
@@ -17,5 +18,6 @@ from reproduce/paper-tables.yaml (transcribed from the two result images of the 
   spec.py      what a table is: its rows, methods, metrics, and the paper's values (paper-tables.yaml)
   jobs.py      the trainings a table needs: their run folders, their state, running them
   tables.py    the results: mean +- std over seeds, paired-bootstrap intervals, the Markdown and the figure
+  bench.py     the field's tables: DeepfakeBench's protocol (--table dfb), DF40 (df40), a new generator (adapt)
   __main__.py  the command line
 """
