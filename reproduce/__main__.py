@@ -89,7 +89,8 @@ def reproduce_table(args: argparse.Namespace, out) -> int:
         if "ddt_fewshot" in spec["scripts"] else None,
         mpl_form(job_config(next(j for j in jobs if j.script == "mpl"), args.overrides))
         if "mpl" in spec["methods"] else None) if line]
-    missing = bench.missing_datasets(job_config(jobs[0], args.overrides)) if args.table in bench.BENCH_TABLES else {}
+    from datasets.protocols import missing_sets  # the protocol's absent optional datasets: named columns
+    missing = missing_sets(job_config(jobs[0], args.overrides)) if args.table in bench.BENCH_TABLES else {}
     if args.table in bench.BENCH_TABLES:
         text = bench.render_bench(args.table, spec, rows, seeds, args.demo, missing)
     else:

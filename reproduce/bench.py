@@ -8,7 +8,6 @@ evaluation.metrics.deepfakebench_metrics) or, for adapt, the project's metrics. 
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import yaml
 
@@ -119,15 +118,5 @@ def render_bench(table: str, spec: dict, rows: list[dict], seeds: list[int], dem
     return "\n".join(lines) + "\n"
 
 
-def missing_datasets(cfg: dict) -> dict[str, str]:
-    """{test set: why} of the protocol's absent optional datasets."""
-    from datasets.protocols import missing_sets
-    return missing_sets(cfg)
-
-
 def stem(table: str, demo: bool) -> str:
     return f"{'table' if table in ('1', '2') else ''}{table}" + ("-demo" if demo else "")
-
-
-def out_files(out: Path, table: str, demo: bool) -> Path:
-    return out / stem(table, demo)
