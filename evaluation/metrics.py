@@ -6,27 +6,33 @@ per-class accuracies, the validation threshold and calibration error, video aggr
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as sk
+
+
+def sk():
+    """scikit-learn's metrics, imported where first used: a training process imports this module (validation)
+    but computes no metric unless it validates, and the import costs its start about 2 s."""
+    from sklearn import metrics
+    return metrics
 
 
 def roc_curve(labels, scores, sample_weight=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """FPR, TPR and thresholds (the first +inf) of P(fake) scores (scikit-learn's). Needs both classes."""
-    return sk.roc_curve(labels, scores, sample_weight=sample_weight)
+    return sk().roc_curve(labels, scores, sample_weight=sample_weight)
 
 
 def roc_auc(labels, scores, sample_weight=None) -> float:
     """The area under the ROC curve (scikit-learn's roc_auc_score). Needs both classes."""
-    return float(sk.roc_auc_score(labels, scores, sample_weight=sample_weight))
+    return float(sk().roc_auc_score(labels, scores, sample_weight=sample_weight))
 
 
 def average_precision(labels, scores) -> float:
     """AP, not interpolated (scikit-learn's average_precision_score). Needs a fake image."""
-    return float(sk.average_precision_score(labels, scores))
+    return float(sk().average_precision_score(labels, scores))
 
 
 def f1(labels, pred) -> float:
     """F1 of the fake class from 0/1 predictions; 0 where there is no fake image nor fake prediction."""
-    return float(sk.f1_score(labels, pred, zero_division=0))
+    return float(sk().f1_score(labels, pred, zero_division=0))
 
 
 RECORDS = ("weights", "produced_by", "missing")  # the keys of a results.json that are not test sets
@@ -222,7 +228,7 @@ def deepfakebench_metrics(paths: list[str], labels: np.ndarray, scores: np.ndarr
     if len(np.unique(labels)) < 2:
         return out
     fpr, tpr, _ = roc_curve(labels, scores)
-    out["auc"] = float(sk.auc(fpr, tpr))
+    out["auc"] = float(sk().auc(fpr, tpr))
     out["eer"] = float(fpr[np.nanargmin(np.abs((1 - tpr) - fpr))])
     out["ap"] = average_precision(labels, scores)
     per_folder: dict[str, list[int]] = {}
@@ -232,5 +238,5 @@ def deepfakebench_metrics(paths: list[str], labels: np.ndarray, scores: np.ndarr
     v_labels = np.array([int(labels[idx].sum() / len(idx)) for idx in per_folder.values()])
     if len(np.unique(v_labels)) == 2:
         v_fpr, v_tpr, _ = roc_curve(v_labels, v_scores)
-        out["video_auc"] = float(sk.auc(v_fpr, v_tpr))
+        out["video_auc"] = float(sk().auc(v_fpr, v_tpr))
     return out
