@@ -20,6 +20,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items):
+    """The longest test first (marked `first`), then the other slow ones, then the rest: a long test handed out
+    late would run alone at the end while the other worker idles (the suite's two workers, pytest.ini)."""
+    items.sort(key=lambda item: (item.get_closest_marker("first") is None, item.get_closest_marker("slow") is None))
+
+
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
     from preprocess.demo import generate

@@ -2,12 +2,14 @@
 missing cell that is named, a rerun that trains nothing, and the bootstrap's confidence intervals."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import PY, REPO, check_page, command
 from reproduce.tables import paired_bootstrap
@@ -26,6 +28,7 @@ def reproduce(tmp_path, trees, *extra):  # noqa: F811
 
 
 @pytest.mark.slow
+@pytest.mark.first
 def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("SUPCON_PROGRESS_EVERY", "0")
     dry = command(reproduce(tmp_path, trees, "--dry-run"))
@@ -89,8 +92,6 @@ def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees
     assert "mpl.teacher_lr: 0.05 -> 0.0001" in lines[0] and "--retrain" in lines[0]
     saved.write_text(original)
     # ... nor one trained on other data: the same run name, a dataset root that now holds one video less.
-    import shutil
-    import yaml
     paths = yaml.safe_load((trees / "paths.yaml").read_text())
     shutil.copytree(paths["ff"], tmp_path / "FF2")
     video = sorted((tmp_path / "FF2" / "train_set" / "Real").iterdir())[0]
@@ -99,13 +100,16 @@ def test_table_2_end_to_end_with_a_resume_a_missing_cell_and_a_quick_rerun(trees
     res = command(reproduce(tmp_path, trees))
     assert res.returncode == 2 and "trained on other data than the dataset roots give now" in res.stderr, res.stderr
     (trees / "paths.yaml").write_text(yaml.safe_dump(paths))
-    # --retrain: the old folders of the runs that differ (here the MPL run and its baseline teacher) are moved
-    # aside, whole, and those runs trained again; the others are kept
-    saved.write_text(original.replace("teacher_lr: 0.0001", "teacher_lr: 0.05"))
+    # --retrain: the old folder of the run that differs (here Tar, the quickest to train again) is moved aside,
+    # whole, and that run trained again; the others are kept
+    (tar_config,) = (tmp_path / "runs").glob("sin-seed777-*/tar/config.yaml")
+    tar_cfg = yaml.safe_load(tar_config.read_text())
+    tar_config.write_text(yaml.safe_dump({**tar_cfg, "tar": {**tar_cfg["tar"], "lr": 0.05}}))
     res = command(reproduce(tmp_path, trees, "--retrain"), timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert len(list((tmp_path / "runs").glob("sin-seed777-*/mpl.old-*/mpl.tar"))) == 1
-    assert not list((tmp_path / "runs").glob("sin-seed777-*/supconmpl.old-*"))
+    assert len(list((tmp_path / "runs").glob("sin-seed777-*/tar.old-*/tar.tar"))) == 1
+    assert not [p.name for p in (tmp_path / "runs").glob("sin-seed777-*/*.old-*") if not p.name.startswith("tar.")]
+    assert "sin seed 777: Tar (conflict) ..." in res.stderr and "MPL (finished) - skipped" in res.stderr, res.stderr
     assert "    | " in res.stderr  # each run's newest log line, streamed while it trains
 
 
@@ -161,14 +165,18 @@ def test_interrupting_reproduce_stops_its_training_too(trees, tmp_path):  # noqa
     """SIGINT to reproduce's own pid (not its group): the running training gets it too, saves a checkpoint and
     stops; reproduce ends with one line; no process is left holding the run."""
     from engine.run import RunLock
-    proc = subprocess.Popen([PY, *reproduce(tmp_path, trees)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # Table 1's first run is the baseline: made long enough to be caught training, it is interrupted seconds in.
+    args = ["-m", "reproduce", "--table", "1", "--seeds", "1", "--out", str(tmp_path / "out"), *overrides(trees),
+            f"out_dir={tmp_path / 'runs'}", *TINY, "pt.steps=100000"]
+    proc = subprocess.Popen([PY, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     deadline = time.time() + 300
-    while not list((tmp_path / "runs").glob("sin-seed777-*/mpl/checkpoints/ckpt-00-*.tar")) and time.time() < deadline:
+    while not list((tmp_path / "runs").glob("ff_wo_df-seed777-*/pt/checkpoints/ckpt-00-*.tar")) \
+            and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "stopped by signal 2" in err.strip().splitlines()[-1], err
-    (folder,) = (tmp_path / "runs").glob("sin-seed777-*/mpl")
+    (folder,) = (tmp_path / "runs").glob("ff_wo_df-seed777-*/pt")
     RunLock(folder).acquire(True, "test").release()  # nobody holds it: the training ended
-    assert list((folder / "checkpoints").glob("ckpt-*.tar"))
+    assert list((folder / "checkpoints").glob("ckpt-*.tar")) and not (folder / "pt.tar").exists()  # stopped, unfinished
