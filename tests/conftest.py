@@ -132,7 +132,6 @@ def check_page(page, images, words):
     import io
     import re
     import shutil
-    import subprocess
     from PIL import Image
     text = page.read_text()
     found = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)">', text)
@@ -141,7 +140,30 @@ def check_page(page, images, words):
     assert all(w in text for w in words), [w for w in words if w not in text]
     browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
     if browser:
-        shot = page.with_suffix(".png")
-        subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", f"--screenshot={shot}",
+        render_in_browser(browser, page, images)
+
+
+def render_in_browser(browser: str, page, images: int) -> None:
+    """Open the page in headless Chromium: a copy with a probe script counts the images the browser decoded
+    (complete, with a width), and a screenshot of the page itself lies beside it (<page>.screenshot.png) to look at."""
+    import re
+    import subprocess
+    import tempfile
+    from PIL import Image
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with tempfile.TemporaryDirectory() as profile:
+        probe = Path(profile) / "probe.html"  # the page's images are embedded: the copy can lie anywhere
+        probe.write_text(page.read_text().replace("</body>", (
+            "<script>window.addEventListener('load', () => { const i = [...document.images];"
+            " document.title = 'decoded ' + i.filter(x => x.complete && x.naturalWidth > 0).length + '/' + i.length;"
+            " });</script></body>")))
+        dom = subprocess.run([browser, *flags, f"--user-data-dir={profile}/user", "--virtual-time-budget=10000",
+                              "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+        decoded = re.search(r"<title>decoded (\d+)/(\d+)</title>", dom.stdout)
+        assert decoded and decoded.groups() == (str(images), str(images)), (decoded, dom.stderr[-2000:])
+    with tempfile.TemporaryDirectory() as profile:
+        shot = page.with_suffix(".screenshot.png")
+        subprocess.run([browser, *flags, f"--user-data-dir={profile}", f"--screenshot={shot}",
                         "--window-size=1200,3000", page.as_uri()], capture_output=True, timeout=120)
         assert Image.open(shot).size == (1200, 3000)
