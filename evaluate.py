@@ -118,7 +118,7 @@ def write_plots(method: str, model: torch.nn.Module, sets: dict, curves: dict, r
              "ddt": "DDT", "tar": "Tar"}
     written = [plots.roc_plot(curves, out_dir / "roc.png", f"ROC — {names[method]}"),
                plots.training_curves(run_dir / "train_log.jsonl", out_dir / "training_curves.png",
-                                     f"training — {names[method]}") if run_dir else None]
+                                     f"training — {names[method]}", method) if run_dir else None]
     if calibration:
         written.append(plots.reliability_plot(curves, out_dir / "reliability.png", f"reliability — {names[method]}",
                                               calibration.get("temperature")))

@@ -42,21 +42,31 @@ def roc_plot(curves: dict[str, tuple[str | None, np.ndarray, np.ndarray]], path:
 
 
 GROUPS = (  # a panel per kind of quantity: (title, y label, rule for a key, chance line and its label)
-    ("losses", "loss", lambda k: "loss" in k, (float(np.log(2)), "ln 2: a two-class guess's cross-entropy")),
+    ("losses", "cross-entropy", lambda k: "loss" in k or k.endswith("_cls"),
+     (float(np.log(2)), "ln 2: a two-class guess's cross-entropy")),
+    ("SupCon / Tar / DDT losses", "loss (no two-class chance level)", lambda k: False, None),  # OWN_LOSS
     ("MPL feedback h", "h (teacher's reward)", lambda k: k == "h" or k.startswith("h_"), (0.0, "no feedback")),
     ("accuracies and rates", "fraction", lambda k: any(w in k for w in ("acc", "auc", "fake", "ratio", "rate")),
      (0.5, "chance / balance")),
     ("other", "value", lambda k: True, None),
 )
+# The stages whose `loss` is not a two-class cross-entropy, by method: SupCon's contrastive loss (the teacher's
+# stage, the SupCon-MPL student's fine-tuning), Tar's activation + reconstruction loss, DDT's distance to the
+# class modes. A key naming SupCon (t_supcon, s_supcon) is one everywhere.
+OWN_LOSS = {"supcon": {"supcon"}, "supconmpl": {"finetune"}, "tar": {"tar"}, "ddt": {"ddt"}}
 
 
-def _group(key: str) -> int:
-    return next(i for i, (_, _, rule, _) in enumerate(GROUPS) if rule(key.removeprefix("val_")))
+def _group(key: str, stage: str = "", method: str = "") -> int:
+    key = key.removeprefix("val_")
+    if "supcon" in key or (key == "loss" and stage in OWN_LOSS.get(method, ())):
+        return 1  # the panel without the ln 2 line
+    return next(i for i, (_, _, rule, _) in enumerate(GROUPS) if rule(key))
 
 
-def training_curves(log_file: Path, path: Path, title: str) -> Path | None:
+def training_curves(log_file: Path, path: Path, title: str, method: str = "") -> Path | None:
     """Every logged quantity of every stage against its step: a row per stage, a panel per kind of quantity
-    (losses with the two-class chance line, MPL's h on its own axis, accuracies and rates on [0, 1])."""
+    (cross-entropy losses with the two-class chance line, SupCon's and Tar's / DDT's own losses apart (OWN_LOSS),
+    MPL's h on its own axis, accuracies and rates on [0, 1])."""
     if not log_file.is_file():
         return None
     rows = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
@@ -66,7 +76,7 @@ def training_curves(log_file: Path, path: Path, title: str) -> Path | None:
     skip = {"stage", "step", "time", "steps_per_s", "images_per_s", "rss_mb", "private_mb"}
     keys = {st: list(dict.fromkeys(k for r in rows if r["stage"] == st for k in r
                                    if k not in skip and not k.startswith("lr_"))) for st in stages}
-    used = sorted({_group(k) for ks in keys.values() for k in ks})
+    used = sorted({_group(k, st, method) for st, ks in keys.items() for k in ks})
     plt = _pyplot()
     fig, axes = plt.subplots(len(stages), len(used), figsize=(4.6 * len(used), 3.3 * len(stages)), squeeze=False)
     for row, stage in zip(axes, stages):
@@ -76,7 +86,7 @@ def training_curves(log_file: Path, path: Path, title: str) -> Path | None:
         steps = sorted(by_step)
         for ax, g in zip(row, used):
             name, ylabel, _, chance = GROUPS[g]
-            mine = [k for k in keys[stage] if _group(k) == g]
+            mine = [k for k in keys[stage] if _group(k, stage, method) == g]
             for key in mine:
                 points = [(st, by_step[st][key]) for st in steps if key in by_step[st]]
                 ax.plot(*zip(*points), "o--" if key.startswith("val_") else "-", label=key, ms=3)

@@ -88,13 +88,14 @@ def detail(results: dict) -> list[str]:
     """Markdown: one run's every metric per test set (video level and DeepfakeBench's definitions where there)."""
     pct = lambda v: "–" if v is None else f"{100 * v:.2f}"  # noqa: E731
     cols = [("ACC", "acc"), ("AUC", "auc"), ("AUC (hard)", "auc_hard"), ("F1", "f1"), ("EER", "eer"), ("AP", "ap")]
-    lines = ["| test set | split | " + " | ".join(c for c, _ in cols) + " | N | video AUC | DFB frame AUC | "
-             "DFB video AUC |", "|" + " --- |" * (len(cols) + 6)]
+    dfb = any(m.get("deepfakebench") for m in results.values())  # their columns only where some set has them
+    lines = ["| test set | split | " + " | ".join(c for c, _ in cols) + " | N | video AUC |"
+             + (" DFB frame AUC | DFB video AUC |" if dfb else ""), "|" + " --- |" * (len(cols) + 4 + 2 * dfb)]
     for name, m in results.items():
-        dfb = m.get("deepfakebench") or {}
+        theirs = m.get("deepfakebench") or {}
         lines.append(f"| {name} | {m.get('split') or '–'} | " + " | ".join(pct(m.get(k)) for _, k in cols)
-                     + f" | {m.get('n', 0)} | {pct((m.get('video') or {}).get('auc'))} | {pct(dfb.get('auc'))} | "
-                     f"{pct(dfb.get('video_auc'))} |")
+                     + f" | {m.get('n', 0)} | {pct((m.get('video') or {}).get('auc'))} |"
+                     + (f" {pct(theirs.get('auc'))} | {pct(theirs.get('video_auc'))} |" if dfb else ""))
     return lines
 
 
