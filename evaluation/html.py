@@ -45,9 +45,10 @@ def meta_table(rows: dict) -> str:
     return f'<table class="meta">{cells}</table>'
 
 
-def table_page(markdown_text: str, figure: Path | None, title: str) -> str:
+def table_page(markdown_text: str, figure: Path | None, title: str, seeds: int) -> str:
     """A reproduced table's page: its Markdown (tables, notes, intervals, missing cells) and its figure."""
     body = [markdown(markdown_text)]
     if figure is not None and figure.is_file():
-        body.append(image(figure, f"{title}: bars mean ± std over seeds"))
+        body.append(image(figure, f"{title}: bars mean ± std over {seeds} seeds" if seeds > 1
+                          else f"{title}: bars one seed's values (no spread)"))
     return page(title, body)

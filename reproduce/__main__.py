@@ -104,7 +104,8 @@ def reproduce_table(args: argparse.Namespace, out) -> int:
     figure(rows, spec["methods"], out / f"{stem}.png", f"{name}{' (demo)' if args.demo else ''}", spec["metrics"][0],
            args.demo)
     from evaluation.html import table_page  # the same, as one page to share (the figure embedded)
-    atomic_write_text(out / f"{stem}.html", table_page(text, out / f"{stem}.png", f"{name}{' (demo)' * args.demo}"))
+    atomic_write_text(out / f"{stem}.html", table_page(text, out / f"{stem}.png", f"{name}{' (demo)' * args.demo}",
+                                                          len(seeds)))
     print(text)
     print(f"written: {out / stem}.md, .json, .png, .html ({time.time() - start:.0f} s)", file=sys.stderr)
     # an absent optional dataset is a named column, not a failure

@@ -12,7 +12,7 @@ from __future__ import annotations
 import yaml
 
 from engine.config import load_config
-from reproduce.spec import NAMES, Row
+from reproduce.spec import METRICS, NAMES, Row
 from utils import ROOT
 
 BENCH_TABLES = ("dfb", "df40", "adapt")
@@ -83,13 +83,10 @@ def render_bench(table: str, spec: dict, rows: list[dict], seeds: list[int], dem
     elif demo:
         lines += ["The demo's stand-in data: labeled Real + Deepfakes, Face2Face, FaceSwap; the \"new generator\" is "
                   "its NeuralTextures, whose training images are given without labels (configs/demo_adapt.yaml).", ""]
-    labels = {"deepfakebench.auc": "frame AUC (DeepfakeBench's definition)",
-              "deepfakebench.video_auc": "video AUC (DeepfakeBench's definition: frames averaged per video folder)",
-              "auc": "AUC (scores)", "acc": "ACC"}
     present = [r for r in rows if r["test"] not in missing]
     show = lambda r, m, metric: "missing" if r["test"] in missing else fmt(r["cells"][m][metric])  # noqa: E731
     for metric in spec["metrics"]:
-        lines += [f"## {labels[metric]}", "", "| method | " + " | ".join(r["row"] for r in rows) + " |",
+        lines += [f"## {METRICS[metric]}", "", "| method | " + " | ".join(r["row"] for r in rows) + " |",
                   "|---" * (len(rows) + 1) + "|"]
         lines += [f"| {NAMES[m]} | " + " | ".join(show(r, m, metric) for r in rows) + " |" for m in spec["methods"]]
         if table == "dfb" and metric == "deepfakebench.auc":

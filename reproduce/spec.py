@@ -19,7 +19,9 @@ FOLDER_OF = {"tar_fewshot": "tar", "ddt_fewshot": "ddt", "pt_effb4": "pt", "supc
 SCRIPT_OF = {"tar_fewshot": "tar", "ddt_fewshot": "ddt", "pt_effb4": "pt", "supconmpl_adapt": "supconmpl"}
 LEFT_OUT = {"df": "Deepfakes", "f2f": "Face2Face", "fs": "FaceSwap", "nt": "NeuralTextures"}
 SHORT = {"Deepfakes": "DF", "Face2Face": "F2F", "FaceSwap": "FS", "NeuralTextures": "NT"}
-METRICS = {"acc": "ACC", "auc": "AUC (scores)", "auc_hard": "AUC (hard; the paper's)", "f1": "F1"}
+METRICS = {"acc": "ACC", "auc": "AUC (scores)", "auc_hard": "AUC (hard; the paper's)", "f1": "F1",
+           "deepfakebench.auc": "frame AUC (DeepfakeBench's definition)",
+           "deepfakebench.video_auc": "video AUC (DeepfakeBench's definition: frames averaged per video folder)"}
 
 
 @dataclass(frozen=True)

@@ -184,23 +184,28 @@ def figure(rows: list[dict], methods: list[str], path: Path, title: str, metric:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)) + 2.5, 4))  # + the legend, right of the bars
     width = 0.8 / len(methods)
     for k, method in enumerate(methods):
         x = np.arange(len(rows)) + (k - (len(methods) - 1) / 2) * width
         cells = [r["cells"][method][metric] for r in rows]
-        ax.bar(x, [100 * c.get("mean", np.nan) for c in cells], width, yerr=[100 * (c.get("std") or 0) for c in cells],
-               label=NAMES[method], capsize=3)
+        spread = [100 * c["std"] if c.get("std") is not None else np.nan for c in cells]  # none with one seed
+        ax.bar(x, [100 * c.get("mean", np.nan) for c in cells], width, label=NAMES[method], capsize=3,
+               yerr=None if np.isnan(spread).all() else spread)
         ax.scatter(x, [c["paper"] if c.get("paper") is not None else np.nan for c in cells], color="black",
                    marker="_", s=200, zorder=3,
-                   label=("the paper, on real data (not comparable with the demo's bars)" if demo else "the paper")
+                   label=("the paper, on real data\n(not comparable with\nthe demo's bars)" if demo else "the paper")
                    if k == 0 and any(c.get("paper") is not None for c in cells) else None)
+    for i, r in enumerate(rows):  # a row without any result (an absent optional dataset) says so
+        if all(r["cells"][m][metric].get("mean") is None for m in methods):
+            ax.text(i, 3, "missing", ha="center", fontsize=8, color="dimgray")
     ax.set_xticks(np.arange(len(rows)), [r["row"] for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_xlim(-0.5, len(rows) - 0.5)  # every row's place, an empty one too
     ax.set_ylabel(f"{METRICS.get(metric, metric)} (%)")
     title = f"{title}: {METRICS.get(metric, metric)}"
     ax.set_ylim(0, 100)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: never over a bar
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

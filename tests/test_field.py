@@ -153,7 +153,7 @@ def test_the_field_tables_render_their_rows_the_published_ones_and_what_is_missi
     assert "| SPSL (published) | 96.10 | 81.50 | 76.50 |" in text and "80.00 ± 1.00" in text
     assert "- dataset UADFV: UADFV.json not found" in text and "80.00 ± 1.00 | missing |" in text
     from evaluation.html import table_page
-    page = table_page(text, None, "dfb")
+    page = table_page(text, None, "dfb", 1)
     assert "<td>SPSL (published)</td>" in page and "<h2>Missing</h2>" in page and "<img" not in page
     df40 = bench_spec("df40", demo=False)
     labels = {r.test: r.label for r in df40["rows"]}
