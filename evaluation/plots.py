@@ -54,12 +54,13 @@ GROUPS = (  # a panel per kind of quantity: (title, y label, rule for a key, cha
 # stage, the SupCon-MPL student's fine-tuning), Tar's activation + reconstruction loss, DDT's distance to the
 # class modes. A key naming SupCon (t_supcon, s_supcon) is one everywhere.
 OWN_LOSS = {"supcon": {"supcon"}, "supconmpl": {"finetune"}, "tar": {"tar"}, "ddt": {"ddt"}}
+OWN_PANEL = 1  # GROUPS' "SupCon / Tar / DDT losses": its rule matches nothing, _group puts those keys there
 
 
 def _group(key: str, stage: str = "", method: str = "") -> int:
     key = key.removeprefix("val_")
     if "supcon" in key or (key == "loss" and stage in OWN_LOSS.get(method, ())):
-        return 1  # the panel without the ln 2 line
+        return OWN_PANEL  # the panel without the ln 2 line
     return next(i for i, (_, _, rule, _) in enumerate(GROUPS) if rule(key))
 
 
